@@ -1,0 +1,186 @@
+// One schema for every setting. loadConfig(env) is pure: it reads nothing but `env`, so a bad
+// value is reported (one line per problem) before any port opens or any file is written.
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import ms from 'ms';
+
+export const roles = ['all', 'api', 'gateway', 'worker'] as const;
+export type Role = (typeof roles)[number];
+
+const port = (fallback: number) =>
+  z.coerce
+    .number({ error: 'must be a port number' })
+    .int('must be a whole number')
+    .min(0, 'must be between 0 and 65535')
+    .max(65535, 'must be between 0 and 65535')
+    .default(fallback);
+
+const positiveInt = (fallback: number, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(max, `must be at most ${max}`).default(fallback);
+
+/** Durations are written like `90s`, `15m`, `24h`, `500ms`; a bare number is milliseconds. */
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((value, ctx) => {
+      const millis = /^\d+$/.test(value) ? Number(value) : ms(value as ms.StringValue);
+      if (millis === undefined || !Number.isFinite(millis) || millis <= 0) {
+        ctx.addIssue({ code: 'custom', message: `must be a positive duration such as 30s, 15m or 2h (got "${value}")` });
+        return z.NEVER;
+      }
+      return millis;
+    });
+
+const optionalString = z
+  .string()
+  .trim()
+  .transform((value) => (value === '' ? undefined : value))
+  .optional();
+
+const envSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+    ROLE: z.enum(roles, { error: `must be one of ${roles.join(', ')}` }).default('all'),
+    HOST: z.string().min(1).default('0.0.0.0'),
+    PORT: port(8080),
+    GRPC_PORT: port(50051),
+    DATA_DIR: z.string().min(1).default('./.data'),
+    REPLICA_ID: optionalString,
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    BODY_LIMIT_BYTES: positiveInt(1024 * 1024, 64 * 1024 * 1024),
+
+    DATABASE_URL: optionalString.pipe(
+      z
+        .string()
+        .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+        .optional(),
+    ),
+    DATABASE_POOL_SIZE: positiveInt(10, 1000),
+
+    TEMPORAL_ADDRESS: optionalString,
+    TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+    TEMPORAL_TASK_QUEUE: z.string().min(1).default('jobs'),
+    TEMPORAL_CLI_PATH: optionalString,
+    TEMPORAL_DEV_PORT: port(7233),
+    TEMPORAL_WORKFLOW_BUNDLE: optionalString,
+
+    PROPELAUTH_AUTH_URL: optionalString.pipe(z.url({ error: 'must be a URL such as https://auth.example.com' }).optional()),
+    PROPELAUTH_API_KEY: optionalString,
+    PROPELAUTH_VERIFIER_KEY: optionalString,
+    DEV_AUTH_ISSUER: z.url().default('http://localhost:8080'),
+
+    JOB_QUEUE_TIMEOUT: duration('24h'),
+    JOB_START_TIMEOUT: duration('5m'),
+    JOB_RUN_TIMEOUT: duration('2h'),
+    AGENT_SILENCE_TIMEOUT: duration('90s'),
+    JOB_CANCEL_GRACE: duration('30s'),
+    ORG_MAX_QUEUED_JOBS: positiveInt(10_000),
+  })
+  .superRefine((env, ctx) => {
+    if (env.PROPELAUTH_AUTH_URL && !env.PROPELAUTH_API_KEY) {
+      ctx.addIssue({ code: 'custom', path: ['PROPELAUTH_API_KEY'], message: 'is required when PROPELAUTH_AUTH_URL is set' });
+    }
+    if (env.NODE_ENV === 'production' && !env.PROPELAUTH_AUTH_URL) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['PROPELAUTH_AUTH_URL'],
+        message: 'is required when NODE_ENV=production: dev auth (local signing keys) is refused in production',
+      });
+    }
+  });
+
+export type AuthConfig =
+  | { mode: 'propelauth'; authUrl: string; apiKey: string; verifierKey: string | undefined }
+  | { mode: 'dev'; issuer: string; keyDir: string };
+
+export interface Config {
+  env: 'development' | 'test' | 'production';
+  role: Role;
+  replicaId: string;
+  host: string;
+  httpPort: number;
+  grpcPort: number;
+  dataDir: string;
+  logLevel: string;
+  bodyLimitBytes: number;
+  database: { kind: 'postgres'; url: string; poolSize: number } | { kind: 'pglite'; dir: string };
+  temporal: {
+    address: string | undefined;
+    namespace: string;
+    taskQueue: string;
+    cliPath: string | undefined;
+    devPort: number;
+    workflowBundlePath: string | undefined;
+  };
+  auth: AuthConfig;
+  jobs: {
+    queueTimeoutMs: number;
+    startTimeoutMs: number;
+    runTimeoutMs: number;
+    agentSilenceTimeoutMs: number;
+    cancelGraceMs: number;
+    maxQueuedPerOrg: number;
+  };
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const name = issue.path.join('.') || 'environment';
+      const raw = typeof issue.path[0] === 'string' ? env[issue.path[0]] : undefined;
+      const got = raw !== undefined && !issue.message.includes('(got') ? ` (got "${raw}")` : '';
+      return `${name}: ${issue.message}${got}`;
+    });
+    throw new ConfigError(problems);
+  }
+  const e = parsed.data;
+  const dataDir = path.resolve(e.DATA_DIR);
+  return {
+    env: e.NODE_ENV,
+    role: e.ROLE,
+    replicaId: e.REPLICA_ID ?? `${os.hostname()}-${process.pid}`,
+    host: e.HOST,
+    httpPort: e.PORT,
+    grpcPort: e.GRPC_PORT,
+    dataDir,
+    logLevel: e.LOG_LEVEL,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    database: e.DATABASE_URL
+      ? { kind: 'postgres', url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE }
+      : { kind: 'pglite', dir: path.join(dataDir, 'pglite') },
+    temporal: {
+      address: e.TEMPORAL_ADDRESS,
+      namespace: e.TEMPORAL_NAMESPACE,
+      taskQueue: e.TEMPORAL_TASK_QUEUE,
+      cliPath: e.TEMPORAL_CLI_PATH,
+      devPort: e.TEMPORAL_DEV_PORT,
+      workflowBundlePath: e.TEMPORAL_WORKFLOW_BUNDLE,
+    },
+    auth: e.PROPELAUTH_AUTH_URL
+      ? {
+          mode: 'propelauth',
+          authUrl: e.PROPELAUTH_AUTH_URL,
+          apiKey: e.PROPELAUTH_API_KEY ?? '',
+          verifierKey: e.PROPELAUTH_VERIFIER_KEY?.replace(/\\n/g, '\n'),
+        }
+      : { mode: 'dev', issuer: e.DEV_AUTH_ISSUER, keyDir: path.join(dataDir, 'dev-auth') },
+    jobs: {
+      queueTimeoutMs: e.JOB_QUEUE_TIMEOUT,
+      startTimeoutMs: e.JOB_START_TIMEOUT,
+      runTimeoutMs: e.JOB_RUN_TIMEOUT,
+      agentSilenceTimeoutMs: e.AGENT_SILENCE_TIMEOUT,
+      cancelGraceMs: e.JOB_CANCEL_GRACE,
+      maxQueuedPerOrg: e.ORG_MAX_QUEUED_JOBS,
+    },
+  };
+}

@@ -1,0 +1,57 @@
+// The SQL of agent tokens and agents.
+import { and, asc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
+import type { Executor } from './client.js';
+import { agents, agentTokens, jobs, type AgentRow, type AgentTokenRow } from './schema/index.js';
+
+export async function insertAgentToken(db: Executor, values: typeof agentTokens.$inferInsert): Promise<AgentTokenRow> {
+  const [row] = await db.insert(agentTokens).values(values).returning();
+  if (!row) throw new Error('insert into agent_tokens returned no row');
+  return row;
+}
+
+export async function listAgentTokens(db: Executor, orgId: string): Promise<AgentTokenRow[]> {
+  return db.select().from(agentTokens).where(eq(agentTokens.orgId, orgId)).orderBy(asc(agentTokens.createdAt), asc(agentTokens.id));
+}
+
+export async function findAgentToken(db: Executor, orgId: string, tokenId: string): Promise<AgentTokenRow | undefined> {
+  const [row] = await db
+    .select()
+    .from(agentTokens)
+    .where(and(eq(agentTokens.orgId, orgId), eq(agentTokens.id, tokenId)));
+  return row;
+}
+
+/** The live (unrevoked) token with this secret hash, if any. */
+export async function findLiveTokenByHash(db: Executor, secretHash: string): Promise<AgentTokenRow | undefined> {
+  const [row] = await db
+    .select()
+    .from(agentTokens)
+    .where(and(eq(agentTokens.secretHash, secretHash), isNull(agentTokens.revokedAt)));
+  return row;
+}
+
+/** Revokes once: a second call keeps the first revocation time. */
+export async function revokeAgentToken(db: Executor, orgId: string, tokenId: string): Promise<AgentTokenRow | undefined> {
+  await db
+    .update(agentTokens)
+    .set({ revokedAt: sql`now()` })
+    .where(and(eq(agentTokens.orgId, orgId), eq(agentTokens.id, tokenId), isNull(agentTokens.revokedAt)));
+  return findAgentToken(db, orgId, tokenId);
+}
+
+export async function listAgents(db: Executor, orgId: string, state?: 'connected' | 'disconnected'): Promise<AgentRow[]> {
+  const connected = state === 'connected' ? isNotNull(agents.sessionId) : state === 'disconnected' ? isNull(agents.sessionId) : undefined;
+  return db
+    .select()
+    .from(agents)
+    .where(connected ? and(eq(agents.orgId, orgId), connected) : eq(agents.orgId, orgId))
+    .orderBy(asc(agents.name), asc(agents.id));
+}
+
+/** The assigned or running jobs held by these agents. */
+export async function listHeldJobs(db: Executor, orgId: string, agentIds: string[]): Promise<{ id: string; agentId: string | null }[]> {
+  return db
+    .select({ id: jobs.id, agentId: jobs.agentId })
+    .from(jobs)
+    .where(and(eq(jobs.orgId, orgId), inArray(jobs.status, ['assigned', 'running']), inArray(jobs.agentId, agentIds)));
+}

@@ -1,0 +1,5 @@
+export * from './enums.js';
+export * from './repositories.js';
+export * from './jobs.js';
+export * from './logs.js';
+export * from './agents.js';

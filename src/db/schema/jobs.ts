@@ -1,0 +1,70 @@
+import { sql } from 'drizzle-orm';
+import { bigserial, check, index, integer, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
+import { timestamptz } from './columns.js';
+import { jobEventTypeEnum, jobStatusEnum, queueTypeEnum } from './enums.js';
+import { repositories } from './repositories.js';
+
+export const jobs = pgTable(
+  'jobs',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    orgId: uuid('org_id').notNull(),
+    repoId: uuid('repo_id')
+      .notNull()
+      .references(() => repositories.id),
+    queueType: queueTypeEnum('queue_type').notNull(),
+    prompt: text('prompt').notNull(),
+    status: jobStatusEnum('status').notNull().default('queued'),
+    parentJobId: uuid('parent_job_id').references((): AnyPgColumn => jobs.id),
+    labels: text('labels').array().notNull().default(sql`'{}'::text[]`),
+    attempt: integer('attempt').notNull().default(0),
+    maxAttempts: integer('max_attempts').notNull().default(3),
+    agentId: uuid('agent_id'),
+    exitCode: integer('exit_code'),
+    failureReason: text('failure_reason'),
+    createdBy: text('created_by').notNull(),
+    createdAt: timestamptz('created_at').notNull().defaultNow(),
+    updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+    assignedAt: timestamptz('assigned_at'),
+    startedAt: timestamptz('started_at'),
+    finishedAt: timestamptz('finished_at'),
+    cancelRequestedAt: timestamptz('cancel_requested_at'),
+    // Task token (base64) of the workflow activity now waiting on the outside world: claimJob while
+    // queued, executeJob once assigned. Whoever completes that step completes the activity with it.
+    pendingActivityToken: text('pending_activity_token'),
+  },
+  (t) => [
+    // Listing: newest first, keyset-paginated on (created_at, id).
+    index('jobs_org_created_idx').on(t.orgId, t.createdAt.desc(), t.id.desc()),
+    // Dispatch: the queued jobs of one organisation in dispatch order (rework first, then FIFO).
+    index('jobs_dispatch_idx')
+      .on(t.orgId, sql`(${t.queueType} = 'rework') desc`, t.createdAt, t.id)
+      .where(sql`${t.status} = 'queued'`),
+    index('jobs_repo_idx').on(t.repoId),
+    check('jobs_attempt_within_limit', sql`${t.attempt} >= 0 and ${t.attempt} <= ${t.maxAttempts}`),
+    check('jobs_rework_has_parent', sql`(${t.queueType} = 'rework') = (${t.parentJobId} is not null)`),
+  ],
+);
+
+export const jobEvents = pgTable(
+  'job_events',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    jobId: uuid('job_id')
+      .notNull()
+      .references(() => jobs.id, { onDelete: 'cascade' }),
+    // Per-job order, assigned under the job row's lock so it has no gaps.
+    seq: integer('seq').notNull(),
+    type: jobEventTypeEnum('type').notNull(),
+    status: jobStatusEnum('status').notNull(),
+    attempt: integer('attempt').notNull(),
+    agentId: uuid('agent_id'),
+    detail: text('detail'),
+    at: timestamptz('at').notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('job_events_job_seq_idx').on(t.jobId, t.seq)],
+);
+
+export type JobRow = typeof jobs.$inferSelect;
+export type NewJobRow = typeof jobs.$inferInsert;
+export type JobEventRow = typeof jobEvents.$inferSelect;

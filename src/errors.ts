@@ -1,0 +1,101 @@
+// Every expected failure is an AppError with a canonical code. One table maps each code to its HTTP
+// status, gRPC status and RFC 9457 problem type, so the transports never decide this themselves.
+import { status as GrpcStatus } from '@grpc/grpc-js';
+
+export const errorCodes = {
+  invalid_argument: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'Invalid request' },
+  unauthenticated: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED, title: 'Authentication required' },
+  permission_denied: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, title: 'Permission denied' },
+  not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, title: 'Not found' },
+  already_exists: { http: 409, grpc: GrpcStatus.ALREADY_EXISTS, title: 'Already exists' },
+  conflict: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, title: 'Conflict' },
+  payload_too_large: { http: 413, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: 'Payload too large' },
+  unsupported_media_type: { http: 415, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'Unsupported media type' },
+  resource_exhausted: { http: 429, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: 'Too many requests' },
+  unavailable: { http: 503, grpc: GrpcStatus.UNAVAILABLE, title: 'Service unavailable' },
+  internal: { http: 500, grpc: GrpcStatus.INTERNAL, title: 'Internal error' },
+} as const;
+
+export type ErrorCode = keyof typeof errorCodes;
+
+export function problemType(code: ErrorCode): string {
+  return `urn:agent-jobs:problem:${code.replaceAll('_', '-')}`;
+}
+
+/** A field-level complaint: `pointer` is a JSON pointer into the request (`/prompt`, `/query/cursor`). */
+export interface FieldError {
+  pointer: string;
+  message: string;
+}
+
+export class AppError extends Error {
+  readonly statusCode: number;
+  readonly fieldErrors: FieldError[];
+  /** Seconds a client should wait before retrying (rendered as `Retry-After`). */
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options: { cause?: unknown; fieldErrors?: FieldError[]; retryAfterSeconds?: number } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.name = new.target.name;
+    this.statusCode = errorCodes[code].http;
+    this.fieldErrors = options.fieldErrors ?? [];
+    this.retryAfterSeconds = options.retryAfterSeconds;
+  }
+
+  get grpcStatus(): GrpcStatus {
+    return errorCodes[this.code].grpc;
+  }
+}
+
+export class InvalidArgumentError extends AppError {
+  constructor(message: string, fieldErrors: FieldError[] = []) {
+    super('invalid_argument', message, { fieldErrors });
+  }
+}
+
+export class UnauthenticatedError extends AppError {
+  constructor(message = 'A valid access token is required') {
+    super('unauthenticated', message);
+  }
+}
+
+export class PermissionDeniedError extends AppError {
+  constructor(message: string) {
+    super('permission_denied', message);
+  }
+}
+
+export class NotFoundError extends AppError {
+  override readonly statusCode = 404;
+  constructor(what: string) {
+    super('not_found', `${what} was not found`);
+  }
+}
+
+export class ConflictError extends AppError {
+  constructor(message: string) {
+    super('conflict', message);
+  }
+}
+
+export class AlreadyExistsError extends AppError {
+  constructor(message: string) {
+    super('already_exists', message);
+  }
+}
+
+export class ResourceExhaustedError extends AppError {
+  constructor(message: string, retryAfterSeconds: number) {
+    super('resource_exhausted', message, { retryAfterSeconds });
+  }
+}
+
+export class UnavailableError extends AppError {
+  constructor(message: string, cause?: unknown) {
+    super('unavailable', message, { cause });
+  }
+}

@@ -1,0 +1,116 @@
+// buildApp: the HTTP API as a Fastify instance. Routes, request validation, response serialisation
+// and security all come from openapi.yaml through fastify-openapi-glue; this file only wires the
+// typed handlers in and renders failures as problem details.
+import path from 'node:path';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import type { Client } from '@temporalio/client';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import openapiGlue from 'fastify-openapi-glue';
+import type { Logger } from 'pino';
+import { operationIds, operationRoutes, type ApiHandlers, type OperationId } from '../../generated/openapi/handlers.js';
+import type { Config } from '../config.js';
+import { UnauthenticatedError } from '../errors.js';
+import type { DatabaseHandle } from '../db/client.js';
+import type { Services } from '../services/index.js';
+import { requestContext, type RequestContext } from './context.js';
+import { agentHandlers } from './handlers/agents.handlers.js';
+import { healthHandlers } from './handlers/health.handlers.js';
+import { jobHandlers } from './handlers/jobs.handlers.js';
+import { logHandlers } from './handlers/logs.handlers.js';
+import { repositoryHandlers } from './handlers/repositories.handlers.js';
+import { registerMetrics } from './metrics.js';
+import { build, renderProblem } from './problem.js';
+import { loadHttpSpecification, securedOperationIds, specificationFile } from './specification.js';
+import { validatorCompiler } from './validation.js';
+
+export interface AppDeps {
+  config: Config;
+  services: Services;
+  database: DatabaseHandle;
+  temporal: Client;
+  logger: Logger;
+}
+
+export function createHandlers(deps: AppDeps): ApiHandlers<RequestContext> {
+  return {
+    ...healthHandlers({
+      database: () => deps.database.ping(),
+      temporal: async () => {
+        await deps.temporal.connection.workflowService.getSystemInfo({});
+      },
+      pendingMigrations: () => deps.database.pendingMigrations(),
+    }),
+    ...repositoryHandlers(deps.services),
+    ...jobHandlers(deps.services),
+    ...logHandlers(deps.services),
+    ...agentHandlers(deps.services),
+  };
+}
+
+/** Adapts one typed handler to Fastify: validated request in, declared status, headers and body out. */
+function route<Op extends OperationId>(handlers: ApiHandlers<RequestContext>, operationId: Op) {
+  const handler = handlers[operationId] as (input: unknown, ctx: RequestContext) => Promise<{ status: number; headers?: Record<string, string>; body?: unknown }>;
+  const mediaTypes: Readonly<Record<number, string | null>> = operationRoutes[operationId].responses;
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const result = await handler({ params: request.params, query: request.query, headers: request.headers, body: request.body }, requestContext(request));
+    reply.code(result.status);
+    if (result.headers) reply.headers(result.headers);
+    const mediaType = mediaTypes[result.status];
+    if (mediaType) reply.type(mediaType);
+    return reply.send(result.body);
+  };
+}
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config, services, logger } = deps;
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    bodyLimit: config.bodyLimitBytes,
+    return503OnClosing: true,
+    disableRequestLogging: config.env === 'test',
+  });
+  app.setValidatorCompiler(validatorCompiler);
+
+  app.setErrorHandler((err, request, reply) => {
+    const { problem, headers, unexpected } = renderProblem(err, request.url);
+    if (unexpected) request.log.error({ err }, 'request failed');
+    return reply.code(problem.status).headers(headers).type('application/problem+json').send(problem);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply
+      .code(404)
+      .type('application/problem+json')
+      .send(build('not_found', `No route ${request.method} ${request.url.split('?')[0]}`, request.url)),
+  );
+
+  registerMetrics(app);
+
+  const specification = loadHttpSpecification();
+  const secured = securedOperationIds(specification);
+  // Authentication runs first, so a caller without a valid token learns nothing from validation
+  // errors; membership and role are checked by the services, which know the organisation.
+  app.addHook('onRequest', async (request) => {
+    const operationId = (request.routeOptions.schema as { operationId?: string } | undefined)?.operationId;
+    if (operationId && secured.has(operationId)) request.caller = await services.userAuth.authenticate(request.headers.authorization);
+  });
+
+  const handlers = createHandlers(deps);
+  for (const id of operationIds) if (typeof handlers[id] !== 'function') throw new Error(`no handler for ${id}`);
+  await app.register(openapiGlue, {
+    specification,
+    operationResolver: (operationId: string) => {
+      if (!(operationIds as readonly string[]).includes(operationId)) throw new Error(`openapi.yaml names ${operationId}, which has no handler`);
+      return route(handlers, operationId as OperationId);
+    },
+    securityHandlers: {
+      async bearerAuth(request: FastifyRequest) {
+        if (!request.caller) throw new UnauthenticatedError();
+      },
+    },
+  });
+
+  await app.register(fastifySwagger, { mode: 'static', specification: { path: specificationFile, baseDir: path.dirname(specificationFile) } });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
+  return app;
+}

@@ -1,0 +1,46 @@
+import type { ApiHandlers } from '../../../generated/openapi/handlers.js';
+import type { Services } from '../../services/index.js';
+import type { RequestContext } from '../context.js';
+import { toWire } from '../wire.js';
+
+type JobHandlers = Pick<ApiHandlers<RequestContext>, 'createJob' | 'listJobs' | 'getJob' | 'cancelJob'>;
+
+export function jobHandlers({ jobs }: Services): JobHandlers {
+  return {
+    async createJob({ params, body }, ctx) {
+      const job = await jobs.submit(ctx.caller(), params.orgId, {
+        prompt: body.prompt,
+        repoId: body.repoId,
+        queueType: body.queueType,
+        parentJobId: body.parentJobId,
+        labels: body.labels,
+        maxAttempts: body.maxAttempts,
+      });
+      return { status: 201, headers: { Location: `/v1/orgs/${job.orgId}/jobs/${job.id}` }, body: toWire(job) };
+    },
+
+    async listJobs({ params, query }, ctx) {
+      const page = await jobs.list(ctx.caller(), params.orgId, {
+        statuses: query.status,
+        queueType: query.queueType,
+        repoId: query.repoId,
+        limit: query.limit,
+        cursor: query.cursor,
+      });
+      return { status: 200, body: { items: page.items.map(toWire), nextCursor: page.nextCursor } };
+    },
+
+    async getJob({ params }, ctx) {
+      const { job, events } = await jobs.get(ctx.caller(), params.orgId, params.jobId);
+      return {
+        status: 200,
+        body: { ...toWire(job), events: events.map(({ seq, type, status, at, attempt, agentId, detail }) => ({ seq, type, status, at: at.toISOString(), attempt, agentId, detail })) },
+      };
+    },
+
+    async cancelJob({ params, body }, ctx) {
+      const job = await jobs.cancel(ctx.caller(), params.orgId, params.jobId, body?.reason);
+      return { status: 202, body: toWire(job) };
+    },
+  };
+}

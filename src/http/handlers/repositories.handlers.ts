@@ -1,0 +1,29 @@
+import type { ApiHandlers } from '../../../generated/openapi/handlers.js';
+import type { Services } from '../../services/index.js';
+import type { RequestContext } from '../context.js';
+import { toWire } from '../wire.js';
+
+type RepositoryHandlers = Pick<ApiHandlers<RequestContext>, 'createRepository' | 'listRepositories' | 'getRepository' | 'deleteRepository'>;
+
+export function repositoryHandlers({ repositories }: Services): RepositoryHandlers {
+  return {
+    async createRepository({ params, body }, ctx) {
+      const repo = await repositories.create(ctx.caller(), params.orgId, body);
+      return { status: 201, headers: { Location: `/v1/orgs/${repo.orgId}/repositories/${repo.id}` }, body: toWire(repo) };
+    },
+
+    async listRepositories({ params, query }, ctx) {
+      const page = await repositories.list(ctx.caller(), params.orgId, { limit: query.limit, cursor: query.cursor });
+      return { status: 200, body: { items: page.items.map(toWire), nextCursor: page.nextCursor } };
+    },
+
+    async getRepository({ params }, ctx) {
+      return { status: 200, body: toWire(await repositories.get(ctx.caller(), params.orgId, params.repoId)) };
+    },
+
+    async deleteRepository({ params }, ctx) {
+      await repositories.delete(ctx.caller(), params.orgId, params.repoId);
+      return { status: 204 };
+    },
+  };
+}

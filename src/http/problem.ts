@@ -1,0 +1,122 @@
+// Renders every failure as an RFC 9457 problem. Known failures (AppError, Fastify's request errors,
+// schema validation, security) keep their meaning; anything else is a 500 whose detail never leaks.
+import type { FastifyError } from 'fastify';
+import { AppError, errorCodes, problemType, type ErrorCode, type FieldError } from '../errors.js';
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  instance?: string;
+  code: ErrorCode;
+  errors?: FieldError[];
+}
+
+export interface RenderedProblem {
+  problem: Problem;
+  headers: Record<string, string>;
+  /** True when the failure was ours, not the client's: it deserves a log line with the stack. */
+  unexpected: boolean;
+}
+
+interface AjvIssue {
+  instancePath?: string;
+  message?: string;
+  keyword?: string;
+  params?: Record<string, unknown>;
+}
+
+/** Where each validated part of a request lives, for messages and JSON pointers. */
+const requestParts: Record<string, { name: string; plural: boolean; pointer: string }> = {
+  body: { name: 'body', plural: false, pointer: '' },
+  querystring: { name: 'query parameters', plural: true, pointer: '/query' },
+  params: { name: 'path parameters', plural: true, pointer: '/params' },
+  headers: { name: 'headers', plural: true, pointer: '/headers' },
+};
+
+/** Fastify's own request errors, by their `code`. */
+const fastifyCodes: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_argument',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_argument',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_argument',
+  FST_ERR_VALIDATION: 'invalid_argument',
+};
+
+export function renderProblem(err: unknown, instance: string): RenderedProblem {
+  const appError = unwrapAppError(err);
+  if (appError) {
+    const headers: Record<string, string> = {};
+    if (appError.retryAfterSeconds !== undefined) headers['retry-after'] = String(appError.retryAfterSeconds);
+    return {
+      problem: build(appError.code, appError.code === 'internal' ? 'An unexpected error occurred' : appError.message, instance, appError.fieldErrors),
+      headers,
+      unexpected: appError.statusCode >= 500,
+    };
+  }
+
+  const fastifyError = err as Partial<FastifyError> & { validation?: AjvIssue[]; validationContext?: string };
+  if (Array.isArray(fastifyError.validation)) {
+    const part = requestParts[fastifyError.validationContext ?? 'body'] ?? requestParts.body!;
+    // `if` only says which branch failed; the branch's own error names the field.
+    const errors = fastifyError.validation.filter((issue) => issue.keyword !== 'if').map((issue) => fieldError(part.pointer, issue));
+    return { problem: build('invalid_argument', `The request's ${part.name} ${part.plural ? 'are' : 'is'} invalid`, instance, errors), headers: {}, unexpected: false };
+  }
+  const code = fastifyError.code ? fastifyCodes[fastifyError.code] : undefined;
+  if (code) {
+    return { problem: build(code, fastifyError.message ?? errorCodes[code].title, instance), headers: {}, unexpected: false };
+  }
+  // A JSON body that does not parse reaches us as a SyntaxError with status 400.
+  if (fastifyError.statusCode === 400) {
+    return { problem: build('invalid_argument', fastifyError.message ?? 'Bad request', instance), headers: {}, unexpected: false };
+  }
+  if (fastifyError.statusCode === 415) {
+    return { problem: build('unsupported_media_type', fastifyError.message ?? 'Unsupported media type', instance), headers: {}, unexpected: false };
+  }
+  return { problem: build('internal', 'An unexpected error occurred', instance), headers: {}, unexpected: true };
+}
+
+export function build(code: ErrorCode, detail: string, instance: string, errors: FieldError[] = []): Problem {
+  const { http, title } = errorCodes[code];
+  return { type: problemType(code), title, status: http, detail, instance, code, ...(errors.length ? { errors } : {}) };
+}
+
+/**
+ * AppErrors thrown by a security handler arrive wrapped in fastify-openapi-glue's SecurityError
+ * (statusCode 401, `errors` holding what each scheme threw).
+ */
+function unwrapAppError(err: unknown): AppError | undefined {
+  if (err instanceof AppError) return err;
+  const wrapped = (err as { errors?: unknown }).errors;
+  if (Array.isArray(wrapped)) {
+    const inner = wrapped.find((e): e is AppError => e instanceof AppError);
+    if (inner) return inner;
+  }
+  if ((err as { name?: string; statusCode?: number }).name === 'Unauthorized' && (err as { statusCode?: number }).statusCode === 401) {
+    return new AppError('unauthenticated', 'A valid access token is required');
+  }
+  return undefined;
+}
+
+/** Turns one schema complaint into a JSON pointer at the offending field and a sentence about it. */
+function fieldError(base: string, issue: AjvIssue): FieldError {
+  let pointer = `${base}${issue.instancePath ?? ''}`;
+  let message = issue.message ?? 'is invalid';
+  const params = issue.params ?? {};
+  if (issue.keyword === 'additionalProperties' && typeof params.additionalProperty === 'string') {
+    pointer = `${pointer}/${escapePointer(params.additionalProperty)}`;
+    message = 'is not a known field';
+  } else if (issue.keyword === 'required' && typeof params.missingProperty === 'string') {
+    pointer = `${pointer}/${escapePointer(params.missingProperty)}`;
+    message = 'is required';
+  } else if (issue.keyword === 'false schema') {
+    message = 'is not allowed here';
+  }
+  return { pointer: pointer || '/', message };
+}
+
+function escapePointer(segment: string): string {
+  return segment.replaceAll('~', '~0').replaceAll('/', '~1');
+}

@@ -1,0 +1,42 @@
+// openapi.yaml, read once: the whole document for /docs, and the HTTP part for fastify-openapi-glue
+// (WebSocket operations, marked x-websocket, are mounted by the WebSocket plugin instead).
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parse } from 'yaml';
+
+export const specificationFile = fileURLToPath(new URL('../../openapi.yaml', import.meta.url));
+
+type Operation = { 'x-websocket'?: boolean; operationId?: string; security?: Record<string, string[]>[] };
+export type OpenApiDocument = { paths: Record<string, Record<string, Operation | unknown>> } & Record<string, unknown>;
+
+let cached: OpenApiDocument | undefined;
+
+export function loadSpecification(): OpenApiDocument {
+  cached ??= parse(fs.readFileSync(specificationFile, 'utf8')) as OpenApiDocument;
+  return structuredClone(cached);
+}
+
+export function loadHttpSpecification(): OpenApiDocument {
+  const spec = loadSpecification();
+  for (const [path, item] of Object.entries(spec.paths)) {
+    for (const [method, operation] of Object.entries(item)) {
+      if ((operation as Operation)?.['x-websocket']) delete item[method];
+    }
+    if (Object.keys(item).every((key) => key === 'parameters' || key === 'summary' || key === 'description')) delete spec.paths[path];
+  }
+  return spec;
+}
+
+/** Operations that need an access token: their own `security`, else the document's. */
+export function securedOperationIds(spec: OpenApiDocument): Set<string> {
+  const global = (spec.security as Operation['security']) ?? [];
+  const ids = new Set<string>();
+  for (const item of Object.values(spec.paths)) {
+    for (const operation of Object.values(item) as Operation[]) {
+      if (!operation?.operationId) continue;
+      const security = operation.security ?? global;
+      if (security.length > 0 && security.every((requirement) => Object.keys(requirement).length > 0)) ids.add(operation.operationId);
+    }
+  }
+  return ids;
+}

@@ -1,0 +1,24 @@
+import { describe, expect, it } from 'vitest';
+import { AppError } from '../errors.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+
+describe('list cursors', () => {
+  it('round-trips the position of the last item shown', () => {
+    const position = { createdAt: new Date('2026-11-25T10:00:00.123Z'), id: '0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b' };
+    expect(decodeCursor(encodeCursor(position))).toEqual(position);
+  });
+
+  it.each(['', 'not a cursor', 'AAAA', Buffer.from('12.not-a-uuid').toString('base64url'), Buffer.from('x.0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b').toString('base64url')])(
+    'rejects %j as an invalid argument pointing at the cursor',
+    (cursor) => {
+      try {
+        decodeCursor(cursor);
+        expect.unreachable('decodeCursor accepted a forged cursor');
+      } catch (err) {
+        expect(err).toBeInstanceOf(AppError);
+        expect((err as AppError).statusCode).toBe(400);
+        expect((err as AppError).fieldErrors[0]?.pointer).toBe('/query/cursor');
+      }
+    },
+  );
+});

@@ -1,0 +1,151 @@
+// What people do with jobs: submit, list, look at, cancel. The job's life after submission belongs
+// to its workflow; this service only starts it and passes on cancellation requests.
+import type { Database } from '../db/client.js';
+import * as jobsRepo from '../db/jobs.repository.js';
+import * as reposRepo from '../db/repositories.repository.js';
+import { terminalJobStatuses, type JobEventRow, type JobRow, type JobStatus, type QueueType } from '../db/schema/index.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, UnavailableError } from '../errors.js';
+import type { JobTimeouts } from '../temporal/shared.js';
+import { requireOrgRole, type Caller } from './access.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+
+/** The job as callers see it: the row without the workflow's bookkeeping. */
+export type Job = Omit<JobRow, 'pendingActivityToken'>;
+export type JobEvent = JobEventRow;
+
+/** The port through which jobs reach Temporal; implemented in temporal/, faked nowhere. */
+export interface JobWorkflows {
+  start(input: { jobId: string; maxAttempts: number; timeouts: JobTimeouts }): Promise<void>;
+  /** Resolves false when the workflow has already ended. */
+  requestCancel(jobId: string, reason: string): Promise<boolean>;
+}
+
+export interface SubmitJobInput {
+  prompt: string;
+  repoId: string;
+  queueType: QueueType;
+  parentJobId?: string | undefined;
+  labels?: string[] | undefined;
+  maxAttempts?: number | undefined;
+}
+
+export interface ListJobsInput {
+  statuses?: JobStatus[] | undefined;
+  queueType?: QueueType | undefined;
+  repoId?: string | undefined;
+  limit: number;
+  cursor?: string | undefined;
+}
+
+export interface JobsServiceDeps {
+  db: Database;
+  workflows: JobWorkflows;
+  timeouts: JobTimeouts;
+  maxQueuedPerOrg: number;
+}
+
+const DEFAULT_MAX_ATTEMPTS = 3;
+const isTerminal = (status: JobStatus) => (terminalJobStatuses as readonly JobStatus[]).includes(status);
+
+export function toJob(row: JobRow): Job {
+  const { pendingActivityToken: _token, ...job } = row;
+  return job;
+}
+
+export class JobsService {
+  constructor(private readonly deps: JobsServiceDeps) {}
+
+  async submit(caller: Caller, orgId: string, input: SubmitJobInput): Promise<Job> {
+    requireOrgRole(caller, orgId, 'Member');
+    const { db } = this.deps;
+    const repo = await reposRepo.findRepository(db, orgId, input.repoId);
+    if (!repo) throw new NotFoundError(`Repository ${input.repoId}`);
+    await this.checkParent(orgId, input);
+
+    const queued = await jobsRepo.countQueued(db, orgId);
+    if (queued >= this.deps.maxQueuedPerOrg) {
+      throw new ResourceExhaustedError(`The organisation already has ${queued} queued jobs (limit ${this.deps.maxQueuedPerOrg})`, 30);
+    }
+
+    const maxAttempts = input.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+    const row = await db.transaction((tx) =>
+      jobsRepo.insertJob(tx, {
+        orgId,
+        repoId: repo.id,
+        queueType: input.queueType,
+        prompt: input.prompt,
+        parentJobId: input.parentJobId ?? null,
+        labels: input.labels ?? [],
+        maxAttempts,
+        createdBy: caller.userId,
+      }),
+    );
+    try {
+      await this.deps.workflows.start({ jobId: row.id, maxAttempts, timeouts: this.deps.timeouts });
+    } catch (err) {
+      // Without its workflow the job could never run: take it back rather than leave a dead row.
+      await jobsRepo.deleteJob(db, row.id);
+      throw new UnavailableError('The job could not be scheduled; nothing was stored, try again', err);
+    }
+    return toJob(row);
+  }
+
+  private async checkParent(orgId: string, input: SubmitJobInput): Promise<void> {
+    const pointer = '/parentJobId';
+    if (input.queueType === 'backlog') {
+      if (input.parentJobId) throw new InvalidArgumentError('Only rework jobs name a parent job', [{ pointer, message: 'must be omitted for backlog jobs' }]);
+      return;
+    }
+    if (!input.parentJobId) throw new InvalidArgumentError('A rework job names the job it revises', [{ pointer, message: 'is required for rework jobs' }]);
+    const parent = await jobsRepo.findJob(this.deps.db, orgId, input.parentJobId);
+    if (!parent) throw new InvalidArgumentError('The parent job does not exist', [{ pointer, message: 'names no job of this organisation' }]);
+    if (parent.repoId !== input.repoId) {
+      throw new InvalidArgumentError('A rework job revises a job of the same repository', [{ pointer, message: 'belongs to another repository' }]);
+    }
+    if (!isTerminal(parent.status)) {
+      throw new InvalidArgumentError('Only a finished job can be reworked', [{ pointer, message: `is still ${parent.status}` }]);
+    }
+  }
+
+  async list(caller: Caller, orgId: string, input: ListJobsInput): Promise<{ items: Job[]; nextCursor: string | null }> {
+    requireOrgRole(caller, orgId, 'Member');
+    const before = input.cursor ? decodeCursor(input.cursor) : undefined;
+    // One extra row tells whether another page exists without a count query.
+    const rows = await jobsRepo.listJobs(this.deps.db, orgId, { statuses: input.statuses, queueType: input.queueType, repoId: input.repoId, before }, input.limit + 1);
+    const page = rows.slice(0, input.limit);
+    const last = page.at(-1);
+    return { items: page.map(toJob), nextCursor: rows.length > input.limit && last ? encodeCursor(last) : null };
+  }
+
+  async get(caller: Caller, orgId: string, jobId: string): Promise<{ job: Job; events: JobEvent[] }> {
+    requireOrgRole(caller, orgId, 'Member');
+    const row = await jobsRepo.findJob(this.deps.db, orgId, jobId);
+    if (!row) throw new NotFoundError(`Job ${jobId}`);
+    return { job: toJob(row), events: await jobsRepo.listEvents(this.deps.db, jobId) };
+  }
+
+  /**
+   * Records the request and hands it to the workflow, which ends a queued job at once and asks the
+   * agent to stop a running one. Asking twice is harmless; asking after the end is a conflict.
+   */
+  async cancel(caller: Caller, orgId: string, jobId: string, reason: string | undefined): Promise<Job> {
+    requireOrgRole(caller, orgId, 'Member');
+    const { db } = this.deps;
+    const because = reason?.trim() || `cancelled by ${caller.email ?? caller.userId}`;
+    const requested = await db.transaction(async (tx) => {
+      const row = await jobsRepo.lockJob(tx, orgId, jobId);
+      if (!row) throw new NotFoundError(`Job ${jobId}`);
+      if (isTerminal(row.status)) throw new ConflictError(`The job already finished (${row.status})`);
+      if (row.cancelRequestedAt) return row;
+      return jobsRepo.transition(tx, jobId, [row.status], row.status, { cancelRequestedAt: new Date() }, { type: 'cancel_requested', detail: because });
+    });
+    if (!requested) throw new NotFoundError(`Job ${jobId}`);
+
+    const delivered = await this.deps.workflows.requestCancel(jobId, because);
+    const current = (await jobsRepo.findJob(db, orgId, jobId)) ?? requested;
+    if (!delivered && !isTerminal(current.status)) {
+      throw new UnavailableError('The job workflow could not be reached; the cancellation is recorded, try again');
+    }
+    return toJob(current);
+  }
+}

@@ -1,0 +1,64 @@
+// The organisation's git repositories: what jobs run against.
+import type { Database } from '../db/client.js';
+import * as jobsRepo from '../db/jobs.repository.js';
+import * as reposRepo from '../db/repositories.repository.js';
+import type { RepositoryRow } from '../db/schema/index.js';
+import { AlreadyExistsError, ConflictError, NotFoundError } from '../errors.js';
+import { requireOrgRole, type Caller } from './access.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+
+export type Repository = Omit<RepositoryRow, 'deletedAt' | 'createdBy'>;
+
+export interface CreateRepositoryInput {
+  name: string;
+  cloneUrl: string;
+  defaultBranch?: string | undefined;
+}
+
+function toRepository(row: RepositoryRow): Repository {
+  const { deletedAt: _deleted, createdBy: _by, ...repo } = row;
+  return repo;
+}
+
+export class RepositoriesService {
+  constructor(private readonly db: Database) {}
+
+  async create(caller: Caller, orgId: string, input: CreateRepositoryInput): Promise<Repository> {
+    requireOrgRole(caller, orgId, 'Admin');
+    const row = await reposRepo.insertRepository(this.db, {
+      orgId,
+      name: input.name,
+      cloneUrl: input.cloneUrl,
+      defaultBranch: input.defaultBranch ?? 'main',
+      createdBy: caller.userId,
+    });
+    if (!row) throw new AlreadyExistsError(`A repository named ${input.name} already exists in this organisation`);
+    return toRepository(row);
+  }
+
+  async list(caller: Caller, orgId: string, input: { limit: number; cursor?: string | undefined }): Promise<{ items: Repository[]; nextCursor: string | null }> {
+    requireOrgRole(caller, orgId, 'Member');
+    const before = input.cursor ? decodeCursor(input.cursor) : undefined;
+    const rows = await reposRepo.listRepositories(this.db, orgId, before, input.limit + 1);
+    const page = rows.slice(0, input.limit);
+    const last = page.at(-1);
+    return { items: page.map(toRepository), nextCursor: rows.length > input.limit && last ? encodeCursor(last) : null };
+  }
+
+  async get(caller: Caller, orgId: string, repoId: string): Promise<Repository> {
+    requireOrgRole(caller, orgId, 'Member');
+    const row = await reposRepo.findRepository(this.db, orgId, repoId);
+    if (!row) throw new NotFoundError(`Repository ${repoId}`);
+    return toRepository(row);
+  }
+
+  /** Hides the repository; its finished jobs and their logs stay readable. */
+  async delete(caller: Caller, orgId: string, repoId: string): Promise<void> {
+    requireOrgRole(caller, orgId, 'Admin');
+    const row = await reposRepo.findRepository(this.db, orgId, repoId);
+    if (!row) throw new NotFoundError(`Repository ${repoId}`);
+    const unfinished = await jobsRepo.countUnfinishedForRepo(this.db, repoId);
+    if (unfinished > 0) throw new ConflictError(`The repository has ${unfinished} unfinished jobs; cancel them or let them finish first`);
+    await reposRepo.markRepositoryDeleted(this.db, repoId);
+  }
+}

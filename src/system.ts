@@ -1,0 +1,99 @@
+// Composition root: config → database → Temporal → the roles this process runs (HTTP API, gRPC
+// gateway, Temporal worker). main.ts runs it for real; tests run the very same thing over loopback.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Client } from '@temporalio/client';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { openDatabase, type DatabaseHandle } from './db/client.js';
+import { buildApp } from './http/app.js';
+import { createServices, type Services } from './services/index.js';
+import { createJobActivities } from './temporal/activities/job.activities.js';
+import { connectTemporal, createJobWorkflows } from './temporal/client.js';
+import { startTemporalDevServer, type DevServer } from './temporal/dev-server.js';
+import { startWorker, type RunningWorker } from './temporal/worker.js';
+
+export interface RunningSystem {
+  config: Config;
+  /** Base URL of the HTTP API, when this process serves it. */
+  httpUrl: string | undefined;
+  services: Services;
+  database: DatabaseHandle;
+  temporal: Client;
+  stop(): Promise<void>;
+}
+
+const runs = (config: Config, role: 'api' | 'gateway' | 'worker') => config.role === 'all' || config.role === role;
+
+export async function startSystem(config: Config, logger: Logger): Promise<RunningSystem> {
+  const cleanup: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (const step of cleanup.reverse()) {
+      await step().catch((err: Error) => logger.error({ err }, 'error during shutdown'));
+    }
+  };
+
+  try {
+    await fs.mkdir(config.dataDir, { recursive: true });
+
+    const database = await openDatabase(config.database, (msg) => logger.warn(msg));
+    cleanup.push(() => database.close());
+    await database.migrate();
+    logger.info({ driver: database.driver, ...(config.database.kind === 'pglite' ? { dir: config.database.dir } : {}) }, 'database ready, migrations applied');
+
+    let temporalAddress = config.temporal.address;
+    if (!temporalAddress) {
+      const devServer: DevServer = await startTemporalDevServer({
+        dataDir: config.dataDir,
+        port: config.temporal.devPort,
+        cliPath: config.temporal.cliPath,
+        dbFile: path.join(config.dataDir, 'temporal', 'dev.db'),
+        namespace: config.temporal.namespace,
+        log: (line) => logger.info(line),
+      });
+      cleanup.push(() => devServer.stop());
+      temporalAddress = devServer.address;
+      logger.info({ address: devServer.address, using: devServer.source }, 'embedded Temporal dev server started');
+    }
+    const temporal = await connectTemporal(temporalAddress, config.temporal.namespace);
+    cleanup.push(() => temporal.connection.close());
+
+    const services = createServices({
+      config,
+      database,
+      workflows: createJobWorkflows(temporal, config.temporal.taskQueue),
+    });
+
+    if (runs(config, 'worker')) {
+      const running: RunningWorker = await startWorker({
+        address: temporalAddress,
+        namespace: config.temporal.namespace,
+        taskQueue: config.temporal.taskQueue,
+        activities: createJobActivities({ lifecycle: services.lifecycle }),
+        workflowBundlePath: config.temporal.workflowBundlePath,
+      });
+      cleanup.push(async () => {
+        running.worker.shutdown();
+        await running.done;
+      });
+      logger.info({ taskQueue: config.temporal.taskQueue }, 'Temporal worker running');
+    }
+
+    let httpUrl: string | undefined;
+    if (runs(config, 'api')) {
+      const app = await buildApp({ config, services, database, temporal, logger });
+      cleanup.push(() => app.close());
+      await app.listen({ host: config.host, port: config.httpPort });
+      const address = app.server.address();
+      const port = typeof address === 'object' && address ? address.port : config.httpPort;
+      const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+      httpUrl = `http://${host}:${port}`;
+      logger.info({ url: httpUrl, docs: `${httpUrl}/docs` }, 'HTTP API listening');
+    }
+
+    return { config, httpUrl, services, database, temporal, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

@@ -1,0 +1,37 @@
+// Activities are thin: each hands one step of the job's life to the lifecycle service. claimJob and
+// executeJob record their task token and return without completing, so they hold no worker slot
+// while the job waits for an agent; the gateway completes them.
+import { CompleteAsyncError, Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { AppError } from '../../errors.js';
+import type { JobLifecycleService } from '../../services/job-lifecycle.service.js';
+import type { JobActivities, JobClaim, JobOutcome } from '../shared.js';
+
+/** An AppError no retry can fix becomes a non-retryable failure; anything else is retried. */
+async function translated<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof AppError && err.statusCode < 500) {
+      throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: true, cause: err });
+    }
+    throw err;
+  }
+}
+
+export function createJobActivities(deps: { lifecycle: JobLifecycleService }): JobActivities {
+  const { lifecycle } = deps;
+  return {
+    async claimJob(jobId: string): Promise<JobClaim> {
+      await translated(() => lifecycle.awaitClaim(jobId, Context.current().info.base64TaskToken));
+      throw new CompleteAsyncError();
+    },
+    async executeJob(jobId: string): Promise<JobOutcome> {
+      await translated(() => lifecycle.awaitExecution(jobId, Context.current().info.base64TaskToken));
+      throw new CompleteAsyncError();
+    },
+    requeueJob: ({ jobId, reason }) => translated(() => lifecycle.requeue(jobId, reason)),
+    finishJob: ({ jobId, status, exitCode, reason }) => translated(() => lifecycle.finish(jobId, status, { exitCode, reason })),
+    cancelOnAgent: (input) => translated(() => lifecycle.cancelOnAgent(input)),
+  };
+}

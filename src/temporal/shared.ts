@@ -1,0 +1,89 @@
+// The names and shapes both sides of Temporal agree on: the client that starts and cancels job
+// workflows, the workflow code, and the worker that hosts the activities. Imports nothing at runtime
+// except plain values, so the workflow bundle can include it.
+export const JOB_WORKFLOW_TYPE = 'jobWorkflow';
+
+export type JobEndStatus = 'succeeded' | 'failed' | 'cancelled' | 'timed_out';
+
+/** Per-job limits, fixed when the job is created so a configuration change never rewrites a running job. */
+export interface JobTimeouts {
+  /** From queued (or requeued) until an agent accepts the job. */
+  queueMs: number;
+  /** From assignment until the agent reports the job started. */
+  startMs: number;
+  /** From start until the agent reports the job finished. */
+  runMs: number;
+  /** Longest gap between agent heartbeats before the agent counts as lost. */
+  agentSilenceMs: number;
+  /** How long an agent has to stop a cancelled job before it is force-cancelled. */
+  cancelGraceMs: number;
+}
+
+export interface JobWorkflowInput {
+  jobId: string;
+  maxAttempts: number;
+  timeouts: JobTimeouts;
+}
+
+/** What claimJob resolves with: the agent that accepted the job, and which attempt this is. */
+export interface JobClaim {
+  agentId: string;
+  attempt: number;
+}
+
+export type JobOutcome =
+  | { kind: 'succeeded'; exitCode: number }
+  | { kind: 'failed'; exitCode: number | null; reason: string }
+  | { kind: 'cancelled'; reason: string };
+
+export interface FinishJobInput {
+  jobId: string;
+  status: JobEndStatus;
+  exitCode?: number | null;
+  reason?: string | null;
+}
+
+export interface RequeueJobInput {
+  jobId: string;
+  reason: string;
+}
+
+/**
+ * The activities of a job's life. claimJob and executeJob complete asynchronously: each records its
+ * task token on the job row and returns at once, so a waiting job holds no worker slot; whoever moves
+ * the job on (the agent gateway) completes the activity with that token.
+ */
+export interface JobActivities {
+  claimJob(jobId: string): Promise<JobClaim>;
+  executeJob(jobId: string, claim: JobClaim): Promise<JobOutcome>;
+  requeueJob(input: RequeueJobInput): Promise<void>;
+  /** Asks the agent running the job to stop it (SIGTERM, then SIGKILL after the grace period). */
+  cancelOnAgent(input: CancelOnAgentInput): Promise<void>;
+  finishJob(input: FinishJobInput): Promise<void>;
+}
+
+/** The gateway fails executeJob with this failure type when the agent's stream is gone past its grace period. */
+export const AGENT_LOST_FAILURE = 'AgentLost';
+
+/** Signal names: defined here as plain strings so the client side needs no workflow import. */
+export const jobSignals = {
+  /** A person asked to cancel the job (REST). Carries CancelRequest. */
+  cancel: 'cancel',
+  /** The agent reported the job started (gateway). Carries the attempt it started. */
+  started: 'started',
+} as const;
+
+export interface CancelRequest {
+  reason: string;
+}
+
+export interface StartedSignal {
+  attempt: number;
+}
+
+export interface CancelOnAgentInput {
+  jobId: string;
+  attempt: number;
+  reason: string;
+  graceMs: number;
+}

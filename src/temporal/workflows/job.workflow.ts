@@ -1,0 +1,180 @@
+// A job's whole life: claim (wait for an agent to accept it), then execute (wait for the agent to
+// finish it), requeueing when the agent is lost. Every wait is a timer, a signal or an
+// asynchronously completed activity, so a job waiting in the queue holds no worker slot.
+import {
+  ActivityFailure,
+  CancellationScope,
+  ApplicationFailure,
+  TimeoutFailure,
+  condition,
+  defineSignal,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  sleep,
+} from '@temporalio/workflow';
+import {
+  AGENT_LOST_FAILURE,
+  jobSignals,
+  type CancelRequest,
+  type JobActivities,
+  type JobClaim,
+  type JobEndStatus,
+  type JobOutcome,
+  type JobWorkflowInput,
+  type StartedSignal,
+} from '../shared.js';
+
+export const cancelSignal = defineSignal<[CancelRequest]>(jobSignals.cancel);
+export const startedSignal = defineSignal<[StartedSignal]>(jobSignals.started);
+
+/** Error types an activity throws that no retry can fix (see errors.ts: AppError subclasses). */
+const NON_RETRYABLE = ['NotFoundError', 'InvalidArgumentError', 'ConflictError'];
+
+/** Why an attempt ended without an outcome from the agent: the job goes back to the queue. */
+interface AgentLost {
+  kind: 'agent_lost';
+  reason: string;
+}
+
+type AttemptResult = JobOutcome | AgentLost | { kind: 'timed_out'; reason: string } | { kind: 'cancel_requested' };
+
+export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus> {
+  const { jobId, timeouts } = input;
+
+  let cancel: CancelRequest | undefined;
+  const startedAttempts = new Set<number>();
+  setHandler(cancelSignal, (request) => {
+    cancel ??= request;
+  });
+  setHandler(startedSignal, ({ attempt }) => {
+    startedAttempts.add(attempt);
+  });
+
+  const queue = proxyActivities<JobActivities>({
+    // The queue timeout bounds the whole wait, retries of a failed database write included.
+    scheduleToCloseTimeout: timeouts.queueMs,
+    retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE },
+  });
+  const agent = proxyActivities<JobActivities>({
+    // The gateway heartbeats this activity for every agent heartbeat: silence past the heartbeat
+    // timeout is a lost agent. The start-to-close timeout is only a backstop behind our own timers.
+    startToCloseTimeout: timeouts.startMs + timeouts.runMs + timeouts.cancelGraceMs,
+    heartbeatTimeout: timeouts.agentSilenceMs,
+    retry: { maximumAttempts: 1 },
+  });
+  const bookkeeping = proxyActivities<JobActivities>({
+    // Database writes that must land: retried until they do.
+    startToCloseTimeout: '30s',
+    retry: { initialInterval: '500ms', maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE },
+  });
+
+  const finish = async (status: JobEndStatus, details: { exitCode?: number | null; reason?: string | null } = {}): Promise<JobEndStatus> => {
+    await CancellationScope.nonCancellable(() => bookkeeping.finishJob({ jobId, status, ...details }));
+    return status;
+  };
+
+  const cancelled = () => cancel !== undefined;
+
+  async function claim(): Promise<JobClaim | 'cancel_requested'> {
+    const scope = new CancellationScope();
+    const claimed = scope.run(() => queue.claimJob(jobId));
+    const winner = await Promise.race([claimed, condition(cancelled).then(() => 'cancel_requested' as const)]);
+    if (winner !== 'cancel_requested') return winner;
+    scope.cancel();
+    // The claim may have landed at the same moment: finishJob tells whichever agent holds the job.
+    await claimed.catch(() => undefined);
+    return 'cancel_requested';
+  }
+
+  async function execute(claimed: JobClaim): Promise<AttemptResult> {
+    const scope = new CancellationScope();
+    const running = scope.run(() => agent.executeJob(jobId, claimed)).then(
+      (outcome): AttemptResult => outcome,
+      (err: unknown): AttemptResult => {
+        if (isHeartbeatTimeout(err)) return { kind: 'agent_lost', reason: `agent went silent for ${timeouts.agentSilenceMs} ms` };
+        if (isAgentLost(err)) return { kind: 'agent_lost', reason: failureMessage(err) };
+        if (isCancellation(err)) return { kind: 'cancel_requested' };
+        throw err;
+      },
+    );
+
+    const startedInTime = await Promise.race([
+      condition(() => startedAttempts.has(claimed.attempt) || cancelled(), timeouts.startMs),
+      running.then(() => true),
+    ]);
+    if (!startedInTime) {
+      scope.cancel();
+      return { kind: 'agent_lost', reason: `agent did not start the job within ${timeouts.startMs} ms` };
+    }
+
+    const result = await Promise.race([
+      running,
+      condition(cancelled).then((): AttemptResult => ({ kind: 'cancel_requested' })),
+      sleep(timeouts.runMs).then((): AttemptResult => ({ kind: 'timed_out', reason: `run time exceeded ${timeouts.runMs} ms` })),
+    ]);
+    if (result.kind !== 'cancel_requested' && result.kind !== 'timed_out') return result;
+
+    // Ask the agent to stop, give it the grace period to report back, then stop waiting for it.
+    const reason = result.kind === 'timed_out' ? result.reason : (cancel?.reason ?? 'cancelled');
+    await CancellationScope.nonCancellable(async () => {
+      await bookkeeping.cancelOnAgent({ jobId, attempt: claimed.attempt, reason, graceMs: timeouts.cancelGraceMs });
+      await Promise.race([running, sleep(timeouts.cancelGraceMs)]);
+    });
+    scope.cancel();
+    return result;
+  }
+
+  try {
+    for (;;) {
+      const claimed = await claim();
+      if (claimed === 'cancel_requested') return await finish('cancelled', { reason: cancel?.reason ?? null });
+
+      const result = await execute(claimed);
+      switch (result.kind) {
+        case 'succeeded':
+          return await finish('succeeded', { exitCode: result.exitCode });
+        case 'failed':
+          return await finish('failed', { exitCode: result.exitCode, reason: result.reason });
+        case 'cancelled':
+        case 'cancel_requested':
+          return await finish('cancelled', { reason: cancel?.reason ?? ('reason' in result ? result.reason : null) });
+        case 'timed_out':
+          return await finish('timed_out', { reason: result.reason });
+        case 'agent_lost':
+          if (claimed.attempt >= input.maxAttempts) {
+            return await finish('failed', { reason: `${result.reason}; gave up after ${claimed.attempt} attempts` });
+          }
+          await bookkeeping.requeueJob({ jobId, reason: result.reason });
+      }
+    }
+  } catch (err) {
+    if (isQueueTimeout(err)) {
+      return finish('timed_out', { reason: `no agent accepted the job within ${timeouts.queueMs} ms` });
+    }
+    throw err;
+  }
+}
+
+function timeoutTypeOf(err: unknown): TimeoutFailure['timeoutType'] | undefined {
+  if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure) return err.cause.timeoutType;
+  return undefined;
+}
+
+function isQueueTimeout(err: unknown): boolean {
+  const type = timeoutTypeOf(err);
+  return type === 'SCHEDULE_TO_CLOSE' || type === 'START_TO_CLOSE';
+}
+
+function isHeartbeatTimeout(err: unknown): boolean {
+  return timeoutTypeOf(err) === 'HEARTBEAT' || timeoutTypeOf(err) === 'START_TO_CLOSE';
+}
+
+function isAgentLost(err: unknown): boolean {
+  return err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.type === AGENT_LOST_FAILURE;
+}
+
+function failureMessage(err: unknown): string {
+  if (err instanceof ActivityFailure && err.cause) return err.cause.message;
+  return err instanceof Error ? err.message : String(err);
+}
