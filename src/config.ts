@@ -77,10 +77,20 @@ const envSchema = z
     AGENT_SILENCE_TIMEOUT: duration('90s'),
     JOB_CANCEL_GRACE: duration('30s'),
     ORG_MAX_QUEUED_JOBS: positiveInt(10_000),
+    AGENT_HEARTBEAT_INTERVAL: duration('10s'),
+    DISPATCH_SWEEP_INTERVAL: duration('5s'),
   })
   .superRefine((env, ctx) => {
     if (env.PROPELAUTH_AUTH_URL && !env.PROPELAUTH_API_KEY) {
       ctx.addIssue({ code: 'custom', path: ['PROPELAUTH_API_KEY'], message: 'is required when PROPELAUTH_AUTH_URL is set' });
+    }
+    if (env.ROLE !== 'all') {
+      // Embedded PGlite and the embedded Temporal dev server belong to one process.
+      if (!env.DATABASE_URL) ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: `is required when ROLE=${env.ROLE}: split roles share one PostgreSQL server` });
+      if (!env.TEMPORAL_ADDRESS) ctx.addIssue({ code: 'custom', path: ['TEMPORAL_ADDRESS'], message: `is required when ROLE=${env.ROLE}: split roles share one Temporal cluster` });
+    }
+    if (env.AGENT_HEARTBEAT_INTERVAL * 2 > env.AGENT_SILENCE_TIMEOUT) {
+      ctx.addIssue({ code: 'custom', path: ['AGENT_SILENCE_TIMEOUT'], message: 'must be at least twice AGENT_HEARTBEAT_INTERVAL, or one late heartbeat loses the agent' });
     }
     if (env.NODE_ENV === 'production' && !env.PROPELAUTH_AUTH_URL) {
       ctx.addIssue({
@@ -122,6 +132,11 @@ export interface Config {
     agentSilenceTimeoutMs: number;
     cancelGraceMs: number;
     maxQueuedPerOrg: number;
+  };
+  agents: {
+    heartbeatIntervalMs: number;
+    /** How often each replica looks for work for its agents without being notified. */
+    sweepIntervalMs: number;
   };
 }
 
@@ -182,5 +197,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       cancelGraceMs: e.JOB_CANCEL_GRACE,
       maxQueuedPerOrg: e.ORG_MAX_QUEUED_JOBS,
     },
+    agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL },
   };
 }

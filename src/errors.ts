@@ -3,15 +3,15 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
 export const errorCodes = {
-  invalid_argument: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'Invalid request' },
-  unauthenticated: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED, title: 'Authentication required' },
+  invalid_argument: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'Invalid argument' },
+  unauthenticated: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED, title: 'Unauthenticated' },
   permission_denied: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, title: 'Permission denied' },
   not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, title: 'Not found' },
   already_exists: { http: 409, grpc: GrpcStatus.ALREADY_EXISTS, title: 'Already exists' },
   conflict: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, title: 'Conflict' },
   payload_too_large: { http: 413, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: 'Payload too large' },
   unsupported_media_type: { http: 415, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'Unsupported media type' },
-  resource_exhausted: { http: 429, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: 'Too many requests' },
+  resource_exhausted: { http: 429, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: 'Resource exhausted' },
   unavailable: { http: 503, grpc: GrpcStatus.UNAVAILABLE, title: 'Service unavailable' },
   internal: { http: 500, grpc: GrpcStatus.INTERNAL, title: 'Internal error' },
 } as const;

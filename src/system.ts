@@ -6,17 +6,21 @@ import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { openDatabase, type DatabaseHandle } from './db/client.js';
+import { AgentGateway } from './grpc/agent-gateway.js';
+import { startGrpcEndpoint } from './grpc/server.js';
 import { buildApp } from './http/app.js';
 import { createServices, type Services } from './services/index.js';
 import { createJobActivities } from './temporal/activities/job.activities.js';
-import { connectTemporal, createJobWorkflows } from './temporal/client.js';
+import { connectTemporal, createJobStepCompletions, createJobWorkflows } from './temporal/client.js';
 import { startTemporalDevServer, type DevServer } from './temporal/dev-server.js';
-import { startWorker, type RunningWorker } from './temporal/worker.js';
+import { installTemporalLogging, startWorker, type RunningWorker } from './temporal/worker.js';
 
 export interface RunningSystem {
   config: Config;
   /** Base URL of the HTTP API, when this process serves it. */
   httpUrl: string | undefined;
+  /** Port of the gRPC endpoint, when this process serves it. */
+  grpcPort: number | undefined;
   services: Services;
   database: DatabaseHandle;
   temporal: Client;
@@ -62,9 +66,11 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
       config,
       database,
       workflows: createJobWorkflows(temporal, config.temporal.taskQueue),
+      completions: createJobStepCompletions(temporal),
     });
 
     if (runs(config, 'worker')) {
+      installTemporalLogging(logger);
       const running: RunningWorker = await startWorker({
         address: temporalAddress,
         namespace: config.temporal.namespace,
@@ -79,6 +85,25 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
       logger.info({ taskQueue: config.temporal.taskQueue }, 'Temporal worker running');
     }
 
+    let grpcPort: number | undefined;
+    if (runs(config, 'gateway')) {
+      const gateway = new AgentGateway(services.gateway, database, {
+        replica: config.replicaId,
+        heartbeatIntervalMs: config.agents.heartbeatIntervalMs,
+        silenceTimeoutMs: config.jobs.agentSilenceTimeoutMs,
+        helloTimeoutMs: 10_000,
+        maxLogBatchLines: 500,
+        sweepIntervalMs: config.agents.sweepIntervalMs,
+      }, logger);
+      await gateway.start();
+      const grpc = await startGrpcEndpoint(config.host, config.grpcPort, (server) => gateway.register(server));
+      cleanup.push(() => grpc.stop());
+      // Runs before the endpoint stops: agents hear GoAway and reconnect to another replica.
+      cleanup.push(() => gateway.stop());
+      grpcPort = grpc.port;
+      logger.info({ port: grpc.port }, 'gRPC endpoint listening');
+    }
+
     let httpUrl: string | undefined;
     if (runs(config, 'api')) {
       const app = await buildApp({ config, services, database, temporal, logger });
@@ -91,7 +116,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
       logger.info({ url: httpUrl, docs: `${httpUrl}/docs` }, 'HTTP API listening');
     }
 
-    return { config, httpUrl, services, database, temporal, stop };
+    return { config, httpUrl, grpcPort, services, database, temporal, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -1,7 +1,7 @@
 // The SQL of agent tokens and agents.
 import { and, asc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { Executor } from './client.js';
-import { agents, agentTokens, jobs, type AgentRow, type AgentTokenRow } from './schema/index.js';
+import { agents, agentTokens, jobs, type AgentRow, type AgentTokenRow, type JobRow } from './schema/index.js';
 
 export async function insertAgentToken(db: Executor, values: typeof agentTokens.$inferInsert): Promise<AgentTokenRow> {
   const [row] = await db.insert(agentTokens).values(values).returning();
@@ -54,4 +54,61 @@ export async function listHeldJobs(db: Executor, orgId: string, agentIds: string
     .select({ id: jobs.id, agentId: jobs.agentId })
     .from(jobs)
     .where(and(eq(jobs.orgId, orgId), inArray(jobs.status, ['assigned', 'running']), inArray(jobs.agentId, agentIds)));
+}
+
+export async function touchAgentToken(db: Executor, tokenId: string): Promise<void> {
+  await db.update(agentTokens).set({ lastUsedAt: sql`now()` }).where(eq(agentTokens.id, tokenId));
+}
+
+export async function revokedTokenIds(db: Executor, tokenIds: string[]): Promise<string[]> {
+  const rows = await db
+    .select({ id: agentTokens.id })
+    .from(agentTokens)
+    .where(and(inArray(agentTokens.id, tokenIds), isNotNull(agentTokens.revokedAt)));
+  return rows.map((r) => r.id);
+}
+
+/**
+ * Records the agent as connected through this session. An agent id already registered by another
+ * organisation is not taken over: returns undefined.
+ */
+export async function upsertConnectedAgent(
+  db: Executor,
+  agent: { id: string; orgId: string; tokenId: string; name: string; version: string | null; labels: string[]; capacity: number; replica: string; sessionId: string },
+): Promise<AgentRow | undefined> {
+  const now = sql`now()`;
+  const live = { tokenId: agent.tokenId, name: agent.name, version: agent.version, labels: agent.labels, capacity: agent.capacity, replica: agent.replica, sessionId: agent.sessionId };
+  const [row] = await db
+    .insert(agents)
+    .values({ ...agent, connectedAt: now, lastHeartbeatAt: now, disconnectedAt: null })
+    .onConflictDoUpdate({
+      target: agents.id,
+      set: { ...live, connectedAt: now, lastHeartbeatAt: now, disconnectedAt: null },
+      setWhere: eq(agents.orgId, agent.orgId),
+    })
+    .returning();
+  return row;
+}
+
+/** Only the session that connected last may mark the agent gone (an older stream may close late). */
+export async function markAgentDisconnected(db: Executor, agentId: string, sessionId: string): Promise<void> {
+  await db
+    .update(agents)
+    .set({ sessionId: null, replica: null, disconnectedAt: sql`now()` })
+    .where(and(eq(agents.id, agentId), eq(agents.sessionId, sessionId)));
+}
+
+export async function touchAgentHeartbeat(db: Executor, agentId: string, sessionId: string): Promise<void> {
+  await db
+    .update(agents)
+    .set({ lastHeartbeatAt: sql`now()` })
+    .where(and(eq(agents.id, agentId), eq(agents.sessionId, sessionId)));
+}
+
+/** The jobs an agent holds now: assigned to it and not finished. */
+export async function listHeldJobRows(db: Executor, agentId: string): Promise<JobRow[]> {
+  return db
+    .select()
+    .from(jobs)
+    .where(and(eq(jobs.agentId, agentId), inArray(jobs.status, ['assigned', 'running'])));
 }

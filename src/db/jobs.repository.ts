@@ -122,6 +122,13 @@ export async function appendEvent(tx: Executor, job: JobRow, event: EventInput):
   });
 }
 
-export async function setPendingActivityToken(tx: Executor, jobId: string, taskToken: string | null): Promise<void> {
-  await tx.update(jobs).set({ pendingActivityToken: taskToken }).where(eq(jobs.id, jobId));
+/** Updates bookkeeping columns that are no status change (task tokens, reported outcomes). */
+export async function updateJob(tx: Executor, jobId: string, patch: Partial<Pick<NewJobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome'>>): Promise<void> {
+  await tx.update(jobs).set(patch).where(eq(jobs.id, jobId));
+}
+
+/** Locks the job row by id alone, for the workflow's and the gateway's bookkeeping. */
+export async function lockJobById(tx: Executor, jobId: string): Promise<JobRow | undefined> {
+  const [row] = await tx.select().from(jobs).where(eq(jobs.id, jobId)).for('update');
+  return row;
 }

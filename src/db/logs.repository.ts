@@ -1,5 +1,5 @@
 // The SQL of log lines, keyed by (job, seq).
-import { and, asc, eq, gt } from 'drizzle-orm';
+import { and, asc, eq, gt, max } from 'drizzle-orm';
 import type { Executor } from './client.js';
 import { logLines, type LogLineRow } from './schema/index.js';
 
@@ -16,4 +16,10 @@ export async function linesAfter(db: Executor, jobId: string, after: number, lim
 export async function insertLines(db: Executor, rows: LogLineRow[]): Promise<void> {
   if (rows.length === 0) return;
   await db.insert(logLines).values(rows).onConflictDoNothing();
+}
+
+/** The highest stored sequence number of the job's log, 0 when it has none. */
+export async function lastSeq(db: Executor, jobId: string): Promise<number> {
+  const [row] = await db.select({ seq: max(logLines.seq) }).from(logLines).where(eq(logLines.jobId, jobId));
+  return Number(row?.seq ?? 0);
 }

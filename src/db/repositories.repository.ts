@@ -43,3 +43,9 @@ export async function listRepositories(
 export async function markRepositoryDeleted(db: Executor, repoId: string): Promise<void> {
   await db.update(repositories).set({ deletedAt: sql`now()` }).where(eq(repositories.id, repoId));
 }
+
+/** A repository by id even after deletion: jobs already queued against it still run. */
+export async function findRepositoryIncludingDeleted(db: Executor, repoId: string): Promise<RepositoryRow | undefined> {
+  const [row] = await db.select().from(repositories).where(eq(repositories.id, repoId));
+  return row;
+}

@@ -5,7 +5,7 @@ import * as agentsRepo from '../db/agents.repository.js';
 import type { AgentTokenRow } from '../db/schema/index.js';
 import { NotFoundError } from '../errors.js';
 import { requireOrgRole, type Caller } from './access.js';
-import { channels, type Notify } from './notifications.js';
+import { channels, type Notify, type TokenRevokedPayload } from './notifications.js';
 
 export type AgentToken = Omit<AgentTokenRow, 'secretHash'>;
 
@@ -48,7 +48,7 @@ export class AgentTokensService {
     requireOrgRole(caller, orgId, 'Admin');
     const row = await agentsRepo.revokeAgentToken(this.deps.db, orgId, tokenId);
     if (!row) throw new NotFoundError(`Agent token ${tokenId}`);
-    await this.deps.notify(channels.tokenRevoked, JSON.stringify({ tokenId }));
+    await this.deps.notify(channels.tokenRevoked, JSON.stringify({ tokenId } satisfies TokenRevokedPayload));
     return toAgentToken(row);
   }
 }

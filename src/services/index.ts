@@ -1,11 +1,13 @@
 // Builds every domain service from the process's dependencies.
 import type { Config } from '../config.js';
 import type { DatabaseHandle } from '../db/client.js';
+import { AgentGatewayService } from './agent-gateway.service.js';
 import { AgentTokensService } from './agent-tokens.service.js';
 import { AgentsService } from './agents.service.js';
 import { createUserAuthenticator, type UserAuthenticator } from './auth/user-authenticator.js';
 import { JobLifecycleService } from './job-lifecycle.service.js';
-import { JobsService, type JobWorkflows } from './jobs.service.js';
+import { JobsService } from './jobs.service.js';
+import type { JobStepCompletions, JobWorkflows } from './workflow-ports.js';
 import { LogsService } from './logs.service.js';
 import { RepositoriesService } from './repositories.service.js';
 
@@ -17,10 +19,11 @@ export interface Services {
   logs: LogsService;
   agentTokens: AgentTokensService;
   agents: AgentsService;
+  gateway: AgentGatewayService;
 }
 
-export function createServices(deps: { config: Config; database: DatabaseHandle; workflows: JobWorkflows }): Services {
-  const { config, database, workflows } = deps;
+export function createServices(deps: { config: Config; database: DatabaseHandle; workflows: JobWorkflows; completions: JobStepCompletions }): Services {
+  const { config, database, workflows, completions } = deps;
   const { db } = database;
   const notify = (channel: string, payload: string) => database.notify(channel, payload);
   return {
@@ -28,6 +31,7 @@ export function createServices(deps: { config: Config; database: DatabaseHandle;
     repositories: new RepositoriesService(db),
     jobs: new JobsService({
       db,
+      notify,
       workflows,
       maxQueuedPerOrg: config.jobs.maxQueuedPerOrg,
       timeouts: {
@@ -42,5 +46,6 @@ export function createServices(deps: { config: Config; database: DatabaseHandle;
     logs: new LogsService(db),
     agentTokens: new AgentTokensService({ db, notify }),
     agents: new AgentsService(db),
+    gateway: new AgentGatewayService({ db, completions }),
   };
 }

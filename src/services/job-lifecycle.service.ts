@@ -1,9 +1,10 @@
-// The job's state changes as its workflow drives them (through activities) and as agents report
-// them (through the gateway). Each method is idempotent: Temporal may run an activity twice.
+// The job's state changes as its workflow drives them (through activities). Each method is
+// idempotent: Temporal may run an activity twice.
 import type { Database } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
-import { terminalJobStatuses, type JobStatus, type TerminalJobStatus } from '../db/schema/index.js';
+import { terminalJobStatuses, type JobStatus, type ReportedOutcome, type TerminalJobStatus } from '../db/schema/index.js';
 import { ConflictError, NotFoundError } from '../errors.js';
+import type { JobClaim } from '../temporal/shared.js';
 import { channels, type AgentCancelPayload, type JobChangedPayload, type JobQueuedPayload, type Notify } from './notifications.js';
 
 const unfinished: JobStatus[] = ['queued', 'assigned', 'running'];
@@ -12,16 +13,36 @@ const isTerminal = (status: JobStatus) => (terminalJobStatuses as readonly JobSt
 export class JobLifecycleService {
   constructor(private readonly deps: { db: Database; notify: Notify }) {}
 
-  /** The workflow waits for an agent: record its claim task token so a dispatcher can complete it. */
-  async awaitClaim(jobId: string, taskToken: string): Promise<void> {
-    const row = await this.deps.db.transaction(async (tx) => {
-      const job = await jobsRepo.findJobById(tx, jobId);
-      if (!job) throw new NotFoundError(`Job ${jobId}`);
-      if (job.status !== 'queued') throw new ConflictError(`Job ${jobId} is ${job.status}, not queued`);
-      await jobsRepo.setPendingActivityToken(tx, jobId, taskToken);
-      return job;
+  /**
+   * The workflow waits for an agent: record its claim task token so a dispatcher can complete it.
+   * A dispatcher may have been quicker (the job is already assigned): then the claim is returned.
+   */
+  async awaitClaim(jobId: string, taskToken: string): Promise<JobClaim | undefined> {
+    const job = await this.deps.db.transaction(async (tx) => {
+      const row = await jobsRepo.lockJobById(tx, jobId);
+      if (!row) throw new NotFoundError(`Job ${jobId}`);
+      if (row.status === 'queued') await jobsRepo.updateJob(tx, jobId, { claimTaskToken: taskToken });
+      return row;
     });
-    await this.publish<JobQueuedPayload>(channels.jobQueued, { orgId: row.orgId, jobId });
+    if ((job.status === 'assigned' || job.status === 'running') && job.agentId) return { agentId: job.agentId, attempt: job.attempt };
+    if (job.status !== 'queued') throw new ConflictError(`Job ${jobId} is ${job.status}, not queued`);
+    await this.publish<JobQueuedPayload>(channels.jobQueued, { orgId: job.orgId, jobId });
+    return undefined;
+  }
+
+  /**
+   * The workflow waits for the agent to finish the job: record the execute task token, unless the
+   * agent already reported (a job can end before this activity starts), then return that at once.
+   */
+  async awaitExecution(jobId: string, taskToken: string): Promise<ReportedOutcome | undefined> {
+    return this.deps.db.transaction(async (tx) => {
+      const job = await jobsRepo.lockJobById(tx, jobId);
+      if (!job) throw new NotFoundError(`Job ${jobId}`);
+      if (job.reportedOutcome) return job.reportedOutcome;
+      if (job.status !== 'assigned' && job.status !== 'running') throw new ConflictError(`Job ${jobId} is ${job.status}, not assigned`);
+      await jobsRepo.updateJob(tx, jobId, { executeTaskToken: taskToken });
+      return undefined;
+    });
   }
 
   async finish(jobId: string, status: TerminalJobStatus, details: { exitCode?: number | null; reason?: string | null }): Promise<void> {
@@ -31,11 +52,16 @@ export class JobLifecycleService {
         jobId,
         unfinished,
         status,
-        { finishedAt: new Date(), exitCode: details.exitCode ?? null, failureReason: details.reason ?? null, pendingActivityToken: null },
+        { finishedAt: new Date(), exitCode: details.exitCode ?? null, failureReason: details.reason ?? null, claimTaskToken: null, executeTaskToken: null },
         { type: status, detail: details.reason ?? null },
       ),
     );
     if (row) {
+      // Ended by the workflow while an agent holds it (cancelled while being claimed, timed out):
+      // make sure the agent stops too. Harmless if the agent already finished it.
+      if (row.agentId && (status === 'cancelled' || status === 'timed_out')) {
+        await this.publish<AgentCancelPayload>(channels.agentCancel, { jobId, agentId: row.agentId, attempt: row.attempt, reason: details.reason ?? status, graceMs: row.timeouts.cancelGraceMs });
+      }
       await this.publish<JobChangedPayload>(channels.jobChanged, { jobId, status });
       return;
     }
@@ -48,7 +74,14 @@ export class JobLifecycleService {
   /** The agent was lost: back to the queue; the attempt already counted stays counted. */
   async requeue(jobId: string, reason: string): Promise<void> {
     const row = await this.deps.db.transaction((tx) =>
-      jobsRepo.transition(tx, jobId, ['assigned', 'running'], 'queued', { agentId: null, assignedAt: null, startedAt: null, pendingActivityToken: null }, { type: 'requeued', detail: reason }),
+      jobsRepo.transition(
+        tx,
+        jobId,
+        ['assigned', 'running'],
+        'queued',
+        { agentId: null, assignedAt: null, startedAt: null, claimTaskToken: null, executeTaskToken: null, reportedOutcome: null },
+        { type: 'requeued', detail: reason },
+      ),
     );
     if (row) await this.publish<JobChangedPayload>(channels.jobChanged, { jobId, status: 'queued' });
   }
@@ -58,16 +91,6 @@ export class JobLifecycleService {
     const job = await jobsRepo.findJobById(this.deps.db, input.jobId);
     if (!job?.agentId || isTerminal(job.status)) return;
     await this.publish<AgentCancelPayload>(channels.agentCancel, { ...input, agentId: job.agentId });
-  }
-
-  /** The workflow waits for the agent to finish the job: record the execute task token. */
-  async awaitExecution(jobId: string, taskToken: string): Promise<void> {
-    await this.deps.db.transaction(async (tx) => {
-      const job = await jobsRepo.findJobById(tx, jobId);
-      if (!job) throw new NotFoundError(`Job ${jobId}`);
-      if (job.status !== 'assigned' && job.status !== 'running') throw new ConflictError(`Job ${jobId} is ${job.status}, not assigned`);
-      await jobsRepo.setPendingActivityToken(tx, jobId, taskToken);
-    });
   }
 
   private async publish<T>(channel: string, payload: T): Promise<void> {

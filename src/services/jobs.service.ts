@@ -8,17 +8,12 @@ import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedEr
 import type { JobTimeouts } from '../temporal/shared.js';
 import { requireOrgRole, type Caller } from './access.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
+import { channels, type JobQueuedPayload, type Notify } from './notifications.js';
+import type { JobWorkflows } from './workflow-ports.js';
 
 /** The job as callers see it: the row without the workflow's bookkeeping. */
-export type Job = Omit<JobRow, 'pendingActivityToken'>;
+export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'logSeqBase' | 'timeouts'>;
 export type JobEvent = JobEventRow;
-
-/** The port through which jobs reach Temporal; implemented in temporal/, faked nowhere. */
-export interface JobWorkflows {
-  start(input: { jobId: string; maxAttempts: number; timeouts: JobTimeouts }): Promise<void>;
-  /** Resolves false when the workflow has already ended. */
-  requestCancel(jobId: string, reason: string): Promise<boolean>;
-}
 
 export interface SubmitJobInput {
   prompt: string;
@@ -39,6 +34,7 @@ export interface ListJobsInput {
 
 export interface JobsServiceDeps {
   db: Database;
+  notify: Notify;
   workflows: JobWorkflows;
   timeouts: JobTimeouts;
   maxQueuedPerOrg: number;
@@ -48,7 +44,7 @@ const DEFAULT_MAX_ATTEMPTS = 3;
 const isTerminal = (status: JobStatus) => (terminalJobStatuses as readonly JobStatus[]).includes(status);
 
 export function toJob(row: JobRow): Job {
-  const { pendingActivityToken: _token, ...job } = row;
+  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, logSeqBase: _base, timeouts: _timeouts, ...job } = row;
   return job;
 }
 
@@ -77,6 +73,7 @@ export class JobsService {
         parentJobId: input.parentJobId ?? null,
         labels: input.labels ?? [],
         maxAttempts,
+        timeouts: this.deps.timeouts,
         createdBy: caller.userId,
       }),
     );
@@ -87,6 +84,8 @@ export class JobsService {
       await jobsRepo.deleteJob(db, row.id);
       throw new UnavailableError('The job could not be scheduled; nothing was stored, try again', err);
     }
+    // Dispatchers may assign it right away; its claim step completes at once when it finds it assigned.
+    await this.deps.notify(channels.jobQueued, JSON.stringify({ orgId, jobId: row.id } satisfies JobQueuedPayload));
     return toJob(row);
   }
 

@@ -9,6 +9,8 @@ export const channels = {
   agentCancel: 'agent_cancel',
   /** An agent token was revoked: streams authenticated with it end. */
   tokenRevoked: 'agent_token_revoked',
+  /** An agent opened a stream: a replica holding an older stream of the same agent ends it. */
+  agentSessionOpened: 'agent_session_opened',
 } as const;
 
 export interface JobQueuedPayload {
@@ -27,6 +29,15 @@ export interface AgentCancelPayload {
   attempt: number;
   reason: string;
   graceMs: number;
+}
+
+export interface TokenRevokedPayload {
+  tokenId: string;
+}
+
+export interface AgentSessionOpenedPayload {
+  agentId: string;
+  sessionId: string;
 }
 
 export type Notify = (channel: string, payload: string) => Promise<void>;

@@ -1,8 +1,9 @@
 // The Temporal side of the JobWorkflows port: starts a job's workflow (workflow id = job id) and
 // delivers cancellation requests as signals.
-import { Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
-import type { JobWorkflows } from '../services/jobs.service.js';
-import { JOB_WORKFLOW_TYPE, jobSignals, type CancelRequest, type JobWorkflowInput } from './shared.js';
+import { ActivityCancelledError, ActivityNotFoundError, Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { CompletionResult, JobStepCompletions, JobWorkflows } from '../services/workflow-ports.js';
+import { AGENT_LOST_FAILURE, JOB_WORKFLOW_TYPE, jobSignals, type CancelRequest, type JobWorkflowInput, type StartedSignal } from './shared.js';
 
 export async function connectTemporal(address: string, namespace: string): Promise<Client> {
   const connection = await Connection.connect({ address });
@@ -28,6 +29,32 @@ export function createJobWorkflows(client: Client, taskQueue: string): JobWorkfl
         if (err instanceof WorkflowNotFoundError) return false;
         throw err;
       }
+    },
+  };
+}
+
+/** Completion of the claim and execute activities by task token, for the agent gateway. */
+export function createJobStepCompletions(client: Client): JobStepCompletions {
+  const token = (base64: string) => Buffer.from(base64, 'base64');
+  // An activity the workflow stopped waiting for (cancelled, timed out, already completed) is gone,
+  // which the caller treats as "the workflow has moved on", never as a failure to retry.
+  const settle = async (operation: () => Promise<void>): Promise<CompletionResult> => {
+    try {
+      await operation();
+      return 'done';
+    } catch (err) {
+      if (err instanceof ActivityNotFoundError || err instanceof ActivityCancelledError) return 'gone';
+      throw err;
+    }
+  };
+  return {
+    completeClaim: (taskToken, claim) => settle(() => client.activity.complete(token(taskToken), claim)),
+    completeExecution: (taskToken, outcome) => settle(() => client.activity.complete(token(taskToken), outcome)),
+    failExecutionAgentLost: (taskToken, reason) =>
+      settle(() => client.activity.fail(token(taskToken), ApplicationFailure.create({ type: AGENT_LOST_FAILURE, message: reason, nonRetryable: true }))),
+    heartbeatExecution: (taskToken) => settle(() => client.activity.heartbeat(token(taskToken))),
+    async signalStarted(jobId, attempt) {
+      await client.workflow.getHandle(jobId).signal<[StartedSignal]>(jobSignals.started, { attempt });
     },
   };
 }

@@ -1,6 +1,7 @@
 // The Temporal worker: hosts the job workflow and its activities on the jobs task queue.
 import { fileURLToPath } from 'node:url';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
+import type { Logger } from 'pino';
 import type { JobActivities } from './shared.js';
 
 export interface WorkerOptions {
@@ -19,6 +20,21 @@ export interface RunningWorker {
   worker: Worker;
   /** Resolves when the worker has stopped (after `worker.shutdown()`), connection closed. */
   done: Promise<void>;
+}
+
+let runtimeInstalled = false;
+
+/**
+ * Sends the Temporal SDK's own log (bundler output, worker state) to our logger at warn and above.
+ * The SDK allows one Runtime per process, so only the first call takes effect.
+ */
+export function installTemporalLogging(logger: Logger): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  const levels: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = { TRACE: 'trace', DEBUG: 'debug', INFO: 'info', WARN: 'warn', ERROR: 'error' };
+  Runtime.install({
+    logger: new DefaultLogger('WARN', ({ level, message, meta }) => logger[levels[level]]({ temporal: meta }, message)),
+  });
 }
 
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {

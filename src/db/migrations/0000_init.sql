@@ -46,7 +46,11 @@ CREATE TABLE "jobs" (
 	"started_at" timestamp (3) with time zone,
 	"finished_at" timestamp (3) with time zone,
 	"cancel_requested_at" timestamp (3) with time zone,
-	"pending_activity_token" text,
+	"timeouts" jsonb NOT NULL,
+	"claim_task_token" text,
+	"execute_task_token" text,
+	"reported_outcome" jsonb,
+	"log_seq_base" bigint DEFAULT 0 NOT NULL,
 	CONSTRAINT "jobs_attempt_within_limit" CHECK ("jobs"."attempt" >= 0 and "jobs"."attempt" <= "jobs"."max_attempts"),
 	CONSTRAINT "jobs_rework_has_parent" CHECK (("jobs"."queue_type" = 'rework') = ("jobs"."parent_job_id" is not null))
 );
@@ -97,6 +101,7 @@ CREATE INDEX "repositories_org_created_idx" ON "repositories" USING btree ("org_
 CREATE UNIQUE INDEX "job_events_job_seq_idx" ON "job_events" USING btree ("job_id","seq");--> statement-breakpoint
 CREATE INDEX "jobs_org_created_idx" ON "jobs" USING btree ("org_id","created_at" DESC NULLS LAST,"id" DESC NULLS LAST);--> statement-breakpoint
 CREATE INDEX "jobs_dispatch_idx" ON "jobs" USING btree ("org_id",("queue_type" = 'rework') desc,"created_at","id") WHERE "jobs"."status" = 'queued';--> statement-breakpoint
+CREATE INDEX "jobs_agent_idx" ON "jobs" USING btree ("agent_id") WHERE "jobs"."status" in ('assigned', 'running');--> statement-breakpoint
 CREATE INDEX "jobs_repo_idx" ON "jobs" USING btree ("repo_id");--> statement-breakpoint
 CREATE UNIQUE INDEX "agent_tokens_secret_hash_idx" ON "agent_tokens" USING btree ("secret_hash");--> statement-breakpoint
 CREATE INDEX "agent_tokens_org_idx" ON "agent_tokens" USING btree ("org_id","created_at");--> statement-breakpoint

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
-import { bigserial, check, index, integer, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
+import { bigint, bigserial, check, index, integer, jsonb, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
+import type { JobOutcome, JobTimeouts } from '../../temporal/shared.js';
 import { timestamptz } from './columns.js';
 import { jobEventTypeEnum, jobStatusEnum, queueTypeEnum } from './enums.js';
 import { repositories } from './repositories.js';
@@ -29,9 +30,18 @@ export const jobs = pgTable(
     startedAt: timestamptz('started_at'),
     finishedAt: timestamptz('finished_at'),
     cancelRequestedAt: timestamptz('cancel_requested_at'),
-    // Task token (base64) of the workflow activity now waiting on the outside world: claimJob while
-    // queued, executeJob once assigned. Whoever completes that step completes the activity with it.
-    pendingActivityToken: text('pending_activity_token'),
+    // The per-job limits the workflow runs with, fixed at creation (sent to the agent with the assignment).
+    timeouts: jsonb('timeouts').$type<JobTimeouts>().notNull(),
+    // Task tokens (base64) of the workflow's waiting activities: claimJob waits for an agent to take
+    // the job, executeJob for the agent to finish it. The gateway completes them with these.
+    claimTaskToken: text('claim_task_token'),
+    executeTaskToken: text('execute_task_token'),
+    // What the agent reported before executeJob had recorded its token (a job can finish that fast):
+    // executeJob returns it as soon as it starts.
+    reportedOutcome: jsonb('reported_outcome').$type<ReportedOutcome>(),
+    // Agents number each attempt's log lines from 1; stored lines are numbered from this base, so a
+    // retried job's log continues after the lines of earlier attempts.
+    logSeqBase: bigint('log_seq_base', { mode: 'number' }).notNull().default(0),
   },
   (t) => [
     // Listing: newest first, keyset-paginated on (created_at, id).
@@ -40,11 +50,15 @@ export const jobs = pgTable(
     index('jobs_dispatch_idx')
       .on(t.orgId, sql`(${t.queueType} = 'rework') desc`, t.createdAt, t.id)
       .where(sql`${t.status} = 'queued'`),
+    index('jobs_agent_idx').on(t.agentId).where(sql`${t.status} in ('assigned', 'running')`),
     index('jobs_repo_idx').on(t.repoId),
     check('jobs_attempt_within_limit', sql`${t.attempt} >= 0 and ${t.attempt} <= ${t.maxAttempts}`),
     check('jobs_rework_has_parent', sql`(${t.queueType} = 'rework') = (${t.parentJobId} is not null)`),
   ],
 );
+
+/** An outcome the agent reported, or the agent giving the attempt back (rejected it). */
+export type ReportedOutcome = JobOutcome | { kind: 'agent_lost'; reason: string };
 
 export const jobEvents = pgTable(
   'job_events',

@@ -1,0 +1,46 @@
+// The SQL of dispatch: the one place a queued job becomes an agent's. The claim is one UPDATE whose
+// target is chosen under FOR UPDATE SKIP LOCKED, so dispatchers on any number of replicas never hand
+// one job to two agents and never wait on each other's rows.
+import { and, arrayContained, asc, eq, sql } from 'drizzle-orm';
+import type { Executor } from './client.js';
+import { appendEvent } from './jobs.repository.js';
+import { jobs, logLines, type JobRow } from './schema/index.js';
+
+export interface DispatchCandidate {
+  agentId: string;
+  orgId: string;
+  labels: readonly string[];
+}
+
+/**
+ * Claims the next job for the agent: rework before backlog, oldest first, among the queued jobs
+ * whose labels the agent has. Returns the assigned job. If its workflow's claim step is already
+ * waiting, the row carries that step's task token for the caller to complete; if not, the claim
+ * step finds the job assigned when it starts and completes at once.
+ */
+export async function claimNextJob(tx: Executor, agent: DispatchCandidate): Promise<JobRow | undefined> {
+  // An agent without labels takes only jobs that ask for none.
+  const labelsFit = agent.labels.length ? arrayContained(jobs.labels, [...agent.labels]) : sql`cardinality(${jobs.labels}) = 0`;
+  const next = tx
+    .select({ id: jobs.id })
+    .from(jobs)
+    .where(and(eq(jobs.orgId, agent.orgId), eq(jobs.status, 'queued'), labelsFit))
+    .orderBy(sql`(${jobs.queueType} = 'rework') desc`, asc(jobs.createdAt), asc(jobs.id))
+    .limit(1)
+    .for('update', { skipLocked: true });
+  const [job] = await tx
+    .update(jobs)
+    .set({
+      status: 'assigned',
+      agentId: agent.agentId,
+      attempt: sql`${jobs.attempt} + 1`,
+      assignedAt: sql`now()`,
+      updatedAt: sql`now()`,
+      logSeqBase: sql`(select coalesce(max(${logLines.seq}), 0) from ${logLines} where ${logLines.jobId} = ${jobs.id})`,
+    })
+    .where(eq(jobs.id, sql`(${next})`))
+    .returning();
+  if (!job) return undefined;
+  await appendEvent(tx, job, { type: 'assigned' });
+  return job;
+}

@@ -1,0 +1,116 @@
+// The agent gateway of one replica: serves agent.v1 AgentService, keeps the sessions whose streams
+// this replica holds, and reacts to what other replicas announce through PostgreSQL NOTIFY (a job
+// queued, a cancel for one of our agents, a revoked token, an agent that reconnected elsewhere).
+import { status, type Server } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { AgentServiceService, type AgentServiceServer } from '../../generated/proto/agent/v1/agent.js';
+import type { DatabaseHandle } from '../db/client.js';
+import type { AgentGatewayService } from '../services/agent-gateway.service.js';
+import { channels, type AgentCancelPayload, type AgentSessionOpenedPayload, type JobQueuedPayload, type TokenRevokedPayload } from '../services/notifications.js';
+import { AgentSession, type AgentStream, type SessionSettings } from './agent-session.js';
+
+export interface AgentGatewayOptions extends SessionSettings {
+  /** How often every session looks for work even without a notification (a lost NOTIFY costs at most this). */
+  sweepIntervalMs: number;
+}
+
+export class AgentGateway {
+  private readonly sessions = new Map<string, AgentSession>();
+  private readonly pending = new Set<AgentSession>();
+  private unsubscribe: (() => Promise<void>)[] = [];
+  private sweep: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly service: AgentGatewayService,
+    private readonly database: DatabaseHandle,
+    private readonly options: AgentGatewayOptions,
+    private readonly log: Logger,
+  ) {}
+
+  register(server: Server): void {
+    const implementation: AgentServiceServer = { connect: (call) => this.open(call) };
+    server.addService(AgentServiceService, implementation);
+  }
+
+  async start(): Promise<void> {
+    const listen = async <T>(channel: string, handler: (payload: T) => void) => {
+      this.unsubscribe.push(
+        await this.database.listen(channel, (raw) => {
+          try {
+            handler(JSON.parse(raw) as T);
+          } catch (err) {
+            this.log.warn({ err, channel }, 'bad notification');
+          }
+        }),
+      );
+    };
+    await listen<JobQueuedPayload>(channels.jobQueued, ({ orgId }) => {
+      for (const session of this.sessions.values()) if (session.ref?.orgId === orgId) session.pump();
+    });
+    await listen<AgentCancelPayload>(channels.agentCancel, ({ agentId, jobId, attempt, reason, graceMs }) => {
+      this.sessions.get(agentId)?.sendCancel(jobId, attempt, reason, graceMs);
+    });
+    await listen<TokenRevokedPayload>(channels.tokenRevoked, ({ tokenId }) => this.endSessionsOfToken(tokenId));
+    await listen<AgentSessionOpenedPayload>(channels.agentSessionOpened, ({ agentId, sessionId }) => {
+      const session = this.sessions.get(agentId);
+      if (session?.ref && session.ref.sessionId !== sessionId) session.end(status.ABORTED, 'superseded by a newer stream of the same agent');
+    });
+    this.sweep = setInterval(() => void this.sweepSessions(), this.options.sweepIntervalMs);
+    this.sweep.unref();
+  }
+
+  /** Tells every agent to reconnect elsewhere, then stops listening. */
+  async stop(): Promise<void> {
+    clearInterval(this.sweep);
+    for (const session of [...this.sessions.values(), ...this.pending]) session.goAway('replica shutting down', 1000);
+    await Promise.all(this.unsubscribe.map((u) => u().catch(() => {})));
+    this.unsubscribe = [];
+  }
+
+  get connectedAgents(): number {
+    return this.sessions.size;
+  }
+
+  private open(call: AgentStream): void {
+    const session = new AgentSession(
+      call,
+      this.service,
+      this.options,
+      {
+        opened: (s) => {
+          this.pending.delete(s);
+          const agentId = s.agentId!;
+          this.sessions.get(agentId)?.end(status.ABORTED, 'superseded by a newer stream of the same agent');
+          this.sessions.set(agentId, s);
+          void this.database
+            .notify(channels.agentSessionOpened, JSON.stringify({ agentId, sessionId: s.ref!.sessionId } satisfies AgentSessionOpenedPayload))
+            .catch((err: unknown) => this.log.warn({ err }, 'could not announce agent session'));
+        },
+        closed: (s) => {
+          this.pending.delete(s);
+          if (s.agentId && this.sessions.get(s.agentId) === s) this.sessions.delete(s.agentId);
+        },
+      },
+      this.log,
+    );
+    this.pending.add(session);
+    void session.start();
+  }
+
+  private endSessionsOfToken(tokenId: string): void {
+    for (const session of this.sessions.values()) {
+      if (session.ref?.tokenId === tokenId) session.end(status.UNAUTHENTICATED, 'the agent token was revoked');
+    }
+  }
+
+  /** The safety net behind notifications: look for work, and drop sessions whose token was revoked. */
+  private async sweepSessions(): Promise<void> {
+    try {
+      const tokenIds = [...new Set([...this.sessions.values()].map((s) => s.ref?.tokenId).filter((id): id is string => !!id))];
+      for (const revoked of await this.service.revokedTokens(tokenIds)) this.endSessionsOfToken(revoked);
+      for (const session of this.sessions.values()) session.pump();
+    } catch (err) {
+      this.log.warn({ err }, 'gateway sweep failed');
+    }
+  }
+}

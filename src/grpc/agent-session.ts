@@ -1,0 +1,282 @@
+// One agent's Connect stream: authenticates, opens with Hello/Welcome, hands out work up to the
+// agent's capacity and turns each report into a call on the gateway service. Messages are handled
+// one at a time, in the order they arrive, as the protocol promises.
+import { Metadata, status, type ServerDuplexStream } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
+import { AppError } from '../errors.js';
+import { LogSequenceGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment } from '../services/agent-gateway.service.js';
+import type { LogStream as StoredStream } from '../db/schema/index.js';
+import type { JobOutcome as WorkflowOutcome } from '../temporal/shared.js';
+import { durationOf } from './durations.js';
+
+export type AgentStream = ServerDuplexStream<AgentMessage, ServerMessage>;
+
+export interface SessionSettings {
+  replica: string;
+  heartbeatIntervalMs: number;
+  /** No message for this long ends the stream (the agent is lost). */
+  silenceTimeoutMs: number;
+  helloTimeoutMs: number;
+  maxLogBatchLines: number;
+}
+
+export interface SessionHooks {
+  /** Called once the Hello is accepted; the registry ends any older stream of the same agent. */
+  opened(session: AgentSession): void;
+  closed(session: AgentSession): void;
+}
+
+class StreamEnded extends Error {
+  constructor(
+    readonly code: status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const streams: Record<LogStream, StoredStream> = {
+  [LogStream.LOG_STREAM_UNSPECIFIED]: 'stdout',
+  [LogStream.LOG_STREAM_STDOUT]: 'stdout',
+  [LogStream.LOG_STREAM_STDERR]: 'stderr',
+  [LogStream.LOG_STREAM_SYSTEM]: 'system',
+  [LogStream.UNRECOGNIZED]: 'stdout',
+};
+
+export class AgentSession {
+  ref: AgentSessionRef | undefined;
+  private credentials: AgentCredentials | undefined;
+  /** Jobs this agent runs now (job id → attempt), as far as this session knows. */
+  readonly running = new Map<string, number>();
+  private queue: Promise<void> = Promise.resolve();
+  private pumping: Promise<void> | undefined;
+  private pumpAgain = false;
+  private closed = false;
+  private draining = false;
+  private silence: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly call: AgentStream,
+    private readonly service: AgentGatewayService,
+    private readonly settings: SessionSettings,
+    private readonly hooks: SessionHooks,
+    private readonly log: Logger,
+  ) {}
+
+  get agentId(): string | undefined {
+    return this.ref?.agentId;
+  }
+
+  async start(): Promise<void> {
+    this.armSilence(this.settings.helloTimeoutMs, 'no Hello within the allowed time');
+    // Authenticate before anything else is read: a bad token learns nothing about the protocol.
+    this.enqueue(async () => {
+      this.credentials = await this.service.authenticate(bearer(this.call.metadata));
+    });
+    this.call.on('data', (message: AgentMessage) => this.enqueue(() => this.handle(message)));
+    this.call.on('end', () => this.close());
+    this.call.on('error', () => this.close());
+    this.call.on('cancelled', () => this.close());
+  }
+
+  /** Looks for work for this agent; coalesces concurrent requests into one more pass. */
+  pump(): void {
+    if (!this.ref || this.closed || this.draining) return;
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = (async () => {
+      do {
+        this.pumpAgain = false;
+        while (this.ref && !this.closed && !this.draining && this.running.size < this.ref.capacity) {
+          const assignment = await this.service.claimNext(this.ref);
+          if (!assignment) break;
+          if (this.closed) break; // the workflow's start timeout will requeue it
+          this.running.set(assignment.jobId, assignment.attempt);
+          this.send({ $case: 'assignment', value: toAssignmentMessage(assignment) });
+        }
+      } while (this.pumpAgain);
+    })()
+      .catch((err: unknown) => this.log.error({ err, agentId: this.agentId }, 'dispatch failed'))
+      .finally(() => {
+        this.pumping = undefined;
+      });
+  }
+
+  sendCancel(jobId: string, attempt: number, reason: string, graceMs: number): void {
+    this.send({ $case: 'cancel', value: { jobId, attempt, reason, grace: durationOf(graceMs) } });
+  }
+
+  /** Server going away: tell the agent to reconnect elsewhere, then end the stream. */
+  goAway(reason: string, reconnectAfterMs: number): void {
+    this.draining = true;
+    this.send({ $case: 'goAway', value: { reason, reconnectAfter: durationOf(reconnectAfterMs) } });
+    this.end(status.UNAVAILABLE, `server going away: ${reason}`);
+  }
+
+  end(code: status, message: string): void {
+    if (this.closed) return;
+    this.log.info({ agentId: this.agentId, code: status[code], message }, 'ending agent stream');
+    this.call.emit('error', { code, details: message, metadata: new Metadata() });
+    this.close();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.silence);
+    this.hooks.closed(this);
+    const ref = this.ref;
+    if (ref) this.service.disconnect(ref).catch((err: unknown) => this.log.warn({ err }, 'could not mark agent disconnected'));
+  }
+
+  private enqueue(work: () => Promise<void>): void {
+    this.queue = this.queue.then(work).catch((err: unknown) => {
+      if (err instanceof StreamEnded) return this.end(err.code, err.message);
+      if (err instanceof AppError && err.statusCode < 500) return this.end(err.grpcStatus, err.message);
+      this.log.error({ err, agentId: this.agentId }, 'agent message failed');
+      // The agent resends what was not acknowledged, so a fresh stream is the safe way on.
+      this.end(status.UNAVAILABLE, 'the server could not process a message; reconnect and resend');
+    });
+  }
+
+  private send(payload: ServerMessage['payload']): void {
+    if (this.closed) return;
+    this.call.write({ payload });
+  }
+
+  private notice(code: NoticeCode, jobId: string, attempt: number, detail: string): void {
+    this.send({ $case: 'notice', value: { code, jobId, attempt, detail } });
+  }
+
+  private armSilence(ms: number, reason: string): void {
+    clearTimeout(this.silence);
+    this.silence = setTimeout(() => this.end(status.DEADLINE_EXCEEDED, reason), ms);
+    this.silence.unref();
+  }
+
+  private async handle(message: AgentMessage): Promise<void> {
+    if (this.closed) return;
+    const payload = message.payload;
+    if (!this.ref) {
+      if (payload?.$case !== 'hello') throw new StreamEnded(status.INVALID_ARGUMENT, 'the first message must be Hello');
+      return this.hello(payload.value);
+    }
+    this.armSilence(this.settings.silenceTimeoutMs, `no message for ${this.settings.silenceTimeoutMs} ms`);
+    if (!payload) return this.notice(NoticeCode.NOTICE_CODE_INVALID_MESSAGE, '', 0, 'a message with no payload');
+    const ref = this.ref;
+    try {
+      switch (payload.$case) {
+        case 'hello':
+          throw new StreamEnded(status.INVALID_ARGUMENT, 'Hello may only be the first message');
+        case 'accepted':
+          return;
+        case 'rejected':
+          await this.service.rejected(ref, payload.value.jobId, payload.value.attempt, payload.value.reason);
+          this.running.delete(payload.value.jobId);
+          return this.pump();
+        case 'started':
+          return await this.service.started(ref, payload.value.jobId, payload.value.attempt, payload.value.startedAt ?? new Date());
+        case 'heartbeat':
+          return await this.service.heartbeat(ref);
+        case 'logBatch': {
+          const batch = payload.value;
+          const ackedSeq = await this.service.storeLogs(ref, {
+            jobId: batch.jobId,
+            attempt: batch.attempt,
+            firstSeq: batch.firstSeq,
+            lines: batch.lines.map((line) => ({ at: line.at ?? new Date(), stream: streams[line.stream], text: line.text })),
+          });
+          return this.send({ $case: 'logAck', value: { jobId: batch.jobId, attempt: batch.attempt, ackedSeq } });
+        }
+        case 'finished': {
+          const { jobId, attempt } = payload.value;
+          await this.service.finished(ref, { jobId, attempt, outcome: toOutcome(payload.value) });
+          this.running.delete(jobId);
+          this.send({ $case: 'finishedAck', value: { jobId, attempt } });
+          return this.pump();
+        }
+      }
+    } catch (err) {
+      if (err instanceof LogSequenceGapError) {
+        this.send({ $case: 'logAck', value: { jobId: err.jobId, attempt: 'attempt' in payload.value ? payload.value.attempt : 0, ackedSeq: err.ackedSeq } });
+        return this.notice(NoticeCode.NOTICE_CODE_LOG_SEQ_GAP, err.jobId, 'attempt' in payload.value ? payload.value.attempt : 0, err.message);
+      }
+      if (err instanceof AppError && err.statusCode < 500) {
+        const jobId = 'jobId' in payload.value ? payload.value.jobId : '';
+        const attempt = 'attempt' in payload.value ? payload.value.attempt : 0;
+        const code = err.code === 'not_found' ? NoticeCode.NOTICE_CODE_UNKNOWN_JOB : err.code === 'conflict' ? NoticeCode.NOTICE_CODE_OUT_OF_ORDER : NoticeCode.NOTICE_CODE_INVALID_MESSAGE;
+        return this.notice(code, jobId, attempt, err.message);
+      }
+      throw err;
+    }
+  }
+
+  private async hello(hello: Extract<AgentMessage['payload'], { $case: 'hello' }>['value']): Promise<void> {
+    if (!this.credentials) throw new StreamEnded(status.UNAUTHENTICATED, 'not authenticated');
+    const { session, reconciliation } = await this.service.connect(
+      this.credentials,
+      {
+        agentId: hello.agentId,
+        name: hello.name,
+        version: hello.version,
+        labels: hello.labels,
+        capacity: hello.capacity,
+        runningJobs: hello.runningJobs.map((j) => ({ jobId: j.jobId, attempt: j.attempt })),
+      },
+      this.settings.replica,
+    );
+    this.ref = session;
+    for (const kept of reconciliation.keep) this.running.set(kept.jobId, kept.attempt);
+    this.hooks.opened(this);
+    this.armSilence(this.settings.silenceTimeoutMs, `no message for ${this.settings.silenceTimeoutMs} ms`);
+    this.send({
+      $case: 'welcome',
+      value: {
+        sessionId: session.sessionId,
+        replica: this.settings.replica,
+        heartbeatInterval: durationOf(this.settings.heartbeatIntervalMs),
+        maxLogBatchLines: this.settings.maxLogBatchLines,
+        cancelJobIds: reconciliation.cancel,
+      },
+    });
+    for (const kept of reconciliation.keep) this.send({ $case: 'logAck', value: { jobId: kept.jobId, attempt: kept.attempt, ackedSeq: kept.ackedSeq } });
+    this.log.info({ agentId: session.agentId, orgId: session.orgId, capacity: session.capacity, kept: reconciliation.keep.length }, 'agent connected');
+    this.pump();
+  }
+}
+
+function bearer(metadata: Metadata): string | undefined {
+  const value = metadata.get('authorization')[0];
+  if (typeof value !== 'string') return undefined;
+  const match = /^Bearer\s+(\S+)$/i.exec(value.trim());
+  return match?.[1];
+}
+
+function toOutcome(finished: Extract<AgentMessage['payload'], { $case: 'finished' }>['value']): WorkflowOutcome {
+  switch (finished.outcome) {
+    case JobOutcome.JOB_OUTCOME_SUCCEEDED:
+      return { kind: 'succeeded', exitCode: finished.exitCode ?? 0 };
+    case JobOutcome.JOB_OUTCOME_CANCELLED:
+      return { kind: 'cancelled', reason: finished.failureReason || 'cancelled on the agent' };
+    default:
+      return { kind: 'failed', exitCode: finished.exitCode ?? null, reason: finished.failureReason || (finished.exitCode !== undefined ? `exited with code ${finished.exitCode}` : 'failed') };
+  }
+}
+
+function toAssignmentMessage(assignment: Assignment): Extract<ServerMessage['payload'], { $case: 'assignment' }>['value'] {
+  return {
+    jobId: assignment.jobId,
+    attempt: assignment.attempt,
+    prompt: assignment.prompt,
+    repository: assignment.repository,
+    labels: assignment.labels,
+    queue: assignment.queueType === 'rework' ? JobQueue.JOB_QUEUE_REWORK : JobQueue.JOB_QUEUE_BACKLOG,
+    revisesJobId: assignment.revisesJobId ?? '',
+    startTimeout: durationOf(assignment.timeouts.startMs),
+    runTimeout: durationOf(assignment.timeouts.runMs),
+    cancelGrace: durationOf(assignment.timeouts.cancelGraceMs),
+  };
+}

@@ -1,0 +1,265 @@
+// What agents do, as the domain sees it: authenticate, say hello, take work, report progress, send
+// logs, finish. Every report is checked against what the database says the agent holds; a report
+// about a job the agent does not hold changes nothing and is answered with an error.
+import { randomUUID } from 'node:crypto';
+import type { Database } from '../db/client.js';
+import * as agentsRepo from '../db/agents.repository.js';
+import { claimNextJob } from '../db/dispatch.repository.js';
+import * as jobsRepo from '../db/jobs.repository.js';
+import * as logsRepo from '../db/logs.repository.js';
+import * as reposRepo from '../db/repositories.repository.js';
+import type { JobRow, LogStream, ReportedOutcome } from '../db/schema/index.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, PermissionDeniedError, UnauthenticatedError } from '../errors.js';
+import type { JobOutcome, JobTimeouts } from '../temporal/shared.js';
+import { hashAgentSecret } from './agent-tokens.service.js';
+import type { JobStepCompletions } from './workflow-ports.js';
+
+export interface AgentCredentials {
+  tokenId: string;
+  orgId: string;
+}
+
+export interface AgentHello {
+  agentId: string;
+  name: string;
+  version: string;
+  labels: string[];
+  capacity: number;
+  runningJobs: { jobId: string; attempt: number }[];
+}
+
+/** One connected agent, as the gateway's session knows it. */
+export interface AgentSessionRef extends AgentCredentials {
+  agentId: string;
+  sessionId: string;
+  labels: readonly string[];
+  capacity: number;
+}
+
+export interface Assignment {
+  jobId: string;
+  attempt: number;
+  prompt: string;
+  labels: string[];
+  queueType: JobRow['queueType'];
+  revisesJobId: string | null;
+  repository: { id: string; name: string; cloneUrl: string; defaultBranch: string };
+  timeouts: JobTimeouts;
+}
+
+export interface Reconciliation {
+  /** Jobs the agent keeps, with the last log line (in the attempt's numbering) already stored. */
+  keep: { jobId: string; attempt: number; ackedSeq: number }[];
+  /** Jobs the agent still runs but no longer holds: it must stop them. */
+  cancel: string[];
+}
+
+export interface LogBatchInput {
+  jobId: string;
+  attempt: number;
+  firstSeq: number;
+  lines: { at: Date; stream: LogStream; text: string }[];
+}
+
+export interface FinishedInput {
+  jobId: string;
+  attempt: number;
+  outcome: JobOutcome;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const MAX_AGENT_CAPACITY = 256;
+const MAX_LABELS = 32;
+
+export class LogSequenceGapError extends ConflictError {
+  constructor(
+    readonly jobId: string,
+    readonly ackedSeq: number,
+    firstSeq: number,
+  ) {
+    super(`Log batch for job ${jobId} starts at ${firstSeq} but only lines up to ${ackedSeq} are stored; resend from ${ackedSeq + 1}`);
+  }
+}
+
+export class AgentGatewayService {
+  constructor(private readonly deps: { db: Database; completions: JobStepCompletions }) {}
+
+  async authenticate(secret: string | undefined): Promise<AgentCredentials> {
+    if (!secret) throw new UnauthenticatedError('Missing agent token (metadata "authorization: Bearer <token>")');
+    const token = await agentsRepo.findLiveTokenByHash(this.deps.db, hashAgentSecret(secret));
+    if (!token) throw new UnauthenticatedError('The agent token is unknown or revoked');
+    await agentsRepo.touchAgentToken(this.deps.db, token.id);
+    return { tokenId: token.id, orgId: token.orgId };
+  }
+
+  /** The token ids among these that have been revoked. */
+  async revokedTokens(tokenIds: string[]): Promise<string[]> {
+    return tokenIds.length ? agentsRepo.revokedTokenIds(this.deps.db, tokenIds) : [];
+  }
+
+  validateHello(hello: AgentHello): void {
+    const problems: { pointer: string; message: string }[] = [];
+    if (!UUID.test(hello.agentId)) problems.push({ pointer: '/hello/agent_id', message: 'must be a uuid the agent keeps across restarts' });
+    if (!hello.name.trim()) problems.push({ pointer: '/hello/name', message: 'must not be empty' });
+    if (hello.capacity < 1 || hello.capacity > MAX_AGENT_CAPACITY) problems.push({ pointer: '/hello/capacity', message: `must be between 1 and ${MAX_AGENT_CAPACITY}` });
+    if (hello.labels.length > MAX_LABELS || hello.labels.some((l) => !/^[a-z0-9][a-z0-9._:/-]{0,63}$/.test(l))) {
+      problems.push({ pointer: '/hello/labels', message: `at most ${MAX_LABELS} labels of lowercase letters, digits and ._:/-` });
+    }
+    if (hello.runningJobs.some((j) => !UUID.test(j.jobId))) problems.push({ pointer: '/hello/running_jobs', message: 'job ids must be uuids' });
+    if (problems.length) throw new InvalidArgumentError(`Invalid Hello: ${problems.map((p) => `${p.pointer} ${p.message}`).join('; ')}`, problems);
+  }
+
+  /**
+   * Registers the agent on this replica and reconciles what it says it runs with what it holds:
+   * it keeps what is still its own, is told to stop the rest, and jobs it held but no longer
+   * mentions (it restarted and lost them) go back to the queue at once.
+   */
+  async connect(credentials: AgentCredentials, hello: AgentHello, replica: string): Promise<{ session: AgentSessionRef; reconciliation: Reconciliation }> {
+    this.validateHello(hello);
+    const sessionId = randomUUID();
+    const registered = await agentsRepo.upsertConnectedAgent(this.deps.db, {
+      id: hello.agentId,
+      orgId: credentials.orgId,
+      tokenId: credentials.tokenId,
+      name: hello.name.trim().slice(0, 200),
+      version: hello.version.slice(0, 100) || null,
+      labels: [...new Set(hello.labels)],
+      capacity: hello.capacity,
+      replica,
+      sessionId,
+    });
+    if (!registered) throw new PermissionDeniedError(`Agent id ${hello.agentId} belongs to another organisation`);
+    const session: AgentSessionRef = { ...credentials, agentId: hello.agentId, sessionId, labels: registered.labels, capacity: registered.capacity };
+
+    const held = await agentsRepo.listHeldJobRows(this.deps.db, hello.agentId);
+    const claimed = new Map(hello.runningJobs.map((j) => [j.jobId, j.attempt]));
+    const reconciliation: Reconciliation = { keep: [], cancel: [] };
+    for (const job of held) {
+      if (claimed.get(job.id) === job.attempt) {
+        const stored = await logsRepo.lastSeq(this.deps.db, job.id);
+        reconciliation.keep.push({ jobId: job.id, attempt: job.attempt, ackedSeq: Math.max(0, stored - job.logSeqBase) });
+      } else {
+        await this.giveBack(job, 'the agent reconnected without this job (it restarted or lost it)');
+      }
+    }
+    const keptIds = new Set(reconciliation.keep.map((k) => k.jobId));
+    reconciliation.cancel = [...claimed.keys()].filter((jobId) => !keptIds.has(jobId));
+    return { session, reconciliation };
+  }
+
+  async disconnect(session: AgentSessionRef): Promise<void> {
+    await agentsRepo.markAgentDisconnected(this.deps.db, session.agentId, session.sessionId);
+  }
+
+  /**
+   * Claims the next job for the agent and completes the workflow's claim step. Returns undefined
+   * when nothing fits; a claim whose workflow has moved on (cancelled, timed out in the same
+   * instant) is skipped, since that workflow ends the job itself.
+   */
+  async claimNext(session: AgentSessionRef): Promise<Assignment | undefined> {
+    for (;;) {
+      const job = await this.deps.db.transaction((tx) => claimNextJob(tx, session));
+      if (!job) return undefined;
+      // Without a token the claim step has not started waiting yet; it will find the job assigned.
+      if (job.claimTaskToken) {
+        const result = await this.deps.completions.completeClaim(job.claimTaskToken, { agentId: session.agentId, attempt: job.attempt });
+        if (result === 'gone') continue;
+      }
+      const repo = await reposRepo.findRepositoryIncludingDeleted(this.deps.db, job.repoId);
+      if (!repo) throw new NotFoundError(`Repository ${job.repoId}`);
+      return {
+        jobId: job.id,
+        attempt: job.attempt,
+        prompt: job.prompt,
+        labels: job.labels,
+        queueType: job.queueType,
+        revisesJobId: job.parentJobId,
+        repository: { id: repo.id, name: repo.name, cloneUrl: repo.cloneUrl, defaultBranch: repo.defaultBranch },
+        timeouts: job.timeouts,
+      };
+    }
+  }
+
+  async started(session: AgentSessionRef, jobId: string, attempt: number, startedAt: Date): Promise<void> {
+    const moved = await this.deps.db.transaction(async (tx) => {
+      const job = await this.heldJob(tx, session, jobId, attempt);
+      if (job.status === 'running') return false;
+      if (job.status !== 'assigned') throw new ConflictError(`Job ${jobId} is ${job.status}; it cannot start`);
+      await jobsRepo.transition(tx, jobId, ['assigned'], 'running', { startedAt }, { type: 'started' });
+      return true;
+    });
+    if (moved) await this.deps.completions.signalStarted(jobId, attempt);
+  }
+
+  /** A heartbeat keeps every job the agent runs alive in its workflow (Temporal heartbeat). */
+  async heartbeat(session: AgentSessionRef): Promise<void> {
+    await agentsRepo.touchAgentHeartbeat(this.deps.db, session.agentId, session.sessionId);
+    const held = await agentsRepo.listHeldJobRows(this.deps.db, session.agentId);
+    await Promise.all(held.filter((job) => job.executeTaskToken).map((job) => this.deps.completions.heartbeatExecution(job.executeTaskToken!)));
+  }
+
+  /** Stores a batch idempotently and returns the attempt's last stored line number (the ack). */
+  async storeLogs(session: AgentSessionRef, batch: LogBatchInput): Promise<number> {
+    if (batch.firstSeq < 1) throw new InvalidArgumentError('Log lines are numbered from 1', [{ pointer: '/log_batch/first_seq', message: 'must be at least 1' }]);
+    const job = await this.heldJob(this.deps.db, session, batch.jobId, batch.attempt, { allowFinished: true });
+    const stored = Math.max(0, (await logsRepo.lastSeq(this.deps.db, job.id)) - job.logSeqBase);
+    if (batch.firstSeq > stored + 1) throw new LogSequenceGapError(job.id, stored, batch.firstSeq);
+    const fresh = batch.lines
+      .map((line, i) => ({ ...line, seq: batch.firstSeq + i }))
+      .filter((line) => line.seq > stored)
+      .map((line) => ({ jobId: job.id, seq: job.logSeqBase + line.seq, at: line.at, stream: line.stream, text: line.text }));
+    await logsRepo.insertLines(this.deps.db, fresh);
+    return Math.max(stored, batch.firstSeq + batch.lines.length - 1);
+  }
+
+  /**
+   * The agent's outcome goes to the workflow. Before executeJob has recorded its token the outcome
+   * is kept on the row and executeJob returns it when it starts. Reporting again (after a reconnect
+   * that lost the acknowledgement) is harmless.
+   */
+  async finished(session: AgentSessionRef, input: FinishedInput): Promise<void> {
+    await this.report(session, input.jobId, input.attempt, input.outcome);
+  }
+
+  /** The agent gives the job back unstarted: the attempt ends as lost and the job is requeued. */
+  async rejected(session: AgentSessionRef, jobId: string, attempt: number, reason: string): Promise<void> {
+    await this.report(session, jobId, attempt, { kind: 'agent_lost', reason: `rejected by the agent: ${reason || 'no reason given'}` });
+  }
+
+  private async report(session: AgentSessionRef, jobId: string, attempt: number, outcome: ReportedOutcome): Promise<void> {
+    const token = await this.deps.db.transaction(async (tx) => {
+      const job = await this.heldJob(tx, session, jobId, attempt, { allowFinished: true, lock: true });
+      if (job.reportedOutcome || !['assigned', 'running'].includes(job.status)) return undefined;
+      await jobsRepo.updateJob(tx, jobId, { reportedOutcome: outcome });
+      return job.executeTaskToken ?? undefined;
+    });
+    if (!token) return;
+    if (outcome.kind === 'agent_lost') await this.deps.completions.failExecutionAgentLost(token, outcome.reason);
+    else await this.deps.completions.completeExecution(token, outcome);
+  }
+
+  /** Ends an attempt the agent no longer runs, so the workflow requeues it now rather than on silence. */
+  private async giveBack(job: JobRow, reason: string): Promise<void> {
+    if (job.executeTaskToken) {
+      await this.deps.completions.failExecutionAgentLost(job.executeTaskToken, reason);
+    } else {
+      await jobsRepo.updateJob(this.deps.db, job.id, { reportedOutcome: { kind: 'agent_lost', reason } });
+    }
+  }
+
+  private async heldJob(
+    db: Parameters<typeof jobsRepo.findJobById>[0],
+    session: AgentSessionRef,
+    jobId: string,
+    attempt: number,
+    options: { allowFinished?: boolean; lock?: boolean } = {},
+  ): Promise<JobRow> {
+    const job = UUID.test(jobId) ? await (options.lock ? jobsRepo.lockJobById(db, jobId) : jobsRepo.findJobById(db, jobId)) : undefined;
+    // Another organisation's job, or one held by another agent, is as unknown as a missing one.
+    if (!job || job.orgId !== session.orgId || job.agentId !== session.agentId || job.attempt !== attempt) {
+      throw new NotFoundError(`Job ${jobId} attempt ${attempt} held by this agent`);
+    }
+    if (!options.allowFinished && !['assigned', 'running'].includes(job.status)) throw new ConflictError(`Job ${jobId} already ended (${job.status})`);
+    return job;
+  }
+}

@@ -1,0 +1,227 @@
+// The agent.v1 protocol as an agent sees it, spoken by a scripted client over real gRPC: the job's
+// whole life through the gateway, and every kind of protocol mistake answered without harm.
+import { status } from '@grpc/grpc-js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { JobOutcome, LogStream, NoticeCode } from '../generated/proto/agent/v1/agent.js';
+import { createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
+import { ProtocolClient } from './support/protocol-client.js';
+import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
+
+describe.each(drivers)('agent protocol on %s', (driver) => {
+  let t: TestSystem;
+  const clients: ProtocolClient[] = [];
+  beforeAll(async () => {
+    t = await startTestSystem({ driver, env: { AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '4s', DISPATCH_SWEEP_INTERVAL: '1s' } });
+  });
+  afterEach(() => {
+    for (const c of clients.splice(0)) c.close();
+  });
+  afterAll(async () => {
+    await t?.stop();
+    await dropTestDatabases();
+  });
+
+  async function orgWithAgentToken() {
+    const org = await createOrg(t);
+    const repo = await createRepository(org.admin, org.orgId, { cloneUrl: 'https://git.example.test/acme/app.git' });
+    const { data } = await org.admin.POST('/v1/orgs/{orgId}/agent-tokens', { params: { path: { orgId: org.orgId } }, body: { name: 'ci-runner' } });
+    return { ...org, repo, agentToken: data!.secret, tokenId: data!.token.id };
+  }
+
+  function agent(token: string | undefined, agentId?: string): ProtocolClient {
+    const client = new ProtocolClient(t.grpcAddress, token, agentId);
+    clients.push(client);
+    return client;
+  }
+
+  it('runs a job through its whole life: assignment, start, logs, success', async () => {
+    const org = await orgWithAgentToken();
+    const a = agent(org.agentToken);
+    a.hello({ labels: ['linux'], capacity: 1 });
+    const welcome = await a.next('welcome');
+    expect(welcome.heartbeatInterval?.seconds).toBe(1);
+
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, prompt: 'Make the build green' });
+    const assignment = await a.next('assignment');
+    expect(assignment).toMatchObject({ jobId: job.id, attempt: 1, prompt: 'Make the build green', repository: { id: org.repo.id, cloneUrl: 'https://git.example.test/acme/app.git', defaultBranch: 'main' } });
+
+    a.send({ $case: 'accepted', value: { jobId: job.id, attempt: 1 } });
+    a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
+
+    const at = new Date();
+    a.send({
+      $case: 'logBatch',
+      value: {
+        jobId: job.id,
+        attempt: 1,
+        firstSeq: 1,
+        lines: [
+          { at, stream: LogStream.LOG_STREAM_STDOUT, text: 'cloning' },
+          { at, stream: LogStream.LOG_STREAM_STDERR, text: 'warning: shallow' },
+          { at, stream: LogStream.LOG_STREAM_SYSTEM, text: 'exit 0' },
+        ],
+      },
+    });
+    expect(await a.next('logAck')).toEqual({ jobId: job.id, attempt: 1, ackedSeq: 3 });
+    a.send({ $case: 'finished', value: { jobId: job.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 3 } });
+    expect(await a.next('finishedAck')).toEqual({ jobId: job.id, attempt: 1 });
+
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded');
+    expect(done).toMatchObject({ exitCode: 0, attempt: 1, failureReason: null });
+    expect(done.events.map((e) => e.type)).toEqual(['created', 'assigned', 'started', 'succeeded']);
+    const logs = await org.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: org.orgId, jobId: job.id }, query: {} } });
+    expect(logs.data?.items.map((l) => [l.seq, l.stream, l.text])).toEqual([
+      [1, 'stdout', 'cloning'],
+      [2, 'stderr', 'warning: shallow'],
+      [3, 'system', 'exit 0'],
+    ]);
+  });
+
+  it('records a job that finishes before its execute step started waiting, with its exit code', async () => {
+    const org = await orgWithAgentToken();
+    const a = agent(org.agentToken);
+    a.hello();
+    await a.next('welcome');
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await a.next('assignment');
+    a.send({ $case: 'finished', value: { jobId: job.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_FAILED, exitCode: 2, failureReason: '', finishedAt: new Date(), lastSeq: 0 } });
+    await a.next('finishedAck');
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'failed');
+    expect(done).toMatchObject({ exitCode: 2, failureReason: 'exited with code 2' });
+  });
+
+  it('refuses a stream without a valid token with UNAUTHENTICATED', async () => {
+    for (const token of [undefined, 'ajt_not-a-real-token']) {
+      const a = agent(token);
+      a.hello();
+      const ended = await a.closed();
+      expect(ended).not.toBe('ok');
+      expect(ended !== 'ok' && ended.code).toBe(status.UNAUTHENTICATED);
+    }
+  });
+
+  it('ends a stream whose first message is not Hello with INVALID_ARGUMENT', async () => {
+    const org = await orgWithAgentToken();
+    const a = agent(org.agentToken);
+    a.send({ $case: 'heartbeat', value: { runningJobs: [] } });
+    const ended = await a.closed();
+    expect(ended !== 'ok' && ended.code).toBe(status.INVALID_ARGUMENT);
+  });
+
+  it('answers reports about jobs the agent does not hold with a notice, and stores nothing', async () => {
+    const mine = await orgWithAgentToken();
+    const theirs = await orgWithAgentToken();
+    const theirJob = await createJob(theirs.member, theirs.orgId, { repoId: theirs.repo.id });
+
+    const a = agent(mine.agentToken);
+    a.hello();
+    await a.next('welcome');
+    a.send({ $case: 'logBatch', value: { jobId: theirJob.id, attempt: 1, firstSeq: 1, lines: [{ at: new Date(), stream: LogStream.LOG_STREAM_STDOUT, text: 'injected' }] } });
+    expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_UNKNOWN_JOB, jobId: theirJob.id });
+    a.send({ $case: 'finished', value: { jobId: theirJob.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 0 } });
+    expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_UNKNOWN_JOB });
+    a.send({ $case: 'started', value: { jobId: 'not-a-uuid', attempt: 1, startedAt: new Date() } });
+    expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_UNKNOWN_JOB });
+
+    const job = await theirs.member.GET('/v1/orgs/{orgId}/jobs/{jobId}', { params: { path: { orgId: theirs.orgId, jobId: theirJob.id } } });
+    expect(job.data).toMatchObject({ status: 'queued', agentId: null });
+    const logs = await theirs.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: theirs.orgId, jobId: theirJob.id }, query: {} } });
+    expect(logs.data?.items).toEqual([]);
+  });
+
+  it('answers a log batch that would leave a gap with the stored position and a notice', async () => {
+    const org = await orgWithAgentToken();
+    const a = agent(org.agentToken);
+    a.hello();
+    await a.next('welcome');
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await a.next('assignment');
+    const line = { at: new Date(), stream: LogStream.LOG_STREAM_STDOUT, text: 'x' };
+    a.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 1, firstSeq: 1, lines: [line, line] } });
+    expect((await a.next('logAck')).ackedSeq).toBe(2);
+    a.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 1, firstSeq: 5, lines: [line] } });
+    expect((await a.next('logAck')).ackedSeq).toBe(2);
+    expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_LOG_SEQ_GAP, jobId: job.id });
+    // A resent batch overlapping what is stored is stored once.
+    a.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 1, firstSeq: 2, lines: [line, line] } });
+    expect((await a.next('logAck')).ackedSeq).toBe(3);
+    const logs = await org.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: org.orgId, jobId: job.id }, query: {} } });
+    expect(logs.data?.items.map((l) => l.seq)).toEqual([1, 2, 3]);
+  });
+
+  it('ends the streams of a revoked token', async () => {
+    const org = await orgWithAgentToken();
+    const a = agent(org.agentToken);
+    a.hello();
+    await a.next('welcome');
+    await org.admin.POST('/v1/orgs/{orgId}/agent-tokens/{tokenId}/revoke', { params: { path: { orgId: org.orgId, tokenId: org.tokenId } } });
+    const ended = await a.closed();
+    expect(ended !== 'ok' && ended.code).toBe(status.UNAUTHENTICATED);
+    const again = agent(org.agentToken);
+    again.hello();
+    const refused = await again.closed();
+    expect(refused !== 'ok' && refused.code).toBe(status.UNAUTHENTICATED);
+  });
+
+  it('delivers a cancel to the agent running the job and records the job cancelled when it stops', async () => {
+    const org = await orgWithAgentToken();
+    const a = agent(org.agentToken);
+    a.hello();
+    await a.next('welcome');
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await a.next('assignment');
+    a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
+
+    await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: job.id } }, body: { reason: 'not needed' } });
+    const cancel = await a.next('cancel');
+    expect(cancel).toMatchObject({ jobId: job.id, attempt: 1, reason: 'not needed' });
+    a.send({ $case: 'finished', value: { jobId: job.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_CANCELLED, exitCode: 143, failureReason: 'terminated', finishedAt: new Date(), lastSeq: 0 } });
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'cancelled');
+    expect(done.events.map((e) => e.type)).toEqual(['created', 'assigned', 'started', 'cancel_requested', 'cancelled']);
+  });
+
+  it('dispatches rework before older backlog jobs, and only jobs whose labels the agent has', async () => {
+    const org = await orgWithAgentToken();
+    const parent = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: parent.id } } });
+    await waitForJob(org.member, org.orgId, parent.id, (j) => j.status === 'cancelled');
+
+    const gpuJob = await createJob(org.member, org.orgId, { repoId: org.repo.id, labels: ['gpu'] });
+    const backlog = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    const rework = await createJob(org.member, org.orgId, { repoId: org.repo.id, queueType: 'rework', parentJobId: parent.id });
+
+    const a = agent(org.agentToken);
+    a.hello({ capacity: 1, labels: ['linux'] });
+    await a.next('welcome');
+    expect((await a.next('assignment')).jobId).toBe(rework.id);
+    a.send({ $case: 'finished', value: { jobId: rework.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 0 } });
+    expect((await a.next('assignment')).jobId).toBe(backlog.id);
+
+    const gpu = agent(org.agentToken);
+    gpu.hello({ capacity: 1, labels: ['gpu', 'linux'] });
+    await gpu.next('welcome');
+    expect((await gpu.next('assignment')).jobId).toBe(gpuJob.id);
+  });
+
+  it('requeues the job of an agent that goes silent, and runs it again as attempt 2 elsewhere', async () => {
+    const org = await orgWithAgentToken();
+    const first = agent(org.agentToken);
+    first.hello();
+    await first.next('welcome');
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await first.next('assignment');
+    first.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
+    first.close(); // the agent dies: no more heartbeats
+
+    const second = agent(org.agentToken);
+    second.hello();
+    await second.next('welcome');
+    const retry = await second.next('assignment', 30_000);
+    expect(retry).toMatchObject({ jobId: job.id, attempt: 2 });
+    const requeued = await waitForJob(org.member, org.orgId, job.id, (j) => j.attempt === 2);
+    expect(requeued.events.map((e) => e.type)).toEqual(['created', 'assigned', 'started', 'requeued', 'assigned']);
+  });
+});

@@ -1,0 +1,110 @@
+// Checks every HTTP response a test sees against openapi.yaml: the operation must declare the
+// status, the content type must match, the body must validate against the declared schema and the
+// required headers must be present. A mismatch fails the test that made the request.
+import fs from 'node:fs';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import formats from 'ajv-formats';
+import { parse } from 'yaml';
+
+type Schema = Record<string, unknown>;
+interface MediaType {
+  schema?: Schema;
+}
+interface ResponseObject {
+  $ref?: string;
+  content?: Record<string, MediaType>;
+  headers?: Record<string, { required?: boolean; $ref?: string }>;
+}
+interface Operation {
+  operationId: string;
+  responses: Record<string, ResponseObject>;
+}
+
+const spec = parse(fs.readFileSync(new URL('../../openapi.yaml', import.meta.url), 'utf8')) as {
+  paths: Record<string, Record<string, Operation>>;
+  components: { responses: Record<string, ResponseObject> };
+};
+
+const ajv = new Ajv2020({ strict: false, allErrors: true });
+formats.default(ajv);
+ajv.addSchema(spec as unknown as Schema, 'openapi');
+
+const routes = Object.entries(spec.paths).flatMap(([template, item]) =>
+  Object.entries(item)
+    .filter(([method]) => ['get', 'post', 'put', 'patch', 'delete'].includes(method))
+    .map(([method, operation]) => ({
+      method: method.toUpperCase(),
+      template,
+      pattern: new RegExp(`^${template.replace(/\{[^}]+\}/g, '[^/]+')}$`),
+      operation,
+    })),
+);
+
+function pointerEscape(segment: string): string {
+  return segment.replaceAll('~', '~0').replaceAll('/', '~1');
+}
+
+function resolveResponse(response: ResponseObject): { response: ResponseObject; pointer: string | undefined } {
+  if (response.$ref) {
+    const name = response.$ref.split('/').pop() ?? '';
+    const target = spec.components.responses[name];
+    if (!target) throw new Error(`openapi.yaml: dangling ${response.$ref}`);
+    return { response: target, pointer: `#/components/responses/${pointerEscape(name)}` };
+  }
+  return { response, pointer: undefined };
+}
+
+export class ContractViolation extends Error {}
+
+/** Which operations and statuses the suite has checked, to report coverage at the end. */
+export const checkedResponses = new Map<string, Set<number>>();
+
+export async function assertMatchesContract(method: string, url: string, response: Response): Promise<void> {
+  const { pathname } = new URL(url);
+  const route = routes.find((r) => r.method === method && r.pattern.test(pathname));
+  if (!route) {
+    // Undocumented paths may only answer the not-found problem.
+    if (response.status !== 404) throw new ContractViolation(`${method} ${pathname} answered ${response.status} but openapi.yaml has no such operation`);
+    return;
+  }
+  const { operation } = route;
+  const declared = operation.responses[String(response.status)] ?? operation.responses.default;
+  if (!declared) {
+    throw new ContractViolation(`${operation.operationId} answered ${response.status}, which openapi.yaml does not declare (${Object.keys(operation.responses).join(', ')})`);
+  }
+  const { response: resolved, pointer: refPointer } = resolveResponse(declared);
+  const base = refPointer ?? `#/paths/${pointerEscape(route.template)}/${method.toLowerCase()}/responses/${response.status}`;
+
+  for (const [name, header] of Object.entries(resolved.headers ?? {})) {
+    if (header.required && !response.headers.has(name)) throw new ContractViolation(`${operation.operationId} ${response.status}: missing required header ${name}`);
+  }
+
+  const text = await response.text();
+  const contentType = (response.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
+  const content = resolved.content ?? {};
+  if (Object.keys(content).length === 0) {
+    if (text.length > 0) throw new ContractViolation(`${operation.operationId} ${response.status} declares no body but sent ${text.length} bytes`);
+  } else {
+    const media = content[contentType];
+    if (!media) throw new ContractViolation(`${operation.operationId} ${response.status}: content type ${contentType || '(none)'} is not one of ${Object.keys(content).join(', ')}`);
+    if (media.schema && contentType.endsWith('json')) {
+      const validate = ajv.getSchema(`openapi${base}/content/${pointerEscape(contentType)}/schema`);
+      if (!validate) throw new ContractViolation(`cannot compile the schema at ${base}`);
+      const body: unknown = JSON.parse(text);
+      if (!validate(body)) {
+        throw new ContractViolation(`${operation.operationId} ${response.status} body does not match openapi.yaml: ${ajv.errorsText(validate.errors)}\n${text.slice(0, 2000)}`);
+      }
+    }
+  }
+  const seen = checkedResponses.get(operation.operationId) ?? new Set<number>();
+  seen.add(response.status);
+  checkedResponses.set(operation.operationId, seen);
+}
+
+/** A fetch that checks every response against the contract before handing it back. */
+export const contractCheckedFetch: typeof fetch = async (input, init) => {
+  const request = new Request(input, init);
+  const response = await fetch(request);
+  await assertMatchesContract(request.method, request.url, response.clone());
+  return response;
+};

@@ -1,0 +1,106 @@
+// A scriptable agent.v1 client for protocol tests: speaks the generated stubs over real gRPC and
+// lets a test read the server's messages one by one.
+import { randomUUID } from 'node:crypto';
+import { credentials, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { AgentServiceClient, type AgentMessage, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
+
+type Payload = NonNullable<ServerMessage['payload']>;
+type Case = Payload['$case'];
+export type MessageOf<C extends Case> = Extract<Payload, { $case: C }>['value'];
+
+export class ProtocolClient {
+  readonly agentId: string;
+  private readonly client: AgentServiceClient;
+  private readonly stream: ClientDuplexStream<AgentMessage, ServerMessage>;
+  private readonly inbox: Payload[] = [];
+  private waiters: (() => void)[] = [];
+  /** The status the stream ended with, once it has. */
+  ended: ServiceError | 'ok' | undefined;
+  private heartbeats: NodeJS.Timeout | undefined;
+
+  constructor(address: string, token: string | undefined, agentId: string = randomUUID()) {
+    this.agentId = agentId;
+    this.client = new AgentServiceClient(address, credentials.createInsecure());
+    const metadata = new Metadata();
+    if (token) metadata.set('authorization', `Bearer ${token}`);
+    this.stream = this.client.connect(metadata);
+    this.stream.on('data', (message: ServerMessage) => {
+      if (message.payload) this.inbox.push(message.payload);
+      this.wake();
+    });
+    this.stream.on('error', (err: ServiceError) => {
+      clearInterval(this.heartbeats);
+      this.ended = err;
+      this.wake();
+    });
+    this.stream.on('end', () => {
+      this.ended ??= 'ok';
+      this.wake();
+    });
+  }
+
+  send(payload: AgentMessage['payload']): void {
+    this.stream.write({ payload });
+  }
+
+  /** Says Hello, then heartbeats every `heartbeatMs` as a live agent does (0: stay silent). */
+  hello(options: { labels?: string[]; capacity?: number; runningJobs?: { jobId: string; attempt: number; lastSeq: number }[]; heartbeatMs?: number } = {}): void {
+    const heartbeatMs = options.heartbeatMs ?? 500;
+    if (heartbeatMs > 0) {
+      this.heartbeats = setInterval(() => {
+        if (!this.ended) this.send({ $case: 'heartbeat', value: { runningJobs: [] } });
+      }, heartbeatMs);
+    }
+    this.send({
+      $case: 'hello',
+      value: { agentId: this.agentId, name: `test-${this.agentId.slice(0, 8)}`, version: 'test', labels: options.labels ?? [], capacity: options.capacity ?? 1, runningJobs: options.runningJobs ?? [] },
+    });
+  }
+
+  /** The next server message of this kind; others before it are skipped. */
+  async next<C extends Case>(kind: C, timeoutMs = 20_000): Promise<MessageOf<C>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const index = this.inbox.findIndex((m) => m.$case === kind);
+      if (index >= 0) return this.inbox.splice(index, 1)[0]!.value as MessageOf<C>;
+      if (this.ended) throw new Error(`stream ended (${this.ended === 'ok' ? 'ok' : this.ended.message}) before a ${kind} arrived`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no ${kind} within ${timeoutMs} ms; inbox: ${JSON.stringify(this.inbox.map((m) => m.$case))}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Resolves with the status the server ended the stream with. */
+  async closed(timeoutMs = 20_000): Promise<ServiceError | 'ok'> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.ended) {
+      if (Date.now() > deadline) throw new Error('the stream did not end');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 100);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    return this.ended;
+  }
+
+  close(): void {
+    clearInterval(this.heartbeats);
+    this.stream.cancel();
+    this.client.close();
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+}
