@@ -126,6 +126,8 @@ class ListenerConnection {
   private connecting: Promise<pg.Client> | undefined;
   private readonly channels = new Map<string, Set<NotificationListener>>();
   private closed = false;
+  // pg clients run one query at a time: LISTEN/UNLISTEN calls are queued here.
+  private queries: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly url: string,
@@ -138,7 +140,7 @@ class ListenerConnection {
     if (!set) {
       set = new Set();
       this.channels.set(channel, set);
-      await client.query(`listen ${pg.escapeIdentifier(channel)}`);
+      await this.run(client, `listen ${pg.escapeIdentifier(channel)}`);
     }
     set.add(listener);
     return async () => {
@@ -147,9 +149,15 @@ class ListenerConnection {
       current.delete(listener);
       if (current.size === 0) {
         this.channels.delete(channel);
-        await this.client?.query(`unlisten ${pg.escapeIdentifier(channel)}`).catch(() => {});
+        if (this.client) await this.run(this.client, `unlisten ${pg.escapeIdentifier(channel)}`).catch(() => {});
       }
     };
+  }
+
+  private run(client: pg.Client, text: string): Promise<unknown> {
+    const next = this.queries.then(() => client.query(text));
+    this.queries = next.catch(() => {});
+    return next;
   }
 
   private connect(): Promise<pg.Client> {
@@ -165,7 +173,7 @@ class ListenerConnection {
       });
       client.on('end', () => this.dropAndReconnect(client));
       await client.connect();
-      for (const channel of this.channels.keys()) await client.query(`listen ${pg.escapeIdentifier(channel)}`);
+      for (const channel of this.channels.keys()) await this.run(client, `listen ${pg.escapeIdentifier(channel)}`);
       this.client = client;
       return client;
     })().finally(() => {

@@ -44,6 +44,8 @@ export interface TestSystemOptions {
   dataDir?: string;
   /** Reuse a database (restart tests on PostgreSQL); a fresh one otherwise. */
   databaseUrl?: string;
+  /** Share a task queue between replicas of one deployment; a fresh one otherwise. */
+  taskQueue?: string;
   /** Run the embedded Temporal dev server on this port (as `npm run dev` does) instead of the run's shared one. */
   embeddedTemporalPort?: number;
 }
@@ -90,15 +92,15 @@ export async function startTestSystem(options: TestSystemOptions): Promise<TestS
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
     ...(options.embeddedTemporalPort
       ? { TEMPORAL_DEV_PORT: String(options.embeddedTemporalPort) }
-      : { TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_TASK_QUEUE: `jobs-${randomUUID()}` }),
+      : { TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_TASK_QUEUE: options.taskQueue ?? `jobs-${randomUUID()}` }),
     TEMPORAL_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
     ...(databaseUrl ? { DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: '5' } : {}),
     ...options.env,
   });
   const logger = pino({ level: config.logLevel });
   const system = await startSystem(config, logger);
-  if (!system.httpUrl) throw new Error('the test system serves no HTTP API');
-  const url = system.httpUrl;
+  // Split roles serve only part of the system: a gateway has no HTTP API, an API replica no gRPC.
+  const url = system.httpUrl ?? 'http://no-http-api.invalid';
   if (config.auth.mode !== 'dev') throw new Error('test systems use dev auth');
   const keys = loadOrCreateDevKeys(config.auth.keyDir);
   const issuer = config.auth.issuer;
