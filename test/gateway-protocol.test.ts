@@ -41,9 +41,10 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     const welcome = await a.next('welcome');
     expect(welcome.heartbeatInterval?.seconds).toBe(1);
 
-    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, prompt: 'Make the build green' });
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, prompt: 'Make the build green', cancelGraceSeconds: 7 });
     const assignment = await a.next('assignment');
     expect(assignment).toMatchObject({ jobId: job.id, attempt: 1, prompt: 'Make the build green', repository: { id: org.repo.id, cloneUrl: 'https://git.example.test/acme/app.git', defaultBranch: 'main' } });
+    expect(assignment.cancelGrace).toEqual({ seconds: 7, nanos: 0 });
 
     a.send({ $case: 'accepted', value: { jobId: job.id, attempt: 1 } });
     a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });

@@ -18,7 +18,7 @@ describe.each(drivers)('jobs on %s', (driver) => {
     const org = await createOrg(t);
     const repo = await createRepository(org.admin, org.orgId);
     const job = await createJob(org.member, org.orgId, { repoId: repo.id, prompt: 'Add a README' });
-    expect(job).toMatchObject({ status: 'queued', queueType: 'backlog', prompt: 'Add a README', attempt: 0, maxAttempts: 3, parentJobId: null, createdBy: 'member' });
+    expect(job).toMatchObject({ status: 'queued', queueType: 'backlog', prompt: 'Add a README', attempt: 0, maxAttempts: 3, cancelGraceSeconds: 30, parentJobId: null, createdBy: 'member' });
 
     const { data } = await org.member.GET('/v1/orgs/{orgId}/jobs/{jobId}', { params: { path: { orgId: org.orgId, jobId: job.id } } });
     expect(data?.events.map((e) => [e.type, e.status])).toEqual([['created', 'queued']]);

@@ -594,6 +594,13 @@ export interface components {
              * @default 3
              */
             maxAttempts?: number;
+            /**
+             * @description How long the agent has to stop the job after a cancel (SIGTERM) before it is force-cancelled
+             *     (SIGKILL, and the job is recorded cancelled whether the agent answered or not). Defaults to the
+             *     server's `JOB_CANCEL_GRACE`.
+             * @example 60
+             */
+            cancelGraceSeconds?: number;
         };
         CancelJobRequest: {
             /** @description Why; stored on the job's `cancel_requested` event. */
@@ -617,6 +624,8 @@ export interface components {
             /** @description The current attempt number; 0 before the first assignment. */
             attempt: number;
             maxAttempts: number;
+            /** @description Seconds the agent has to stop the job after a cancel before it is force-cancelled. */
+            cancelGraceSeconds: number;
             /**
              * Format: uuid
              * @description The agent the current attempt is assigned to.

@@ -12,7 +12,7 @@ import { channels, type JobQueuedPayload, type Notify } from './notifications.js
 import type { JobWorkflows } from './workflow-ports.js';
 
 /** The job as callers see it: the row without the workflow's bookkeeping. */
-export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'logSeqBase' | 'timeouts'>;
+export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'logSeqBase' | 'timeouts'> & { cancelGraceSeconds: number };
 export type JobEvent = JobEventRow;
 
 export interface SubmitJobInput {
@@ -22,6 +22,7 @@ export interface SubmitJobInput {
   parentJobId?: string | undefined;
   labels?: string[] | undefined;
   maxAttempts?: number | undefined;
+  cancelGraceSeconds?: number | undefined;
 }
 
 export interface ListJobsInput {
@@ -44,8 +45,8 @@ const DEFAULT_MAX_ATTEMPTS = 3;
 const isTerminal = (status: JobStatus) => (terminalJobStatuses as readonly JobStatus[]).includes(status);
 
 export function toJob(row: JobRow): Job {
-  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, logSeqBase: _base, timeouts: _timeouts, ...job } = row;
-  return job;
+  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, logSeqBase: _base, timeouts, ...job } = row;
+  return { ...job, cancelGraceSeconds: Math.round(timeouts.cancelGraceMs / 1000) };
 }
 
 export class JobsService {
@@ -64,6 +65,7 @@ export class JobsService {
     }
 
     const maxAttempts = input.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+    const timeouts: JobTimeouts = { ...this.deps.timeouts, ...(input.cancelGraceSeconds ? { cancelGraceMs: input.cancelGraceSeconds * 1000 } : {}) };
     const row = await db.transaction((tx) =>
       jobsRepo.insertJob(tx, {
         orgId,
@@ -73,12 +75,12 @@ export class JobsService {
         parentJobId: input.parentJobId ?? null,
         labels: input.labels ?? [],
         maxAttempts,
-        timeouts: this.deps.timeouts,
+        timeouts,
         createdBy: caller.userId,
       }),
     );
     try {
-      await this.deps.workflows.start({ jobId: row.id, maxAttempts, timeouts: this.deps.timeouts });
+      await this.deps.workflows.start({ jobId: row.id, maxAttempts, timeouts });
     } catch (err) {
       // Without its workflow the job could never run: take it back rather than leave a dead row.
       await jobsRepo.deleteJob(db, row.id);

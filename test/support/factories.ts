@@ -37,7 +37,7 @@ export async function createRepository(client: AgentJobsClient, orgId: string, o
 export async function createJob(
   client: AgentJobsClient,
   orgId: string,
-  body: { repoId: string; prompt?: string; queueType?: 'backlog' | 'rework'; parentJobId?: string; labels?: string[]; maxAttempts?: number },
+  body: { repoId: string; prompt?: string; queueType?: 'backlog' | 'rework'; parentJobId?: string; labels?: string[]; maxAttempts?: number; cancelGraceSeconds?: number },
 ): Promise<Job> {
   const { data, error, response } = await client.POST('/v1/orgs/{orgId}/jobs', {
     params: { path: { orgId } },

@@ -15,6 +15,7 @@ export function jobHandlers({ jobs }: Services): JobHandlers {
         parentJobId: body.parentJobId,
         labels: body.labels,
         maxAttempts: body.maxAttempts,
+        cancelGraceSeconds: body.cancelGraceSeconds,
       });
       return { status: 201, headers: { Location: `/v1/orgs/${job.orgId}/jobs/${job.id}` }, body: toWire(job) };
     },
