@@ -83,8 +83,8 @@ export class ConflictError extends AppError {
 }
 
 export class AlreadyExistsError extends AppError {
-  constructor(message: string) {
-    super('already_exists', message);
+  constructor(message: string, fieldErrors: FieldError[] = []) {
+    super('already_exists', message, { fieldErrors });
   }
 }
 

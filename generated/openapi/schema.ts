@@ -106,7 +106,8 @@ export interface paths {
         post?: never;
         /**
          * Delete a repository
-         * @description Deletes a repository and, with it, the record of its finished jobs. Refused with `409` while the
+         * @description Deletes a repository: it is no longer listed, found or accepted for new jobs, and its name can be
+         *     reused. Its finished jobs, their history and their logs stay readable. Refused with `409` while the
          *     repository has unfinished jobs (queued, assigned or running): cancel them first.
          *
          *     Minimum role: **Admin**.

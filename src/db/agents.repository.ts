@@ -1,5 +1,5 @@
 // The SQL of agent tokens and agents.
-import { and, asc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { Executor } from './client.js';
 import { agents, agentTokens, jobs, type AgentRow, type AgentTokenRow, type JobRow } from './schema/index.js';
 
@@ -9,8 +9,9 @@ export async function insertAgentToken(db: Executor, values: typeof agentTokens.
   return row;
 }
 
+/** Newest first, revoked ones included, as listAgentTokens promises. */
 export async function listAgentTokens(db: Executor, orgId: string): Promise<AgentTokenRow[]> {
-  return db.select().from(agentTokens).where(eq(agentTokens.orgId, orgId)).orderBy(asc(agentTokens.createdAt), asc(agentTokens.id));
+  return db.select().from(agentTokens).where(eq(agentTokens.orgId, orgId)).orderBy(desc(agentTokens.createdAt), desc(agentTokens.id));
 }
 
 export async function findAgentToken(db: Executor, orgId: string, tokenId: string): Promise<AgentTokenRow | undefined> {

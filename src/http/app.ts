@@ -10,7 +10,7 @@ import openapiGlue from 'fastify-openapi-glue';
 import type { Logger } from 'pino';
 import { operationIds, operationRoutes, type ApiHandlers, type OperationId } from '../../generated/openapi/handlers.js';
 import type { Config } from '../config.js';
-import { UnauthenticatedError } from '../errors.js';
+import { AppError, InvalidArgumentError, UnauthenticatedError } from '../errors.js';
 import type { DatabaseHandle } from '../db/client.js';
 import type { Services } from '../services/index.js';
 import { requestContext, type RequestContext } from './context.js';
@@ -21,7 +21,7 @@ import { logHandlers } from './handlers/logs.handlers.js';
 import { repositoryHandlers } from './handlers/repositories.handlers.js';
 import { registerMetrics } from './metrics.js';
 import { build, renderProblem } from './problem.js';
-import { loadHttpSpecification, securedOperationIds, specificationFile } from './specification.js';
+import { loadHttpSpecification, requestBodyRules, securedOperationIds, specificationFile } from './specification.js';
 import { validatorCompiler } from './validation.js';
 
 export interface AppDeps {
@@ -87,11 +87,25 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const specification = loadHttpSpecification();
   const secured = securedOperationIds(specification);
+  const bodyRules = requestBodyRules(specification);
+  const operationIdOf = (request: FastifyRequest) => (request.routeOptions.schema as { operationId?: string } | undefined)?.operationId ?? '';
   // Authentication runs first, so a caller without a valid token learns nothing from validation
   // errors; membership and role are checked by the services, which know the organisation.
   app.addHook('onRequest', async (request) => {
-    const operationId = (request.routeOptions.schema as { operationId?: string } | undefined)?.operationId;
-    if (operationId && secured.has(operationId)) request.caller = await services.userAuth.authenticate(request.headers.authorization);
+    if (secured.has(operationIdOf(request))) request.caller = await services.userAuth.authenticate(request.headers.authorization);
+  });
+  // Fastify checks a body only against the schema of its own media type, so a body of another type
+  // that it can still parse (text/plain), or no body at all, would reach the handler unvalidated.
+  app.addHook('preValidation', async (request) => {
+    const rule = bodyRules.get(operationIdOf(request));
+    if (!rule) return;
+    if (request.body === undefined) {
+      if (rule.required) throw new InvalidArgumentError('The request body is required', [{ pointer: '/', message: 'is required' }]);
+      return;
+    }
+    if (!request.mediaType || !rule.mediaTypes.includes(request.mediaType)) {
+      throw new AppError('unsupported_media_type', `Content-Type "${request.mediaType ?? ''}" is not supported; send ${rule.mediaTypes.join(' or ')}`);
+    }
   });
 
   const handlers = createHandlers(deps);

@@ -61,7 +61,7 @@ export function renderProblem(err: unknown, instance: string): RenderedProblem {
   if (Array.isArray(fastifyError.validation)) {
     const part = requestParts[fastifyError.validationContext ?? 'body'] ?? requestParts.body!;
     // `if` only says which branch failed; the branch's own error names the field.
-    const errors = fastifyError.validation.filter((issue) => issue.keyword !== 'if').map((issue) => fieldError(part.pointer, issue));
+    const errors = onePerField(fastifyError.validation.filter((issue) => issue.keyword !== 'if').map((issue) => fieldError(part.pointer, issue)));
     return { problem: build('invalid_argument', `The request's ${part.name} ${part.plural ? 'are' : 'is'} invalid`, instance, errors), headers: {}, unexpected: false };
   }
   const code = fastifyError.code ? fastifyCodes[fastifyError.code] : undefined;
@@ -115,6 +115,17 @@ function fieldError(base: string, issue: AjvIssue): FieldError {
     message = 'is not allowed here';
   }
   return { pointer: pointer || '/', message };
+}
+
+/** A field that breaks several rules (an empty prompt: too short and blank) is one entry saying each. */
+function onePerField(errors: FieldError[]): FieldError[] {
+  const byPointer = new Map<string, string[]>();
+  for (const { pointer, message } of errors) {
+    const messages = byPointer.get(pointer) ?? [];
+    if (!messages.includes(message)) messages.push(message);
+    byPointer.set(pointer, messages);
+  }
+  return [...byPointer].map(([pointer, messages]) => ({ pointer, message: messages.join('; ') }));
 }
 
 function escapePointer(segment: string): string {

@@ -6,7 +6,12 @@ import { parse } from 'yaml';
 
 export const specificationFile = fileURLToPath(new URL('../../openapi.yaml', import.meta.url));
 
-type Operation = { 'x-websocket'?: boolean; operationId?: string; security?: Record<string, string[]>[] };
+type Operation = {
+  'x-websocket'?: boolean;
+  operationId?: string;
+  security?: Record<string, string[]>[];
+  requestBody?: { required?: boolean; content?: Record<string, unknown> };
+};
 export type OpenApiDocument = { paths: Record<string, Record<string, Operation | unknown>> } & Record<string, unknown>;
 
 let cached: OpenApiDocument | undefined;
@@ -39,4 +44,22 @@ export function securedOperationIds(spec: OpenApiDocument): Set<string> {
     }
   }
   return ids;
+}
+
+/** What an operation's request body may be: the media types it declares, and whether it may be left out. */
+export interface RequestBodyRule {
+  required: boolean;
+  mediaTypes: readonly string[];
+}
+
+/** The request body rule of every operation that declares a body (inline; openapi.yaml does not $ref them). */
+export function requestBodyRules(spec: OpenApiDocument): Map<string, RequestBodyRule> {
+  const rules = new Map<string, RequestBodyRule>();
+  for (const item of Object.values(spec.paths)) {
+    for (const operation of Object.values(item) as Operation[]) {
+      if (!operation?.operationId || !operation.requestBody) continue;
+      rules.set(operation.operationId, { required: operation.requestBody.required === true, mediaTypes: Object.keys(operation.requestBody.content ?? {}) });
+    }
+  }
+  return rules;
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../errors.js';
-import { decodeCursor, encodeCursor } from './cursor.js';
+import { decodeCursor, decodeNameCursor, encodeCursor, encodeNameCursor } from './cursor.js';
 
 describe('list cursors', () => {
   it('round-trips the position of the last item shown', () => {
@@ -21,4 +21,25 @@ describe('list cursors', () => {
       }
     },
   );
+});
+
+describe('name cursors', () => {
+  it('round-trips a name with dots and dashes and the id', () => {
+    const position = { name: 'web.app-v2_1', id: '0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b' };
+    expect(decodeNameCursor(encodeNameCursor(position))).toEqual(position);
+  });
+
+  it.each([
+    '',
+    'not a cursor',
+    encodeCursor({ createdAt: new Date('2026-11-25T10:00:00.123Z'), id: '0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b' }),
+    Buffer.from('0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b.').toString('base64url'),
+    Buffer.from('0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b.a\u0000b').toString('base64url'),
+  ])('rejects %j, a cursor of another list among them', (cursor) => {
+    expect(() => decodeNameCursor(cursor)).toThrow(expect.objectContaining({ statusCode: 400, fieldErrors: [{ pointer: '/query/cursor', message: 'is not a valid cursor' }] }));
+  });
+
+  it('is refused by the newest-first lists, whose cursors it cannot stand for', () => {
+    expect(() => decodeCursor(encodeNameCursor({ name: 'web-app', id: '0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b' }))).toThrow(AppError);
+  });
 });

@@ -1,5 +1,6 @@
-// Opaque keyset cursors for newest-first lists: the (createdAt, id) of the last item a page showed.
-// Keyset rather than offset, so rows inserted while a client pages never shift what it sees next.
+// Opaque keyset cursors: the sort key of the last item a page showed, (createdAt, id) for newest-first
+// lists and (name, id) for lists by name. Keyset rather than offset, so rows inserted while a client
+// pages never shift what it sees next.
 import { InvalidArgumentError } from '../errors.js';
 
 export interface KeysetPosition {
@@ -13,10 +14,32 @@ export function encodeCursor(position: KeysetPosition): string {
   return Buffer.from(`${position.createdAt.getTime()}.${position.id}`, 'utf8').toString('base64url');
 }
 
+const invalid = () => new InvalidArgumentError('The cursor is not one this API returned', [{ pointer: '/query/cursor', message: 'is not a valid cursor' }]);
+
 export function decodeCursor(cursor: string): KeysetPosition {
-  const invalid = () => new InvalidArgumentError('The cursor is not one this API returned', [{ pointer: '/query/cursor', message: 'is not a valid cursor' }]);
   if (!/^[A-Za-z0-9_-]+$/.test(cursor)) throw invalid();
   const [millis, id, ...rest] = Buffer.from(cursor, 'base64url').toString('utf8').split('.');
   if (rest.length > 0 || !millis || !id || !/^\d{1,15}$/.test(millis) || !UUID.test(id)) throw invalid();
   return { createdAt: new Date(Number(millis)), id: id.toLowerCase() };
+}
+
+export interface NamePosition {
+  name: string;
+  id: string;
+}
+
+/** The id comes first: it has a fixed shape, so the name may hold any character, dots included. */
+export function encodeNameCursor(position: NamePosition): string {
+  return Buffer.from(`${position.id}.${position.name}`, 'utf8').toString('base64url');
+}
+
+export function decodeNameCursor(cursor: string): NamePosition {
+  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) throw invalid();
+  const decoded = Buffer.from(cursor, 'base64url').toString('utf8');
+  const dot = decoded.indexOf('.');
+  const id = decoded.slice(0, dot);
+  const name = decoded.slice(dot + 1);
+  // Control characters (NUL above all, which PostgreSQL text refuses) are in no name we store.
+  if (dot < 0 || !UUID.test(id) || name.length === 0 || /[\u0000-\u001f\u007f]/.test(name)) throw invalid();
+  return { name, id: id.toLowerCase() };
 }

@@ -66,8 +66,11 @@ export class JobsService {
 
     const maxAttempts = input.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     const timeouts: JobTimeouts = { ...this.deps.timeouts, ...(input.cancelGraceSeconds ? { cancelGraceMs: input.cancelGraceSeconds * 1000 } : {}) };
-    const row = await db.transaction((tx) =>
-      jobsRepo.insertJob(tx, {
+    const row = await db.transaction(async (tx) => {
+      // Holds the repository until the job is stored, so a concurrent delete either sees this job
+      // (and refuses) or has already hidden the repository (and this submission is refused).
+      if (!(await reposRepo.lockRepository(tx, orgId, repo.id, 'share'))) throw new NotFoundError(`Repository ${input.repoId}`);
+      return jobsRepo.insertJob(tx, {
         orgId,
         repoId: repo.id,
         queueType: input.queueType,
@@ -77,8 +80,8 @@ export class JobsService {
         maxAttempts,
         timeouts,
         createdBy: caller.userId,
-      }),
-    );
+      });
+    });
     try {
       await this.deps.workflows.start({ jobId: row.id, maxAttempts, timeouts });
     } catch (err) {

@@ -5,7 +5,7 @@ import * as reposRepo from '../db/repositories.repository.js';
 import type { RepositoryRow } from '../db/schema/index.js';
 import { AlreadyExistsError, ConflictError, NotFoundError } from '../errors.js';
 import { requireOrgRole, type Caller } from './access.js';
-import { decodeCursor, encodeCursor } from './cursor.js';
+import { decodeNameCursor, encodeNameCursor } from './cursor.js';
 
 export type Repository = Omit<RepositoryRow, 'deletedAt' | 'createdBy'>;
 
@@ -32,17 +32,20 @@ export class RepositoriesService {
       defaultBranch: input.defaultBranch ?? 'main',
       createdBy: caller.userId,
     });
-    if (!row) throw new AlreadyExistsError(`A repository named ${input.name} already exists in this organisation`);
+    if (!row) {
+      throw new AlreadyExistsError(`A repository named "${input.name}" already exists in this organisation`, [{ pointer: '/name', message: 'is already taken' }]);
+    }
     return toRepository(row);
   }
 
   async list(caller: Caller, orgId: string, input: { limit: number; cursor?: string | undefined }): Promise<{ items: Repository[]; nextCursor: string | null }> {
     requireOrgRole(caller, orgId, 'Member');
-    const before = input.cursor ? decodeCursor(input.cursor) : undefined;
-    const rows = await reposRepo.listRepositories(this.db, orgId, before, input.limit + 1);
+    // Ordered by name, as the contract promises, so the cursor carries the last name shown.
+    const after = input.cursor ? decodeNameCursor(input.cursor) : undefined;
+    const rows = await reposRepo.listRepositories(this.db, orgId, after, input.limit + 1);
     const page = rows.slice(0, input.limit);
     const last = page.at(-1);
-    return { items: page.map(toRepository), nextCursor: rows.length > input.limit && last ? encodeCursor(last) : null };
+    return { items: page.map(toRepository), nextCursor: rows.length > input.limit && last ? encodeNameCursor(last) : null };
   }
 
   async get(caller: Caller, orgId: string, repoId: string): Promise<Repository> {
@@ -52,13 +55,18 @@ export class RepositoriesService {
     return toRepository(row);
   }
 
-  /** Hides the repository; its finished jobs and their logs stay readable. */
+  /**
+   * Hides the repository; its finished jobs and their logs stay readable. The row lock makes the
+   * count and the delete one step against submissions, which hold the same row while they add a job.
+   */
   async delete(caller: Caller, orgId: string, repoId: string): Promise<void> {
     requireOrgRole(caller, orgId, 'Admin');
-    const row = await reposRepo.findRepository(this.db, orgId, repoId);
-    if (!row) throw new NotFoundError(`Repository ${repoId}`);
-    const unfinished = await jobsRepo.countUnfinishedForRepo(this.db, repoId);
-    if (unfinished > 0) throw new ConflictError(`The repository has ${unfinished} unfinished jobs; cancel them or let them finish first`);
-    await reposRepo.markRepositoryDeleted(this.db, repoId);
+    await this.db.transaction(async (tx) => {
+      const row = await reposRepo.lockRepository(tx, orgId, repoId, 'update');
+      if (!row) throw new NotFoundError(`Repository ${repoId}`);
+      const unfinished = await jobsRepo.countUnfinishedForRepo(tx, repoId);
+      if (unfinished > 0) throw new ConflictError(`The repository has ${unfinished} unfinished jobs; cancel them or let them finish first`);
+      await reposRepo.markRepositoryDeleted(tx, repoId);
+    });
   }
 }

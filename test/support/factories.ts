@@ -58,3 +58,21 @@ export async function waitForJob(client: AgentJobsClient, orgId: string, jobId: 
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+export type AgentToken = components['schemas']['AgentToken'];
+
+/** An agent token created by `client` (an Admin); returns the token and its once-shown secret. */
+export async function createAgentToken(client: AgentJobsClient, orgId: string, name = `agents-${randomUUID().slice(0, 8)}`) {
+  const { data, error, response } = await client.POST('/v1/orgs/{orgId}/agent-tokens', { params: { path: { orgId } }, body: { name } });
+  expect(error, JSON.stringify(error)).toBeUndefined();
+  expect(response.status).toBe(201);
+  return data!;
+}
+
+/** Cancels a queued job and waits until its workflow has recorded it cancelled. */
+export async function cancelQueuedJob(client: AgentJobsClient, orgId: string, jobId: string) {
+  const { error, response } = await client.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId, jobId } } });
+  expect(error, JSON.stringify(error)).toBeUndefined();
+  expect(response.status).toBe(202);
+  return waitForJob(client, orgId, jobId, (j) => j.status === 'cancelled');
+}

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { index, pgTable, text, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import { pgTable, text, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import { timestamptz } from './columns.js';
 
 export const repositories = pgTable(
@@ -16,8 +16,8 @@ export const repositories = pgTable(
     deletedAt: timestamptz('deleted_at'),
   },
   (t) => [
+    // Also serves the listing, which pages by (name, id) among live repositories.
     uniqueIndex('repositories_org_name_live_idx').on(t.orgId, t.name).where(sql`${t.deletedAt} is null`),
-    index('repositories_org_created_idx').on(t.orgId, t.createdAt.desc(), t.id.desc()),
   ],
 );
 
