@@ -206,6 +206,29 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     expect((await gpu.next('assignment')).jobId).toBe(gpuJob.id);
   });
 
+  it('requeues a job the agent declines before starting it, without counting the attempt', async () => {
+    const org = await orgWithAgentToken();
+    const a = agent(org.agentToken);
+    a.hello();
+    await a.next('welcome');
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, maxAttempts: 1 });
+    expect(await a.next('assignment')).toMatchObject({ jobId: job.id, attempt: 1 });
+    a.send({ $case: 'rejected', value: { jobId: job.id, attempt: 1, reason: 'disk full' } });
+
+    // Offered again as the same attempt: a decline is not a failure, even with maxAttempts 1.
+    expect(await a.next('assignment', 30_000)).toMatchObject({ jobId: job.id, attempt: 1 });
+    a.send({ $case: 'finished', value: { jobId: job.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 0 } });
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded');
+    expect(done.events.map((e) => [e.type, e.attempt])).toEqual([
+      ['created', 0],
+      ['assigned', 1],
+      ['requeued', 0],
+      ['assigned', 1],
+      ['succeeded', 1],
+    ]);
+    expect(done.events[2]?.detail).toBe('given back by the agent: disk full');
+  });
+
   it('requeues the job of an agent that goes silent, and runs it again as attempt 2 elsewhere', async () => {
     const org = await orgWithAgentToken();
     const first = agent(org.agentToken);

@@ -1,6 +1,7 @@
 // The SQL of jobs and their events. Every status change goes through `transition`, which updates the
 // row and appends the event in the caller's transaction, so the history never disagrees with the row.
 import { and, asc, count, desc, eq, inArray, notInArray, sql, type SQL } from 'drizzle-orm';
+import type { PgUpdateSetSource } from 'drizzle-orm/pg-core';
 import type { Executor } from './client.js';
 import { jobEvents, jobs, terminalJobStatuses, type JobEventRow, type JobEventType, type JobRow, type JobStatus, type NewJobRow, type QueueType } from './schema/index.js';
 
@@ -96,7 +97,7 @@ export async function transition(
   jobId: string,
   from: readonly JobStatus[],
   to: JobStatus,
-  patch: Partial<Omit<NewJobRow, 'id' | 'orgId' | 'status'>>,
+  patch: Omit<PgUpdateSetSource<typeof jobs>, 'id' | 'orgId' | 'status'>,
   event: EventInput,
 ): Promise<JobRow | undefined> {
   const [row] = await tx

@@ -36,12 +36,13 @@ class StreamEnded extends Error {
   }
 }
 
+// The proto stores lines of an unspecified (or unknown, newer) stream as system lines.
 const streams: Record<LogStream, StoredStream> = {
-  [LogStream.LOG_STREAM_UNSPECIFIED]: 'stdout',
+  [LogStream.LOG_STREAM_UNSPECIFIED]: 'system',
   [LogStream.LOG_STREAM_STDOUT]: 'stdout',
   [LogStream.LOG_STREAM_STDERR]: 'stderr',
   [LogStream.LOG_STREAM_SYSTEM]: 'system',
-  [LogStream.UNRECOGNIZED]: 'stdout',
+  [LogStream.UNRECOGNIZED]: 'system',
 };
 
 export class AgentSession {

@@ -101,7 +101,8 @@ export class AgentGatewayService {
     const problems: { pointer: string; message: string }[] = [];
     if (!UUID.test(hello.agentId)) problems.push({ pointer: '/hello/agent_id', message: 'must be a uuid the agent keeps across restarts' });
     if (!hello.name.trim()) problems.push({ pointer: '/hello/name', message: 'must not be empty' });
-    if (hello.capacity < 1 || hello.capacity > MAX_AGENT_CAPACITY) problems.push({ pointer: '/hello/capacity', message: `must be between 1 and ${MAX_AGENT_CAPACITY}` });
+    // 0 is an agent that is shutting down: it reports on what it holds but takes nothing new.
+    if (hello.capacity < 0 || hello.capacity > MAX_AGENT_CAPACITY) problems.push({ pointer: '/hello/capacity', message: `must be between 0 and ${MAX_AGENT_CAPACITY}` });
     if (hello.labels.length > MAX_LABELS || hello.labels.some((l) => !/^[a-z0-9][a-z0-9._:/-]{0,63}$/.test(l))) {
       problems.push({ pointer: '/hello/labels', message: `at most ${MAX_LABELS} labels of lowercase letters, digits and ._:/-` });
     }
@@ -221,9 +222,14 @@ export class AgentGatewayService {
     await this.report(session, input.jobId, input.attempt, input.outcome);
   }
 
-  /** The agent gives the job back unstarted: the attempt ends as lost and the job is requeued. */
+  /**
+   * The agent gives the job back and it is requeued. Declined before it started, the attempt does
+   * not count; given back after it started (the agent is shutting down), it counts as lost.
+   */
   async rejected(session: AgentSessionRef, jobId: string, attempt: number, reason: string): Promise<void> {
-    await this.report(session, jobId, attempt, { kind: 'agent_lost', reason: `rejected by the agent: ${reason || 'no reason given'}` });
+    const job = await this.heldJob(this.deps.db, session, jobId, attempt, { allowFinished: true });
+    const because = `given back by the agent: ${reason || 'no reason given'}`;
+    await this.report(session, jobId, attempt, job.status === 'running' ? { kind: 'agent_lost', reason: because } : { kind: 'rejected', reason: because });
   }
 
   private async report(session: AgentSessionRef, jobId: string, attempt: number, outcome: ReportedOutcome): Promise<void> {
@@ -234,14 +240,14 @@ export class AgentGatewayService {
       return job.executeTaskToken ?? undefined;
     });
     if (!token) return;
-    if (outcome.kind === 'agent_lost') await this.deps.completions.failExecutionAgentLost(token, outcome.reason);
+    if (outcome.kind === 'agent_lost' || outcome.kind === 'rejected') await this.deps.completions.failExecution(token, outcome);
     else await this.deps.completions.completeExecution(token, outcome);
   }
 
   /** Ends an attempt the agent no longer runs, so the workflow requeues it now rather than on silence. */
   private async giveBack(job: JobRow, reason: string): Promise<void> {
     if (job.executeTaskToken) {
-      await this.deps.completions.failExecutionAgentLost(job.executeTaskToken, reason);
+      await this.deps.completions.failExecution(job.executeTaskToken, { kind: 'agent_lost', reason });
     } else {
       await jobsRepo.updateJob(this.deps.db, job.id, { reportedOutcome: { kind: 'agent_lost', reason } });
     }

@@ -1,8 +1,9 @@
 // The job's state changes as its workflow drives them (through activities). Each method is
 // idempotent: Temporal may run an activity twice.
+import { sql } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
-import { terminalJobStatuses, type JobStatus, type ReportedOutcome, type TerminalJobStatus } from '../db/schema/index.js';
+import { jobs, terminalJobStatuses, type JobStatus, type ReportedOutcome, type TerminalJobStatus } from '../db/schema/index.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { JobClaim } from '../temporal/shared.js';
 import { channels, type AgentCancelPayload, type JobChangedPayload, type JobQueuedPayload, type Notify } from './notifications.js';
@@ -71,15 +72,26 @@ export class JobLifecycleService {
     if (!isTerminal(current.status)) throw new ConflictError(`Job ${jobId} could not move from ${current.status} to ${status}`);
   }
 
-  /** The agent was lost: back to the queue; the attempt already counted stays counted. */
-  async requeue(jobId: string, reason: string): Promise<void> {
+  /**
+   * Back to the queue. A lost agent's attempt stays counted; an attempt the agent declined before
+   * starting is taken back (`uncount`), so the next claim numbers the same attempt again.
+   */
+  async requeue(jobId: string, reason: string, options: { uncount: boolean } = { uncount: false }): Promise<void> {
     const row = await this.deps.db.transaction((tx) =>
       jobsRepo.transition(
         tx,
         jobId,
         ['assigned', 'running'],
         'queued',
-        { agentId: null, assignedAt: null, startedAt: null, claimTaskToken: null, executeTaskToken: null, reportedOutcome: null },
+        {
+          agentId: null,
+          assignedAt: null,
+          startedAt: null,
+          claimTaskToken: null,
+          executeTaskToken: null,
+          reportedOutcome: null,
+          ...(options.uncount ? { attempt: sql`greatest(${jobs.attempt} - 1, 0)` } : {}),
+        },
         { type: 'requeued', detail: reason },
       ),
     );

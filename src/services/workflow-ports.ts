@@ -18,8 +18,8 @@ export type CompletionResult = 'done' | 'gone';
 export interface JobStepCompletions {
   completeClaim(taskToken: string, claim: JobClaim): Promise<CompletionResult>;
   completeExecution(taskToken: string, outcome: JobOutcome): Promise<CompletionResult>;
-  /** Ends the attempt as lost (the job goes back to the queue, attempt counted). */
-  failExecutionAgentLost(taskToken: string, reason: string): Promise<CompletionResult>;
+  /** Ends the attempt without an outcome: the job goes back to the queue (a rejection does not count the attempt). */
+  failExecution(taskToken: string, why: { kind: 'agent_lost' | 'rejected'; reason: string }): Promise<CompletionResult>;
   /** Records an agent heartbeat against the execute step: Temporal's heartbeat timeout is agent silence. */
   heartbeatExecution(taskToken: string): Promise<CompletionResult>;
   signalStarted(jobId: string, attempt: number): Promise<void>;

@@ -3,7 +3,7 @@
 import { ActivityCancelledError, ActivityNotFoundError, Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { CompletionResult, JobStepCompletions, JobWorkflows } from '../services/workflow-ports.js';
-import { AGENT_LOST_FAILURE, JOB_WORKFLOW_TYPE, jobSignals, type CancelRequest, type JobWorkflowInput, type StartedSignal } from './shared.js';
+import { AGENT_LOST_FAILURE, AGENT_REJECTED_FAILURE, JOB_WORKFLOW_TYPE, jobSignals, type CancelRequest, type JobWorkflowInput, type StartedSignal } from './shared.js';
 
 export async function connectTemporal(address: string, namespace: string): Promise<Client> {
   const connection = await Connection.connect({ address });
@@ -50,8 +50,10 @@ export function createJobStepCompletions(client: Client): JobStepCompletions {
   return {
     completeClaim: (taskToken, claim) => settle(() => client.activity.complete(token(taskToken), claim)),
     completeExecution: (taskToken, outcome) => settle(() => client.activity.complete(token(taskToken), outcome)),
-    failExecutionAgentLost: (taskToken, reason) =>
-      settle(() => client.activity.fail(token(taskToken), ApplicationFailure.create({ type: AGENT_LOST_FAILURE, message: reason, nonRetryable: true }))),
+    failExecution: (taskToken, { kind, reason }) =>
+      settle(() =>
+        client.activity.fail(token(taskToken), ApplicationFailure.create({ type: kind === 'rejected' ? AGENT_REJECTED_FAILURE : AGENT_LOST_FAILURE, message: reason, nonRetryable: true })),
+      ),
     heartbeatExecution: (taskToken) => settle(() => client.activity.heartbeat(token(taskToken))),
     async signalStarted(jobId, attempt) {
       await client.workflow.getHandle(jobId).signal<[StartedSignal]>(jobSignals.started, { attempt });

@@ -46,6 +46,8 @@ export interface FinishJobInput {
 export interface RequeueJobInput {
   jobId: string;
   reason: string;
+  /** The attempt never began (declined by the agent): it does not count against maxAttempts. */
+  uncount?: boolean;
 }
 
 /**
@@ -62,8 +64,10 @@ export interface JobActivities {
   finishJob(input: FinishJobInput): Promise<void>;
 }
 
-/** The gateway fails executeJob with this failure type when the agent's stream is gone past its grace period. */
+/** executeJob fails with this type when the agent was lost (gone silent, or gave a started job back). */
 export const AGENT_LOST_FAILURE = 'AgentLost';
+/** executeJob fails with this type when the agent declined the job before starting it. */
+export const AGENT_REJECTED_FAILURE = 'AgentRejected';
 
 /** Signal names: defined here as plain strings so the client side needs no workflow import. */
 export const jobSignals = {

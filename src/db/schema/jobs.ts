@@ -57,8 +57,8 @@ export const jobs = pgTable(
   ],
 );
 
-/** An outcome the agent reported, or the agent giving the attempt back (rejected it). */
-export type ReportedOutcome = JobOutcome | { kind: 'agent_lost'; reason: string };
+/** An outcome the agent reported, or the agent giving the attempt back (lost: counted; rejected: not). */
+export type ReportedOutcome = JobOutcome | { kind: 'agent_lost'; reason: string } | { kind: 'rejected'; reason: string };
 
 export const jobEvents = pgTable(
   'job_events',

@@ -5,7 +5,7 @@ import { CompleteAsyncError, Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { AppError } from '../../errors.js';
 import type { JobLifecycleService } from '../../services/job-lifecycle.service.js';
-import { AGENT_LOST_FAILURE, type JobActivities, type JobClaim, type JobOutcome } from '../shared.js';
+import { AGENT_LOST_FAILURE, AGENT_REJECTED_FAILURE, type JobActivities, type JobClaim, type JobOutcome } from '../shared.js';
 
 /** An AppError no retry can fix becomes a non-retryable failure; anything else is retried. */
 async function translated<T>(work: () => Promise<T>): Promise<T> {
@@ -31,9 +31,10 @@ export function createJobActivities(deps: { lifecycle: JobLifecycleService }): J
       const reported = await translated(() => lifecycle.awaitExecution(jobId, Context.current().info.base64TaskToken));
       if (!reported) throw new CompleteAsyncError();
       if (reported.kind === 'agent_lost') throw ApplicationFailure.create({ type: AGENT_LOST_FAILURE, message: reported.reason, nonRetryable: true });
+      if (reported.kind === 'rejected') throw ApplicationFailure.create({ type: AGENT_REJECTED_FAILURE, message: reported.reason, nonRetryable: true });
       return reported;
     },
-    requeueJob: ({ jobId, reason }) => translated(() => lifecycle.requeue(jobId, reason)),
+    requeueJob: ({ jobId, reason, uncount }) => translated(() => lifecycle.requeue(jobId, reason, { uncount: uncount ?? false })),
     finishJob: ({ jobId, status, exitCode, reason }) => translated(() => lifecycle.finish(jobId, status, { exitCode, reason })),
     cancelOnAgent: (input) => translated(() => lifecycle.cancelOnAgent(input)),
   };

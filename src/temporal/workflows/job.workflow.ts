@@ -15,6 +15,7 @@ import {
 } from '@temporalio/workflow';
 import {
   AGENT_LOST_FAILURE,
+  AGENT_REJECTED_FAILURE,
   jobSignals,
   type CancelRequest,
   type JobActivities,
@@ -33,7 +34,7 @@ const NON_RETRYABLE = ['NotFoundError', 'InvalidArgumentError', 'ConflictError']
 
 /** Why an attempt ended without an outcome from the agent: the job goes back to the queue. */
 interface AgentLost {
-  kind: 'agent_lost';
+  kind: 'agent_lost' | 'rejected';
   reason: string;
 }
 
@@ -93,7 +94,8 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
       (outcome): AttemptResult => outcome,
       (err: unknown): AttemptResult => {
         if (isHeartbeatTimeout(err)) return { kind: 'agent_lost', reason: `agent went silent for ${timeouts.agentSilenceMs} ms` };
-        if (isAgentLost(err)) return { kind: 'agent_lost', reason: failureMessage(err) };
+        if (failureType(err) === AGENT_LOST_FAILURE) return { kind: 'agent_lost', reason: failureMessage(err) };
+        if (failureType(err) === AGENT_REJECTED_FAILURE) return { kind: 'rejected', reason: failureMessage(err) };
         if (isCancellation(err)) return { kind: 'cancel_requested' };
         throw err;
       },
@@ -141,6 +143,9 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
           return await finish('cancelled', { reason: cancel?.reason ?? ('reason' in result ? result.reason : null) });
         case 'timed_out':
           return await finish('timed_out', { reason: result.reason });
+        case 'rejected':
+          await bookkeeping.requeueJob({ jobId, reason: result.reason, uncount: true });
+          break;
         case 'agent_lost':
           if (claimed.attempt >= input.maxAttempts) {
             return await finish('failed', { reason: `${result.reason}; gave up after ${claimed.attempt} attempts` });
@@ -170,8 +175,8 @@ function isHeartbeatTimeout(err: unknown): boolean {
   return timeoutTypeOf(err) === 'HEARTBEAT' || timeoutTypeOf(err) === 'START_TO_CLOSE';
 }
 
-function isAgentLost(err: unknown): boolean {
-  return err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.type === AGENT_LOST_FAILURE;
+function failureType(err: unknown): string | undefined {
+  return err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? (err.cause.type ?? undefined) : undefined;
 }
 
 function failureMessage(err: unknown): string {

@@ -405,8 +405,10 @@ export interface JobAccepted {
 }
 
 /**
- * JobRejected says the agent declines an assigned job. The job goes back to
- * the queue for another agent; the attempt is not counted.
+ * JobRejected says the agent gives an assigned job back. The job goes back to
+ * the queue for another agent. Declined before JobStarted, the attempt is not
+ * counted; given back after JobStarted (the agent is shutting down and stopped
+ * the run), it counts like a lost agent's, since the run did begin.
  */
 export interface JobRejected {
   /** The job from the JobAssignment. */
