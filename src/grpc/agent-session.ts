@@ -76,7 +76,13 @@ export class AgentSession {
       this.credentials = await this.service.authenticate(bearer(this.call.metadata));
     });
     this.call.on('data', (message: AgentMessage) => this.enqueue(() => this.handle(message)));
-    this.call.on('end', () => this.close());
+    // The agent closed its side: handle what it sent before (a last JobRejected, say), then end ours.
+    this.call.on('end', () =>
+      this.enqueue(async () => {
+        this.close();
+        this.call.end();
+      }),
+    );
     this.call.on('error', () => this.close());
     this.call.on('cancelled', () => this.close());
   }

@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { parseCli, parseServer, UsageError } from './cli-options.js';
+
+const required = ['--server', 'localhost:50051', '--token', 't0k', '--exec', 'run-tool'];
+
+describe('agent command line', () => {
+  it('fills in defaults under the home directory', () => {
+    const result = parseCli(required, {}, '/home/ada');
+    expect(result).toMatchObject({ kind: 'run', options: { capacity: 1, labels: [], stateDir: '/home/ada/.agent-jobs', workDir: '/home/ada/.agent-jobs/work', heartbeatFallbackMs: 10_000 } });
+  });
+
+  it('takes the server and token from the environment when the flags are absent', () => {
+    const result = parseCli(['--exec', 'run-tool', '--labels', ' linux, gpu,,linux', '--heartbeat', '500ms'], { AGENT_SERVER: 'https://grpc.example.test', AGENT_TOKEN: 'env-token' }, '/home/ada');
+    expect(result).toMatchObject({ kind: 'run', options: { server: { address: 'grpc.example.test:443', tls: true }, token: 'env-token', labels: ['linux', 'gpu'], heartbeatFallbackMs: 500 } });
+  });
+
+  it('reads plaintext and TLS addresses, IPv6 included', () => {
+    expect(parseServer('127.0.0.1:50051')).toEqual({ address: '127.0.0.1:50051', tls: false });
+    expect(parseServer('http://agents.local:8080')).toEqual({ address: 'agents.local:8080', tls: false });
+    expect(parseServer('https://[::1]:8443/')).toEqual({ address: '[::1]:8443', tls: true });
+    expect(() => parseServer('agents.local')).toThrow(UsageError);
+  });
+
+  it('refuses what it cannot use, naming the flag', () => {
+    expect(() => parseCli(['--server', 'h:1', '--exec', 'x'], {})).toThrow(/--token/);
+    expect(() => parseCli([...required, '--capacity', '0'], {})).toThrow(/--capacity/);
+    expect(() => parseCli([...required, '--heartbeat', 'soon'], {})).toThrow(/--heartbeat/);
+    expect(() => parseCli([...required, '--bogus'], {})).toThrow(UsageError);
+    expect(() => parseCli([...required, 'stray'], {})).toThrow(/unexpected argument/);
+  });
+});

@@ -1,0 +1,98 @@
+// The reference agent CLI as an operator runs it, against the real system over loopback: every line
+// of a job's output reaches the store in order, also across a stream the network cuts mid-job, and
+// a clone that fails says why. (Cancellation, shutdown, revocation and restarts: faults.test.ts.)
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startAgent, waitUntil, type AgentProcess } from '../support/agent-process.js';
+import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from '../support/factories.js';
+import { createGitRepository } from '../support/git-fixture.js';
+import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from '../support/system.js';
+import { startCuttableProxy } from '../support/tcp-proxy.js';
+
+/** Each job's prompt is the script to run, so one agent can play every scenario. */
+const RUN_THE_PROMPT = 'eval "$JOB_PROMPT"';
+
+function agentFor(server: string, token: string): Promise<AgentProcess> {
+  return startAgent({ server, token, exec: RUN_THE_PROMPT, capacity: 4, name: 'cli-test' });
+}
+
+describe.each(drivers)('reference agent CLI on %s', (driver) => {
+  let t: TestSystem;
+  let repository: Awaited<ReturnType<typeof createGitRepository>>;
+  let cloneUrl: string;
+  let org: Awaited<ReturnType<typeof createOrg>>;
+  let agent: AgentProcess | undefined;
+
+  beforeAll(async () => {
+    t = await startTestSystem({ driver, env: { AGENT_HEARTBEAT_INTERVAL: '1s', DISPATCH_SWEEP_INTERVAL: '1s' } });
+    repository = await createGitRepository({ 'README.md': 'hello from the repository\n' });
+    cloneUrl = repository.cloneUrl;
+    org = await createOrg(t);
+    const token = await createAgentToken(org.admin, org.orgId);
+    agent = await agentFor(t.grpcAddress, token.secret);
+  });
+
+  afterAll(async () => {
+    await agent?.dispose();
+    await t?.stop();
+    await dropTestDatabases();
+    await repository?.remove();
+  });
+
+  async function logOf(jobId: string, owner = org): Promise<{ seq: number; stream: string; text: string }[]> {
+    const { data } = await owner.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: owner.orgId, jobId }, query: { limit: 1000 } } });
+    return (data?.items ?? []).map(({ seq, stream, text }) => ({ seq, stream, text }));
+  }
+
+  it('clones the repository, runs the job there with its environment, and stores every line of output', async () => {
+    const repo = await createRepository(org.admin, org.orgId, { cloneUrl });
+    const script = ['cat README.md', 'echo "job $JOB_ID attempt $JOB_ATTEMPT on $REPO_BRANCH"', 'echo "token seen: ${AGENT_TOKEN:-none}"', 'echo to-stderr >&2', 'seq 1 300', 'printf "no newline at the end"'].join('; ');
+    const job = await createJob(org.member, org.orgId, { repoId: repo.id, prompt: script });
+
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded' || j.status === 'failed', 30_000);
+    expect(done).toMatchObject({ status: 'succeeded', exitCode: 0 });
+    const log = await logOf(job.id);
+    expect(log.map((line) => line.seq)).toEqual(log.map((_, index) => index + 1));
+    // stdout and stderr are two pipes: order holds within each, not between them.
+    const stdout = log.filter((line) => line.stream === 'stdout').map((line) => line.text);
+    expect(stdout).toEqual(['hello from the repository', `job ${job.id} attempt 1 on main`, 'token seen: none', ...Array.from({ length: 300 }, (_, index) => String(index + 1)), 'no newline at the end']);
+    expect(log.filter((line) => line.stream === 'stderr').map((line) => line.text)).toEqual(['to-stderr']);
+    expect(log.filter((line) => line.stream === 'system').map((line) => line.text)).toContain('exited with code 0');
+  });
+
+  it('loses no log line when the network drops the stream mid-job: the agent reconnects and resends', async () => {
+    const proxy = await startCuttableProxy(t.grpcAddress);
+    // An organisation of its own, so that the agent behind the proxy is the only one its job can go to.
+    const isolated = await createOrg(t);
+    const token = await createAgentToken(isolated.admin, isolated.orgId);
+    const behindProxy = await agentFor(proxy.address, token.secret);
+    try {
+      await waitUntil(() => behindProxy.output().includes('connected'), 'the agent behind the proxy never connected');
+      const repo = await createRepository(isolated.admin, isolated.orgId, { cloneUrl });
+      const job = await createJob(isolated.member, isolated.orgId, { repoId: repo.id, prompt: 'for i in $(seq 1 80); do echo "line $i"; sleep 0.03; done' });
+      await waitForJob(isolated.member, isolated.orgId, job.id, (j) => j.status === 'running', 30_000);
+      // Cut mid-job: once some of its output is stored, the rest is still to come.
+      await waitUntil(async () => (await logOf(job.id, isolated)).some((line) => line.text === 'line 5'), 'the job\'s first lines never reached the store');
+      expect(proxy.cut()).toBeGreaterThan(0);
+
+      const done = await waitForJob(isolated.member, isolated.orgId, job.id, (j) => j.status === 'succeeded' || j.status === 'failed', 30_000);
+      expect(done).toMatchObject({ status: 'succeeded', attempt: 1 });
+      expect(behindProxy.output()).toMatch(/stream ended[\s\S]*connected stream=2/);
+      const log = await logOf(job.id, isolated);
+      expect(log.map((line) => line.seq)).toEqual(log.map((_, index) => index + 1));
+      expect(log.filter((line) => line.stream === 'stdout').map((line) => line.text)).toEqual(Array.from({ length: 80 }, (_, index) => `line ${index + 1}`));
+    } finally {
+      await behindProxy.dispose();
+      await proxy.close();
+    }
+  });
+
+  it('fails the job with git\'s reason when the clone fails', async () => {
+    const repo = await createRepository(org.admin, org.orgId, { cloneUrl, defaultBranch: 'no-such-branch' });
+    const job = await createJob(org.member, org.orgId, { repoId: repo.id, prompt: 'echo never runs' });
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'failed' || j.status === 'succeeded', 30_000);
+    expect(done.status).toBe('failed');
+    expect(done.failureReason).toMatch(/clone failed: .*no-such-branch/);
+    expect((await logOf(job.id)).every((line) => line.stream === 'system')).toBe(true);
+  });
+});
+

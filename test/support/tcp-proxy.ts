@@ -1,0 +1,37 @@
+// A loopback TCP proxy in front of a server whose connections a test can cut, as a network would.
+import net from 'node:net';
+
+export interface CuttableProxy {
+  /** host:port to connect to instead of the target. */
+  address: string;
+  /** Destroys every open connection (both sides) and returns how many sockets it cut. */
+  cut(): number;
+  close(): Promise<void>;
+}
+
+export async function startCuttableProxy(target: string): Promise<CuttableProxy> {
+  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, host);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => socket.destroy());
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port: proxyPort } = server.address() as net.AddressInfo;
+  return {
+    address: `127.0.0.1:${proxyPort}`,
+    cut() {
+      const count = sockets.size;
+      for (const socket of sockets) socket.destroy();
+      return count;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
