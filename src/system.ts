@@ -79,7 +79,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
         workflowBundlePath: config.temporal.workflowBundlePath,
       });
       cleanup.push(async () => {
-        running.worker.shutdown();
+        if (running.worker.getState() === 'RUNNING') running.worker.shutdown();
         await running.done;
       });
       logger.info({ taskQueue: config.temporal.taskQueue }, 'Temporal worker running');

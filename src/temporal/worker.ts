@@ -33,6 +33,8 @@ export function installTemporalLogging(logger: Logger): void {
   runtimeInstalled = true;
   const levels: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = { TRACE: 'trace', DEBUG: 'debug', INFO: 'info', WARN: 'warn', ERROR: 'error' };
   Runtime.install({
+    // The process stops its roles in order on SIGINT/SIGTERM (main.ts); the worker must not stop itself first.
+    shutdownSignals: [],
     logger: new DefaultLogger('WARN', ({ level, message, meta }) => logger[levels[level]]({ temporal: meta }, message)),
   });
 }
