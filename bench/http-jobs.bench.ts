@@ -7,6 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { count, inArray } from 'drizzle-orm';
 import type { Database } from '../src/db/client.js';
 import * as jobsRepo from '../src/db/jobs.repository.js';
+import { enqueueWorkflowStart } from '../src/db/workflow-starts.repository.js';
 import * as reposRepo from '../src/db/repositories.repository.js';
 import { jobs } from '../src/db/schema/index.js';
 import { channels, type JobQueuedPayload } from '../src/services/notifications.js';
@@ -53,8 +54,10 @@ interface CreateBody {
 
 /**
  * The database work of JobsService.submit for a backlog job, step for step: find the repository,
- * count the organisation's queued jobs, then in one transaction lock the repository (share) and
- * insert the job with its `created` event; the caller sends the job_queued NOTIFY after it.
+ * count the organisation's queued jobs, then in one transaction lock the repository (share),
+ * insert the job with its `created` event and its workflow-start outbox row; the caller sends the
+ * job_queued NOTIFY after it. (The system's outbox starter then starts those workflows in the
+ * background, for the baseline's jobs as for ours.)
  * Keep it in step with the service when the service's queries change.
  */
 async function baselineInsert(deps: BaselineDeps, orgId: string, body: CreateBody) {
@@ -65,7 +68,7 @@ async function baselineInsert(deps: BaselineDeps, orgId: string, body: CreateBod
   const maxAttempts = body.maxAttempts ?? 3;
   return deps.db.transaction(async (tx) => {
     if (!(await reposRepo.lockRepository(tx, orgId, repo.id, 'share'))) return undefined;
-    return jobsRepo.insertJob(tx, {
+    const job = await jobsRepo.insertJob(tx, {
       orgId,
       repoId: repo.id,
       queueType: body.queueType,
@@ -76,6 +79,8 @@ async function baselineInsert(deps: BaselineDeps, orgId: string, body: CreateBod
       timeouts: deps.timeouts,
       createdBy: deps.createdBy,
     });
+    await enqueueWorkflowStart(tx, job.id);
+    return job;
   });
 }
 

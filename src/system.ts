@@ -66,8 +66,12 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
       config,
       database,
       workflows: createJobWorkflows(temporal, config.temporal.taskQueue),
-      completions: createJobStepCompletions(temporal),
+      completions: createJobStepCompletions(temporal, config.temporal.taskQueue),
+      log: (msg, err) => logger.warn({ err }, msg),
     });
+    // Every role drains the outbox of workflow starts, so a job stored by a replica that died still starts.
+    services.workflowStarter.start();
+    cleanup.push(() => services.workflowStarter.stop());
 
     if (runs(config, 'worker')) {
       installTemporalLogging(logger);

@@ -1,7 +1,7 @@
 // Submitting, reading and cancelling jobs through the API, on PostgreSQL and on PGlite.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
+import { createJob, createOrg, createRepository, waitForJob, waitForWorkflow } from './support/factories.js';
 import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
 
 describe.each(drivers)('jobs on %s', (driver) => {
@@ -23,7 +23,8 @@ describe.each(drivers)('jobs on %s', (driver) => {
     const { data } = await org.member.GET('/v1/orgs/{orgId}/jobs/{jobId}', { params: { path: { orgId: org.orgId, jobId: job.id } } });
     expect(data?.events.map((e) => [e.type, e.status])).toEqual([['created', 'queued']]);
 
-    const description = await t.system.temporal.workflow.getHandle(job.id).describe();
+    // The workflow starts from the outbox right after the answer.
+    const description = await waitForWorkflow(t, job.id);
     expect(description.status.name).toBe('RUNNING');
     expect(description.type).toBe('jobWorkflow');
   });

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/temporal/dev-server.js';
-import { createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
+import { createJob, createOrg, createRepository, waitForJob, waitForWorkflow } from './support/factories.js';
 import { startTestSystem } from './support/system.js';
 
 describe('embedded defaults across a restart', () => {
@@ -36,7 +36,7 @@ describe('embedded defaults across a restart', () => {
       expect(job).toMatchObject({ id: waiting.id, status: 'queued', prompt: 'still here after a restart?' });
 
       // The workflow survived too: it still answers a cancellation and ends the job.
-      const description = await second.system.temporal.workflow.getHandle(waiting.id).describe();
+      const description = await waitForWorkflow(second, waiting.id);
       expect(description.status.name).toBe('RUNNING');
       await member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: waiting.id } } });
       const cancelled = await waitForJob(member, org.orgId, waiting.id, (j) => j.status === 'cancelled', 30_000);

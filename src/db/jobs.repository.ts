@@ -83,10 +83,6 @@ export async function countUnfinishedForRepo(db: Executor, repoId: string): Prom
   return row?.n ?? 0;
 }
 
-export async function deleteJob(db: Executor, jobId: string): Promise<void> {
-  await db.delete(jobs).where(eq(jobs.id, jobId));
-}
-
 /**
  * Moves a job to `to` if it is in one of `from`, applying `patch`, and records the event. Returns the
  * updated row, or undefined when the job was not in an allowed state (the caller decides whether

@@ -10,6 +10,7 @@ import { JobsService } from './jobs.service.js';
 import type { JobStepCompletions, JobWorkflows } from './workflow-ports.js';
 import { LogsService } from './logs.service.js';
 import { RepositoriesService } from './repositories.service.js';
+import { WorkflowStarter } from './workflow-starter.service.js';
 
 export interface Services {
   userAuth: UserAuthenticator;
@@ -20,18 +21,28 @@ export interface Services {
   agentTokens: AgentTokensService;
   agents: AgentsService;
   gateway: AgentGatewayService;
+  workflowStarter: WorkflowStarter;
 }
 
-export function createServices(deps: { config: Config; database: DatabaseHandle; workflows: JobWorkflows; completions: JobStepCompletions }): Services {
+export function createServices(deps: {
+  config: Config;
+  database: DatabaseHandle;
+  workflows: JobWorkflows;
+  completions: JobStepCompletions;
+  log: (msg: string, err?: unknown) => void;
+}): Services {
   const { config, database, workflows, completions } = deps;
   const { db } = database;
   const notify = (channel: string, payload: string) => database.notify(channel, payload);
+  const workflowStarter = new WorkflowStarter({ db, workflows, log: deps.log }, { batchSize: 16, leaseMs: 30_000, sweepIntervalMs: 2_000 });
   return {
+    workflowStarter,
     userAuth: createUserAuthenticator(config.auth),
     repositories: new RepositoriesService(db),
     jobs: new JobsService({
       db,
       notify,
+      kickStarter: () => workflowStarter.kick(),
       workflows,
       maxQueuedPerOrg: config.jobs.maxQueuedPerOrg,
       timeouts: {

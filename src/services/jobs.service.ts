@@ -3,6 +3,7 @@
 import type { Database } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as reposRepo from '../db/repositories.repository.js';
+import { enqueueWorkflowStart } from '../db/workflow-starts.repository.js';
 import { terminalJobStatuses, type JobEventRow, type JobRow, type JobStatus, type QueueType } from '../db/schema/index.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, UnavailableError } from '../errors.js';
 import type { JobTimeouts } from '../temporal/shared.js';
@@ -36,6 +37,8 @@ export interface ListJobsInput {
 export interface JobsServiceDeps {
   db: Database;
   notify: Notify;
+  /** Asks the outbox starter to start what was just committed (it also sweeps on its own). */
+  kickStarter: () => void;
   workflows: JobWorkflows;
   timeouts: JobTimeouts;
   maxQueuedPerOrg: number;
@@ -70,7 +73,7 @@ export class JobsService {
       // Holds the repository until the job is stored, so a concurrent delete either sees this job
       // (and refuses) or has already hidden the repository (and this submission is refused).
       if (!(await reposRepo.lockRepository(tx, orgId, repo.id, 'share'))) throw new NotFoundError(`Repository ${input.repoId}`);
-      return jobsRepo.insertJob(tx, {
+      const job = await jobsRepo.insertJob(tx, {
         orgId,
         repoId: repo.id,
         queueType: input.queueType,
@@ -81,14 +84,11 @@ export class JobsService {
         timeouts,
         createdBy: caller.userId,
       });
+      // Its workflow starts from the outbox: a committed job always gets one, even if this process dies now.
+      await enqueueWorkflowStart(tx, job.id);
+      return job;
     });
-    try {
-      await this.deps.workflows.start({ jobId: row.id, maxAttempts, timeouts });
-    } catch (err) {
-      // Without its workflow the job could never run: take it back rather than leave a dead row.
-      await jobsRepo.deleteJob(db, row.id);
-      throw new UnavailableError('The job could not be scheduled; nothing was stored, try again', err);
-    }
+    this.deps.kickStarter();
     // Dispatchers may assign it right away; its claim step completes at once when it finds it assigned.
     await this.deps.notify(channels.jobQueued, JSON.stringify({ orgId, jobId: row.id } satisfies JobQueuedPayload));
     return toJob(row);
@@ -145,7 +145,7 @@ export class JobsService {
     });
     if (!requested) throw new NotFoundError(`Job ${jobId}`);
 
-    const delivered = await this.deps.workflows.requestCancel(jobId, because);
+    const delivered = await this.deps.workflows.requestCancel({ jobId, maxAttempts: requested.maxAttempts, timeouts: requested.timeouts }, because);
     const current = (await jobsRepo.findJob(db, orgId, jobId)) ?? requested;
     if (!delivered && !isTerminal(current.status)) {
       throw new UnavailableError('The job workflow could not be reached; the cancellation is recorded, try again');

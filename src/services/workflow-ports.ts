@@ -2,10 +2,20 @@
 // src/temporal/; services depend only on these shapes.
 import type { JobClaim, JobOutcome, JobTimeouts } from '../temporal/shared.js';
 
+export interface JobWorkflowStart {
+  jobId: string;
+  maxAttempts: number;
+  timeouts: JobTimeouts;
+}
+
 export interface JobWorkflows {
-  start(input: { jobId: string; maxAttempts: number; timeouts: JobTimeouts }): Promise<void>;
-  /** Resolves false when the workflow has already ended. */
-  requestCancel(jobId: string, reason: string): Promise<boolean>;
+  /** Starts the job's workflow; starting one that runs or ran already is a no-op, never a second life. */
+  start(input: JobWorkflowStart): Promise<void>;
+  /**
+   * Delivers a cancellation, starting the workflow first if the outbox has not started it yet (it then
+   * ends cancelled at once). Resolves false when the workflow has already ended.
+   */
+  requestCancel(input: JobWorkflowStart, reason: string): Promise<boolean>;
 }
 
 /** What happened when the gateway tried to move a waiting activity on. */
@@ -22,5 +32,6 @@ export interface JobStepCompletions {
   failExecution(taskToken: string, why: { kind: 'agent_lost' | 'rejected'; reason: string }): Promise<CompletionResult>;
   /** Records an agent heartbeat against the execute step: Temporal's heartbeat timeout is agent silence. */
   heartbeatExecution(taskToken: string): Promise<CompletionResult>;
-  signalStarted(jobId: string, attempt: number): Promise<void>;
+  /** Tells the workflow the agent started the attempt, starting the workflow first if the outbox has not yet. */
+  signalStarted(job: JobWorkflowStart, attempt: number): Promise<void>;
 }

@@ -1,6 +1,6 @@
 // The Temporal side of the JobWorkflows port: starts a job's workflow (workflow id = job id) and
 // delivers cancellation requests as signals.
-import { ActivityCancelledError, ActivityNotFoundError, Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
+import { ActivityCancelledError, ActivityNotFoundError, Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { CompletionResult, JobStepCompletions, JobWorkflows } from '../services/workflow-ports.js';
 import { AGENT_LOST_FAILURE, AGENT_REJECTED_FAILURE, JOB_WORKFLOW_TYPE, jobSignals, type CancelRequest, type JobWorkflowInput, type StartedSignal } from './shared.js';
@@ -11,22 +11,29 @@ export async function connectTemporal(address: string, namespace: string): Promi
 }
 
 export function createJobWorkflows(client: Client, taskQueue: string): JobWorkflows {
+  // A job has one life: never a second run under its id, even after the first one ended.
+  const once = { workflowIdReusePolicy: 'REJECT_DUPLICATE', workflowIdConflictPolicy: 'USE_EXISTING' } as const;
   return {
     async start(input: JobWorkflowInput) {
-      await client.workflow.start(JOB_WORKFLOW_TYPE, {
-        workflowId: input.jobId,
-        taskQueue,
-        args: [input],
-        // A retried create must not start a second life for the same job.
-        workflowIdConflictPolicy: 'USE_EXISTING',
-      });
-    },
-    async requestCancel(jobId: string, reason: string) {
       try {
-        await client.workflow.getHandle(jobId).signal<[CancelRequest]>(jobSignals.cancel, { reason });
+        await client.workflow.start(JOB_WORKFLOW_TYPE, { workflowId: input.jobId, taskQueue, args: [input], ...once });
+      } catch (err) {
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      }
+    },
+    async requestCancel(input: JobWorkflowInput, reason: string) {
+      try {
+        await client.workflow.signalWithStart(JOB_WORKFLOW_TYPE, {
+          workflowId: input.jobId,
+          taskQueue,
+          args: [input],
+          signal: jobSignals.cancel,
+          signalArgs: [{ reason } satisfies CancelRequest],
+          workflowIdReusePolicy: once.workflowIdReusePolicy,
+        });
         return true;
       } catch (err) {
-        if (err instanceof WorkflowNotFoundError) return false;
+        if (err instanceof WorkflowExecutionAlreadyStartedError || err instanceof WorkflowNotFoundError) return false;
         throw err;
       }
     },
@@ -34,7 +41,7 @@ export function createJobWorkflows(client: Client, taskQueue: string): JobWorkfl
 }
 
 /** Completion of the claim and execute activities by task token, for the agent gateway. */
-export function createJobStepCompletions(client: Client): JobStepCompletions {
+export function createJobStepCompletions(client: Client, taskQueue: string): JobStepCompletions {
   const token = (base64: string) => Buffer.from(base64, 'base64');
   // An activity the workflow stopped waiting for (cancelled, timed out, already completed) is gone,
   // which the caller treats as "the workflow has moved on", never as a failure to retry.
@@ -55,8 +62,20 @@ export function createJobStepCompletions(client: Client): JobStepCompletions {
         client.activity.fail(token(taskToken), ApplicationFailure.create({ type: kind === 'rejected' ? AGENT_REJECTED_FAILURE : AGENT_LOST_FAILURE, message: reason, nonRetryable: true })),
       ),
     heartbeatExecution: (taskToken) => settle(() => client.activity.heartbeat(token(taskToken))),
-    async signalStarted(jobId, attempt) {
-      await client.workflow.getHandle(jobId).signal<[StartedSignal]>(jobSignals.started, { attempt });
+    async signalStarted(job, attempt) {
+      try {
+        await client.workflow.signalWithStart(JOB_WORKFLOW_TYPE, {
+          workflowId: job.jobId,
+          taskQueue,
+          args: [job],
+          signal: jobSignals.started,
+          signalArgs: [{ attempt } satisfies StartedSignal],
+          workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        });
+      } catch (err) {
+        // The workflow already ended (cancelled meanwhile): nothing is waiting for this news.
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      }
     },
   };
 }

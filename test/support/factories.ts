@@ -76,3 +76,16 @@ export async function cancelQueuedJob(client: AgentJobsClient, orgId: string, jo
   expect(response.status).toBe(202);
   return waitForJob(client, orgId, jobId, (j) => j.status === 'cancelled');
 }
+
+/** Waits for the job's workflow to exist (it starts from the outbox just after the create answers). */
+export async function waitForWorkflow(t: TestSystem, jobId: string, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await t.system.temporal.workflow.getHandle(jobId).describe();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}

@@ -3,3 +3,4 @@ export * from './repositories.js';
 export * from './jobs.js';
 export * from './logs.js';
 export * from './agents.js';
+export * from './workflow-starts.js';

@@ -1,0 +1,49 @@
+// The SQL of the workflow-start outbox.
+import { eq, inArray, lte, sql } from 'drizzle-orm';
+import type { Executor } from './client.js';
+import { jobs, workflowStarts, type JobRow } from './schema/index.js';
+
+export async function enqueueWorkflowStart(tx: Executor, jobId: string): Promise<void> {
+  await tx.insert(workflowStarts).values({ jobId });
+}
+
+/**
+ * Leases up to `limit` due starts for `leaseMs` (other starters skip them meanwhile) and returns
+ * what each start needs. The lease, not a held transaction, protects them: starts talk to Temporal,
+ * and no database lock should wait on that.
+ */
+export async function leaseDueStarts(db: Executor, limit: number, leaseMs: number): Promise<Pick<JobRow, 'id' | 'maxAttempts' | 'timeouts'>[]> {
+  const due = db
+    .select({ jobId: workflowStarts.jobId })
+    .from(workflowStarts)
+    .where(lte(workflowStarts.notBefore, sql`now()`))
+    .orderBy(workflowStarts.notBefore)
+    .limit(limit)
+    .for('update', { skipLocked: true });
+  const leased = await db
+    .update(workflowStarts)
+    .set({ notBefore: sql`now() + ${`${leaseMs} milliseconds`}::interval`, attempts: sql`${workflowStarts.attempts} + 1` })
+    .where(inArray(workflowStarts.jobId, due))
+    .returning({ jobId: workflowStarts.jobId });
+  if (leased.length === 0) return [];
+  return db
+    .select({ id: jobs.id, maxAttempts: jobs.maxAttempts, timeouts: jobs.timeouts })
+    .from(jobs)
+    .where(inArray(jobs.id, leased.map((l) => l.jobId)));
+}
+
+export async function completeWorkflowStart(db: Executor, jobId: string): Promise<void> {
+  await db.delete(workflowStarts).where(eq(workflowStarts.jobId, jobId));
+}
+
+export async function deferWorkflowStart(db: Executor, jobId: string, error: string, delayMs: number): Promise<void> {
+  await db
+    .update(workflowStarts)
+    .set({ lastError: error.slice(0, 2000), notBefore: sql`now() + ${`${delayMs} milliseconds`}::interval` })
+    .where(eq(workflowStarts.jobId, jobId));
+}
+
+export async function countPendingStarts(db: Executor): Promise<number> {
+  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(workflowStarts);
+  return Number(row?.n ?? 0);
+}

@@ -1,0 +1,76 @@
+// Starts the workflows of newly stored jobs from the outbox, off the request path: a create answers
+// once the job and its outbox row are committed, and this starter (on any replica) starts the
+// workflow right after, retrying with backoff while Temporal is unreachable.
+import type { Database } from '../db/client.js';
+import * as outbox from '../db/workflow-starts.repository.js';
+import type { JobWorkflows } from './workflow-ports.js';
+
+export interface WorkflowStarterOptions {
+  /** Starts leased at once: Temporal starts are a round trip each, so a few run in parallel. */
+  batchSize: number;
+  /** How long a leased start is hidden from other starters (a starter that died is retried after it). */
+  leaseMs: number;
+  /** How often to look for starts nobody kicked (crash recovery, other replicas' leftovers). */
+  sweepIntervalMs: number;
+}
+
+export class WorkflowStarter {
+  private draining: Promise<void> | undefined;
+  private again = false;
+  private sweep: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly deps: { db: Database; workflows: JobWorkflows; log: (msg: string, err?: unknown) => void },
+    private readonly options: WorkflowStarterOptions,
+  ) {}
+
+  start(): void {
+    this.sweep = setInterval(() => this.kick(), this.options.sweepIntervalMs);
+    this.sweep.unref();
+    this.kick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.sweep);
+    await this.draining;
+  }
+
+  /** Starts what is due now; concurrent kicks fold into one more pass. */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.draining) {
+      this.again = true;
+      return;
+    }
+    this.draining = this.drain()
+      .catch((err: unknown) => this.deps.log('workflow starter pass failed', err))
+      .finally(() => {
+        this.draining = undefined;
+        if (this.again && !this.stopped) {
+          this.again = false;
+          this.kick();
+        }
+      });
+  }
+
+  private async drain(): Promise<void> {
+    for (;;) {
+      const leased = await outbox.leaseDueStarts(this.deps.db, this.options.batchSize, this.options.leaseMs);
+      if (leased.length === 0) return;
+      await Promise.all(
+        leased.map(async (job) => {
+          try {
+            await this.deps.workflows.start({ jobId: job.id, maxAttempts: job.maxAttempts, timeouts: job.timeouts });
+            await outbox.completeWorkflowStart(this.deps.db, job.id);
+          } catch (err) {
+            this.deps.log(`could not start the workflow of job ${job.id}; will retry`, err);
+            await outbox.deferWorkflowStart(this.deps.db, job.id, err instanceof Error ? err.message : String(err), 2000);
+          }
+        }),
+      );
+      if (this.stopped) return;
+    }
+  }
+}
