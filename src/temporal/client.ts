@@ -21,23 +21,29 @@ export function createJobWorkflows(client: Client, taskQueue: string): JobWorkfl
         if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       }
     },
-    async requestCancel(input: JobWorkflowInput, reason: string) {
-      try {
-        await client.workflow.signalWithStart(JOB_WORKFLOW_TYPE, {
-          workflowId: input.jobId,
-          taskQueue,
-          args: [input],
-          signal: jobSignals.cancel,
-          signalArgs: [{ reason } satisfies CancelRequest],
-          workflowIdReusePolicy: once.workflowIdReusePolicy,
-        });
-        return true;
-      } catch (err) {
-        if (err instanceof WorkflowExecutionAlreadyStartedError || err instanceof WorkflowNotFoundError) return false;
-        throw err;
-      }
-    },
+    requestCancel: (input: JobWorkflowInput, reason: string) => signalJob(client, taskQueue, input, jobSignals.cancel, { reason } satisfies CancelRequest),
   };
+}
+
+/**
+ * Signals a job's workflow, starting it first if the outbox has not yet (signal-with-start). Resolves
+ * false when the workflow already ended: nothing is waiting for the signal any more.
+ */
+async function signalJob<T>(client: Client, taskQueue: string, input: JobWorkflowInput, signal: string, arg: T): Promise<boolean> {
+  try {
+    await client.workflow.signalWithStart(JOB_WORKFLOW_TYPE, {
+      workflowId: input.jobId,
+      taskQueue,
+      args: [input],
+      signal,
+      signalArgs: [arg],
+      workflowIdReusePolicy: 'REJECT_DUPLICATE',
+    });
+    return true;
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError || err instanceof WorkflowNotFoundError) return false;
+    throw err;
+  }
 }
 
 /** Completion of the claim and execute activities by task token, for the agent gateway. */
@@ -63,19 +69,7 @@ export function createJobStepCompletions(client: Client, taskQueue: string): Job
       ),
     heartbeatExecution: (taskToken) => settle(() => client.activity.heartbeat(token(taskToken))),
     async signalStarted(job, attempt) {
-      try {
-        await client.workflow.signalWithStart(JOB_WORKFLOW_TYPE, {
-          workflowId: job.jobId,
-          taskQueue,
-          args: [job],
-          signal: jobSignals.started,
-          signalArgs: [{ attempt } satisfies StartedSignal],
-          workflowIdReusePolicy: 'REJECT_DUPLICATE',
-        });
-      } catch (err) {
-        // The workflow already ended (cancelled meanwhile): nothing is waiting for this news.
-        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-      }
+      await signalJob(client, taskQueue, job, jobSignals.started, { attempt } satisfies StartedSignal);
     },
   };
 }
