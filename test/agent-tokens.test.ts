@@ -2,10 +2,10 @@
 // PostgreSQL and on PGlite.
 import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { AgentJobsClient } from '../generated/sdk/index.js';
 import { createAgentToken, createOrg, type AgentToken } from './support/factories.js';
-import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
+import { drivers, useTestSystem } from './support/system.js';
 
 const revoke = (client: AgentJobsClient, orgId: string, tokenId: string) =>
   client.POST('/v1/orgs/{orgId}/agent-tokens/{tokenId}/revoke', { params: { path: { orgId, tokenId } } });
@@ -17,14 +17,7 @@ const list = async (client: AgentJobsClient, orgId: string) => {
 const newestFirst = (a: AgentToken, b: AgentToken) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id);
 
 describe.each(drivers)('agent tokens on %s', (driver) => {
-  let t: TestSystem;
-  beforeAll(async () => {
-    t = await startTestSystem({ driver });
-  });
-  afterAll(async () => {
-    await t?.stop();
-    await dropTestDatabases();
-  });
+  const t = useTestSystem({ driver });
 
   /** The agent_tokens row exactly as stored, every column as text. */
   async function storedRow(tokenId: string): Promise<string> {

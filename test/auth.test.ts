@@ -3,13 +3,14 @@
 // PostgreSQL and on PGlite.
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { SignJWT, UnsecuredJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import type { AgentJobsClient } from '../generated/sdk/index.js';
 import { loadHttpSpecification, securedOperationIds } from '../src/http/specification.js';
 import { loadOrCreateDevKeys } from '../src/services/auth/dev-keys.js';
 import { mintDevToken } from '../src/services/auth/dev-tokens.js';
-import { createAgentToken, createJob, createOrg, createRepository } from './support/factories.js';
+import { createAgentToken, createOrg, createPopulatedOrg, createRepository, storedState } from './support/factories.js';
 import { expectProblem } from './support/problems.js';
-import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
+import { drivers, useTestSystem } from './support/system.js';
 
 /** The ids one organisation's paths need: a repository, a job and an agent token of its own. */
 interface OrgFixture {
@@ -44,34 +45,14 @@ const securedCalls: Record<string, (f: OrgFixture) => Call> = {
 };
 
 describe.each(drivers)('authentication and tenancy on %s', (driver) => {
-  let t: TestSystem;
-  beforeAll(async () => {
-    t = await startTestSystem({ driver });
-  });
-  afterAll(async () => {
-    await t?.stop();
-    await dropTestDatabases();
-  });
+  const t = useTestSystem({ driver });
 
-  /** An organisation with a repository, a queued job and an agent token, and its people. */
-  async function createPopulatedOrg() {
-    const org = await createOrg(t);
-    const repo = await createRepository(org.admin, org.orgId, { name: 'web-app' });
-    const job = await createJob(org.member, org.orgId, { repoId: repo.id });
-    const { token } = await createAgentToken(org.admin, org.orgId);
-    return { ...org, fixture: { orgId: org.orgId, repoId: repo.id, jobId: job.id, tokenId: token.id } };
+  async function populatedOrg() {
+    const org = await createPopulatedOrg(t);
+    return { ...org, fixture: { orgId: org.orgId, repoId: org.repo.id, jobId: org.job.id, tokenId: org.token.id } };
   }
 
-  /** What an Owner of the organisation sees: every repository, job and agent token, as stored. */
-  async function snapshot(org: Awaited<ReturnType<typeof createPopulatedOrg>>) {
-    const path = { orgId: org.orgId };
-    const [repos, jobs, tokens] = await Promise.all([
-      org.owner.GET('/v1/orgs/{orgId}/repositories', { params: { path, query: { limit: 200 } } }),
-      org.owner.GET('/v1/orgs/{orgId}/jobs', { params: { path, query: { limit: 200 } } }),
-      org.owner.GET('/v1/orgs/{orgId}/agent-tokens', { params: { path } }),
-    ]);
-    return { repos: repos.data?.items, jobs: jobs.data?.items, tokens: tokens.data?.items };
-  }
+  const snapshot = (org: { owner: AgentJobsClient; orgId: string }) => storedState(org.owner, org.orgId);
 
   const send = (call: Call, authorization?: string, init: { body?: string; contentType?: string } = {}) => {
     const headers: Record<string, string> = {};
@@ -87,7 +68,7 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
     });
 
     it.each(Object.keys(securedCalls))('answers %s with 401 unauthenticated when no Authorization header is sent, and changes nothing', async (operationId) => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const before = await snapshot(org);
       const problem = await expectProblem(await send(securedCalls[operationId]!(org.fixture)), 401, 'unauthenticated');
       expect(problem.errors).toBeUndefined();
@@ -95,7 +76,7 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
     });
 
     it('answers 401 before looking at the body: a body that is not JSON, of the wrong type or invalid is still 401', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const before = await snapshot(org);
       const createJobCall = securedCalls.createJob!(org.fixture);
       for (const init of [
@@ -119,14 +100,14 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
       ['three dots of garbage', 'Bearer aaa.bbb.ccc'],
       ['two tokens', 'Bearer x y'],
     ])('answers 401 to a malformed Authorization header: %s', async (_, authorization) => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       for (const operationId of ['listJobs', 'createJob'] as const) {
         await expectProblem(await send(securedCalls[operationId]!(org.fixture), authorization), 401, 'unauthenticated');
       }
     });
 
     it('answers 401 to an expired token, though it was signed by the right key for a member', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const expired = await t.token({ userId: 'member', orgs: { [org.orgId]: 'Owner' }, expiresInSeconds: -60 });
       for (const operationId of ['listJobs', 'createJob'] as const) {
         await expectProblem(await send(securedCalls[operationId]!(org.fixture), `Bearer ${expired}`), 401, 'unauthenticated');
@@ -134,7 +115,7 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
     });
 
     it('answers 401 to a token with the right claims and issuer signed by another key', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
       const forged = await mintDevToken(privateKey, issuer(), { userId: 'owner', orgs: [{ orgId: org.orgId, role: 'Owner' }] });
       for (const operationId of ['listJobs', 'createJob'] as const) {
@@ -143,13 +124,13 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
     });
 
     it('answers 401 to a token signed by the right key for another issuer', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const foreign = await mintDevToken(devPrivateKey(), 'https://auth.elsewhere.example', { userId: 'owner', orgs: [{ orgId: org.orgId, role: 'Owner' }] });
       await expectProblem(await send(securedCalls.listJobs!(org.fixture), `Bearer ${foreign}`), 401, 'unauthenticated');
     });
 
     it('answers 401 to an unsigned token and to one signed with the public key as an HMAC secret', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const claims = {
         user_id: 'owner',
         org_id_to_org_member_info: { [org.orgId]: { org_id: org.orgId, org_name: 'x', user_role: 'Owner', inherited_user_roles_plus_current_role: ['Member', 'Admin', 'Owner'], user_permissions: [] } },
@@ -170,13 +151,13 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
     });
 
     it('takes the token from the Authorization header only, never from the query string', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const call = securedCalls.listJobs!(org.fixture);
       await expectProblem(await send({ ...call, path: `${call.path}?access_token=${org.tokens.owner}` }), 401, 'unauthenticated');
     });
 
     it('accepts the Bearer scheme in any letter case, as HTTP schemes are', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const response = await send(securedCalls.listJobs!(org.fixture), `bearer ${org.tokens.member}`);
       expect(response.status).toBe(200);
     });
@@ -184,7 +165,7 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
 
   describe('between organisations', () => {
     it('answers a member of one organisation with 404 on another organisation\'s paths, exactly as for an organisation that does not exist', async () => {
-      const theirs = await createPopulatedOrg();
+      const theirs = await populatedOrg();
       const before = await snapshot(theirs);
       const mine = await createOrg(t);
       const nowhere: OrgFixture = { ...theirs.fixture, orgId: randomUUID() };
@@ -200,7 +181,7 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
     });
 
     it('answers 404, not 403, to an Owner of one organisation asking for an Admin operation of another', async () => {
-      const theirs = await createPopulatedOrg();
+      const theirs = await populatedOrg();
       const before = await snapshot(theirs);
       const mine = await createOrg(t);
       for (const operationId of ['createAgentToken', 'listAgentTokens', 'revokeAgentToken', 'deleteRepository', 'cancelJob'] as const) {
@@ -210,13 +191,13 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
     });
 
     it('answers 404 to a verified user who belongs to no organisation at all', async () => {
-      const theirs = await createPopulatedOrg();
+      const theirs = await populatedOrg();
       const loner = await t.token({ userId: 'loner', orgs: {} });
       await expectProblem(await send(securedCalls.listJobs!(theirs.fixture), `Bearer ${loner}`), 404, 'not_found');
     });
 
     it('does not let a job be submitted in my organisation against a repository of another', async () => {
-      const theirs = await createPopulatedOrg();
+      const theirs = await populatedOrg();
       const mine = await createOrg(t);
       const response = await send(securedCalls.createJob!({ ...theirs.fixture, orgId: mine.orgId }), `Bearer ${mine.tokens.member}`);
       await expectProblem(response, 404, 'not_found');
@@ -227,7 +208,7 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
 
   describe('roles', () => {
     it('refuses a Member registering a repository with 403 permission_denied, and registers nothing', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const before = await snapshot(org);
       const { error, response } = await org.member.POST('/v1/orgs/{orgId}/repositories', {
         params: { path: { orgId: org.orgId } },
@@ -247,7 +228,7 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
     });
 
     it('refuses a Member creating, listing or revoking agent tokens with 403, and no token changes', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const before = await snapshot(org);
       const path = { orgId: org.orgId };
 
@@ -263,7 +244,7 @@ describe.each(drivers)('authentication and tenancy on %s', (driver) => {
     });
 
     it('lets a Member do what members do: submit, list and read jobs, list and read repositories, list agents', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       for (const operationId of ['createJob', 'listJobs', 'getJob', 'listRepositories', 'getRepository', 'listAgents', 'listJobLogs'] as const) {
         const response = await send(securedCalls[operationId]!(org.fixture), `Bearer ${org.tokens.member}`);
         expect(response.status, operationId).toBeLessThan(300);

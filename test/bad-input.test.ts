@@ -2,38 +2,16 @@
 // stored; on PostgreSQL and on PGlite.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AgentJobsClient } from '../generated/sdk/index.js';
-import { createAgentToken, createJob, createOrg, createRepository } from './support/factories.js';
+import { createJob, createOrg, createPopulatedOrg, createRepository, storedState } from './support/factories.js';
 import { expectProblem, pointers } from './support/problems.js';
-import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
-
-/** Everything an organisation has stored, as its Owner lists it. */
-async function stored(client: AgentJobsClient, orgId: string) {
-  const path = { orgId };
-  const [repos, jobs, tokens] = await Promise.all([
-    client.GET('/v1/orgs/{orgId}/repositories', { params: { path, query: { limit: 200 } } }),
-    client.GET('/v1/orgs/{orgId}/jobs', { params: { path, query: { limit: 200 } } }),
-    client.GET('/v1/orgs/{orgId}/agent-tokens', { params: { path } }),
-  ]);
-  return { repos: repos.data!.items, jobs: jobs.data!.items, tokens: tokens.data!.items };
-}
+import { drivers, dropTestDatabases, startTestSystem, type TestSystem, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('bad input on %s', (driver) => {
-  let t: TestSystem;
-  beforeAll(async () => {
-    t = await startTestSystem({ driver });
-  });
-  afterAll(async () => {
-    await t?.stop();
-    await dropTestDatabases();
-  });
+  const t = useTestSystem({ driver });
 
   /** An organisation with a repository and one queued job, so "nothing changed" has something to compare. */
-  async function createPopulatedOrg() {
-    const org = await createOrg(t);
-    const repo = await createRepository(org.admin, org.orgId, { name: 'web-app' });
-    const job = await createJob(org.member, org.orgId, { repoId: repo.id });
-    const { token } = await createAgentToken(org.admin, org.orgId);
+  async function populatedOrg() {
+    const org = await createPopulatedOrg(t);
     const raw = (method: string, path: string, body?: string, contentType = 'application/json') =>
       t.fetch(path, {
         method,
@@ -42,9 +20,9 @@ describe.each(drivers)('bad input on %s', (driver) => {
       });
     /** Submits `body` as it is, JSON-encoded unless it is already a string. */
     const submit = (body: unknown, contentType?: string) => raw('POST', `/v1/orgs/${org.orgId}/jobs`, typeof body === 'string' ? body : JSON.stringify(body), contentType);
-    return { ...org, repo, job, token, raw, submit, stored: () => stored(org.owner, org.orgId) };
+    return { ...org, raw, submit, stored: () => storedState(org.owner, org.orgId) };
   }
-  type Org = Awaited<ReturnType<typeof createPopulatedOrg>>;
+  type Org = Awaited<ReturnType<typeof populatedOrg>>;
 
   /** Runs `request`, expects the problem, and checks the organisation's rows are as they were. */
   async function refusedAndNothingStored(org: Org, request: () => Promise<Response>, status: number, code: Parameters<typeof expectProblem>[2]) {
@@ -68,7 +46,7 @@ describe.each(drivers)('bad input on %s', (driver) => {
       ['a prototype-poisoning key', '{"__proto__": {"admin": true}, "prompt": "Fix it", "queueType": "backlog"}'],
       ['a constructor-prototype key', '{"constructor": {"prototype": {"admin": true}}, "prompt": "Fix it", "queueType": "backlog"}'],
     ])('refuses %s with 400 invalid_argument, and stores nothing', async (_, body) => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       await refusedAndNothingStored(org, () => org.submit(body), 400, 'invalid_argument');
     });
   });
@@ -77,20 +55,20 @@ describe.each(drivers)('bad input on %s', (driver) => {
     const valid = (org: Org) => ({ prompt: 'Fix the flaky test', repoId: org.repo.id, queueType: 'backlog' });
 
     it('points at each field of the wrong type: a number for the prompt, a string for maxAttempts', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const problem = await refusedAndNothingStored(org, () => org.submit({ ...valid(org), prompt: 5, maxAttempts: '3' }), 400, 'invalid_argument');
       expect(pointers(problem)).toEqual(expect.arrayContaining(['/prompt', '/maxAttempts']));
       expect(problem.errors?.every((e) => e.message.length > 0)).toBe(true);
     });
 
     it('points at an unknown field rather than dropping it', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const problem = await refusedAndNothingStored(org, () => org.submit({ ...valid(org), bogus: true }), 400, 'invalid_argument');
       expect(problem.errors).toEqual([{ pointer: '/bogus', message: 'is not a known field' }]);
     });
 
     it('points at every missing required field', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const problem = await refusedAndNothingStored(org, () => org.submit({}), 400, 'invalid_argument');
       expect(pointers(problem).sort()).toEqual(['/prompt', '/queueType', '/repoId']);
       const onlyPrompt = await refusedAndNothingStored(org, () => org.submit({ prompt: 'Fix it' }), 400, 'invalid_argument');
@@ -102,13 +80,13 @@ describe.each(drivers)('bad input on %s', (driver) => {
       ['a whitespace-only prompt', ' \t\n  '],
       ['a prompt of 100001 characters', 'x'.repeat(100_001)],
     ])('refuses %s, pointing at /prompt', async (_, prompt) => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const problem = await refusedAndNothingStored(org, () => org.submit({ ...valid(org), prompt }), 400, 'invalid_argument');
       expect(pointers(problem)).toEqual(['/prompt']);
     });
 
     it('accepts a prompt of exactly 100000 characters, the longest there is', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, prompt: 'x'.repeat(100_000) });
       expect(job.prompt).toHaveLength(100_000);
     });
@@ -125,13 +103,13 @@ describe.each(drivers)('bad input on %s', (driver) => {
       ['the same label twice', { labels: ['web', 'web'] }, '/labels'],
       ['a parent job on a backlog job', { parentJobId: randomUUID() }, '/parentJobId'],
     ])('refuses %s, pointing at the field', async (_, change, pointer) => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const problem = await refusedAndNothingStored(org, () => org.submit({ ...valid(org), ...change }), 400, 'invalid_argument');
       expect(pointers(problem)).toContain(pointer);
     });
 
     it('refuses a number too large for any integer, pointing at the field', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       // JSON.stringify cannot write 1e400; a client's hand-written JSON can.
       const body = `{"prompt": "Fix it", "repoId": "${org.repo.id}", "queueType": "backlog", "maxAttempts": 1e400}`;
       const problem = await refusedAndNothingStored(org, () => org.submit(body), 400, 'invalid_argument');
@@ -142,13 +120,13 @@ describe.each(drivers)('bad input on %s', (driver) => {
   describe('text the database cannot hold', () => {
     // PostgreSQL text has no NUL character; a request carrying one must be refused, not fail in SQL.
     it('refuses a prompt with a NUL character with 400 pointing at /prompt', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const problem = await refusedAndNothingStored(org, () => org.submit({ prompt: 'Fix\u0000it', repoId: org.repo.id, queueType: 'backlog' }), 400, 'invalid_argument');
       expect(pointers(problem)).toEqual(['/prompt']);
     });
 
     it('refuses a NUL character in a repository clone URL, a cancellation reason and an agent token name', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const cases: [string, string, unknown, string][] = [
         ['POST', `/v1/orgs/${org.orgId}/repositories`, { name: 'other', cloneUrl: 'https://git.example.test/a\u0000b.git' }, '/cloneUrl'],
         ['POST', `/v1/orgs/${org.orgId}/repositories`, { name: 'other', cloneUrl: 'https://git.example.test/a.git', defaultBranch: 'ma\u0000in' }, '/defaultBranch'],
@@ -165,7 +143,7 @@ describe.each(drivers)('bad input on %s', (driver) => {
 
   describe('paths', () => {
     it('refuses a job id that is not a uuid with 400 pointing at /params/jobId', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       for (const [method, suffix] of [['GET', ''], ['POST', '/cancel'], ['GET', '/logs'], ['GET', '/logs/download']] as const) {
         const problem = await refusedAndNothingStored(org, () => org.raw(method, `/v1/orgs/${org.orgId}/jobs/not-a-uuid${suffix}`), 400, 'invalid_argument');
         expect(problem.errors, suffix).toEqual([{ pointer: '/params/jobId', message: expect.any(String) }]);
@@ -173,7 +151,7 @@ describe.each(drivers)('bad input on %s', (driver) => {
     });
 
     it('refuses an organisation id that is not a uuid with 400 pointing at /params/orgId', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       for (const [method, path, body] of [
         ['GET', '/v1/orgs/acme/jobs', undefined],
         ['POST', '/v1/orgs/acme/jobs', JSON.stringify({ prompt: 'Fix it', repoId: org.repo.id, queueType: 'backlog' })],
@@ -185,7 +163,7 @@ describe.each(drivers)('bad input on %s', (driver) => {
     });
 
     it('refuses repository and agent token ids that are not uuids, pointing at the parameter', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const repo = await refusedAndNothingStored(org, () => org.raw('DELETE', `/v1/orgs/${org.orgId}/repositories/web-app`), 400, 'invalid_argument');
       expect(pointers(repo)).toEqual(['/params/repoId']);
       const token = await refusedAndNothingStored(org, () => org.raw('POST', `/v1/orgs/${org.orgId}/agent-tokens/farm/revoke`), 400, 'invalid_argument');
@@ -193,7 +171,7 @@ describe.each(drivers)('bad input on %s', (driver) => {
     });
 
     it('answers an unknown route with a 404 problem, with or without a token', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       for (const [method, path] of [
         ['GET', '/v1/nothing-here'],
         ['GET', '/v2/orgs/x/jobs'],
@@ -220,14 +198,14 @@ describe.each(drivers)('bad input on %s', (driver) => {
       ['cursor=', '/query/cursor'],
       [`cursor=${'a'.repeat(513)}`, '/query/cursor'],
     ])('refuses ?%s when listing jobs, pointing at %s', async (query, pointer) => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const problem = await expectProblem(await org.raw('GET', `/v1/orgs/${org.orgId}/jobs?${query}`), 400, 'invalid_argument');
       expect(pointers(problem).length).toBeGreaterThan(0);
       for (const p of pointers(problem)) expect(p === pointer || p.startsWith(`${pointer}/`), p).toBe(true);
     });
 
     it.each(['repositories', 'jobs'])('refuses a cursor it did not issue when listing %s, pointing at /query/cursor', async (list) => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const forged = [
         Buffer.from('not a cursor').toString('base64url'),
         Buffer.from(`${Date.now()}.${randomUUID()}.extra`).toString('base64url'),
@@ -242,7 +220,7 @@ describe.each(drivers)('bad input on %s', (driver) => {
     });
 
     it('refuses limits outside 1..200 and a bad state filter on the other lists too', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const repos = await expectProblem(await org.raw('GET', `/v1/orgs/${org.orgId}/repositories?limit=201`), 400, 'invalid_argument');
       expect(pointers(repos)).toEqual(['/query/limit']);
       const logs = await expectProblem(await org.raw('GET', `/v1/orgs/${org.orgId}/jobs/${org.job.id}/logs?after=-1&limit=5001`), 400, 'invalid_argument');
@@ -259,12 +237,12 @@ describe.each(drivers)('bad input on %s', (driver) => {
       ['application/xml', '<job><prompt>Fix it</prompt></job>'],
       ['application/vnd.api+json', JSON.stringify({ prompt: 'Fix it', queueType: 'backlog' })],
     ])('refuses a %s body to a job submission with 415 unsupported_media_type, and stores nothing', async (contentType, body) => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       await refusedAndNothingStored(org, () => org.submit(body, contentType), 415, 'unsupported_media_type');
     });
 
     it('refuses a text/plain body with 415 on every operation that takes a JSON body', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       for (const path of [`/v1/orgs/${org.orgId}/repositories`, `/v1/orgs/${org.orgId}/agent-tokens`, `/v1/orgs/${org.orgId}/jobs/${org.job.id}/cancel`]) {
         const problem = await refusedAndNothingStored(org, () => org.raw('POST', path, '{"name": "farm", "reason": "stop"}', 'text/plain'), 415, 'unsupported_media_type');
         expect(problem.detail, path).toContain('application/json');
@@ -272,7 +250,7 @@ describe.each(drivers)('bad input on %s', (driver) => {
     });
 
     it('refuses a missing body where one is required with 400 invalid_argument, and stores nothing', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       for (const path of [`/v1/orgs/${org.orgId}/jobs`, `/v1/orgs/${org.orgId}/repositories`, `/v1/orgs/${org.orgId}/agent-tokens`]) {
         const problem = await refusedAndNothingStored(org, () => org.raw('POST', path), 400, 'invalid_argument');
         expect(problem.errors, path).toEqual([{ pointer: '/', message: 'is required' }]);
@@ -293,14 +271,14 @@ describe.each(drivers)('bad input on %s', (driver) => {
       ['a name of 101 characters', { name: 'a'.repeat(101) }, '/name'],
       ['an empty default branch', { defaultBranch: '' }, '/defaultBranch'],
     ])('refuses %s with 400 pointing at the field, and registers nothing', async (_, change, pointer) => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const body = { name: 'billing', cloneUrl: 'https://git.example.test/acme/billing.git', ...change };
       const problem = await refusedAndNothingStored(org, () => org.raw('POST', `/v1/orgs/${org.orgId}/repositories`, JSON.stringify(body)), 400, 'invalid_argument');
       expect(pointers(problem)).toEqual([pointer]);
     });
 
     it('refuses a name already taken in the organisation with 409 already_exists, and changes nothing', async () => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const body = JSON.stringify({ name: 'web-app', cloneUrl: 'https://git.example.test/acme/elsewhere.git' });
       const problem = await refusedAndNothingStored(org, () => org.raw('POST', `/v1/orgs/${org.orgId}/repositories`, body), 409, 'already_exists');
       expect(problem.detail).toContain('web-app');
@@ -315,7 +293,7 @@ describe.each(drivers)('bad input on %s', (driver) => {
       ['a cancellation reason of 1001 characters', 'cancel', { reason: 'a'.repeat(1001) }, '/reason'],
       ['a cancellation with an unknown field', 'cancel', { force: true }, '/force'],
     ])('refuses %s, pointing at the field, and changes nothing', async (_, target, body, pointer) => {
-      const org = await createPopulatedOrg();
+      const org = await populatedOrg();
       const path = target === 'cancel' ? `/v1/orgs/${org.orgId}/jobs/${org.job.id}/cancel` : `/v1/orgs/${org.orgId}/agent-tokens`;
       const problem = await refusedAndNothingStored(org, () => org.raw('POST', path, JSON.stringify(body)), 400, 'invalid_argument');
       expect(pointers(problem)).toEqual([pointer]);
@@ -336,7 +314,7 @@ describe.each(drivers)('a body over the size limit on %s', (driver) => {
   it('is refused with 413 payload_too_large and nothing is stored, while a body under the limit is taken', async () => {
     const org = await createOrg(t);
     const repo = await createRepository(org.admin, org.orgId);
-    const before = await stored(org.owner, org.orgId);
+    const before = await storedState(org.owner, org.orgId);
     const submit = (prompt: string) =>
       t.fetch(`/v1/orgs/${org.orgId}/jobs`, {
         method: 'POST',
@@ -345,7 +323,7 @@ describe.each(drivers)('a body over the size limit on %s', (driver) => {
       });
 
     await expectProblem(await submit('x'.repeat(10 * 1024)), 413, 'payload_too_large');
-    expect(await stored(org.owner, org.orgId)).toEqual(before);
+    expect(await storedState(org.owner, org.orgId)).toEqual(before);
 
     const taken = await submit('x'.repeat(3 * 1024));
     expect(taken.status).toBe(201);
@@ -355,7 +333,7 @@ describe.each(drivers)('a body over the size limit on %s', (driver) => {
     const org = await createOrg(t);
     const repo = await createRepository(org.admin, org.orgId);
     const job = await createJob(org.member, org.orgId, { repoId: repo.id });
-    const before = await stored(org.owner, org.orgId);
+    const before = await storedState(org.owner, org.orgId);
     const huge = 'x'.repeat(10 * 1024);
     for (const [path, body] of [
       [`/v1/orgs/${org.orgId}/repositories`, { name: 'big', cloneUrl: `https://git.example.test/${huge}.git` }],
@@ -365,6 +343,6 @@ describe.each(drivers)('a body over the size limit on %s', (driver) => {
       const response = await t.fetch(path, { method: 'POST', headers: { authorization: `Bearer ${org.tokens.owner}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
       await expectProblem(response, 413, 'payload_too_large');
     }
-    expect(await stored(org.owner, org.orgId)).toEqual(before);
+    expect(await storedState(org.owner, org.orgId)).toEqual(before);
   });
 });

@@ -1,24 +1,17 @@
 // The agent.v1 protocol as an agent sees it, spoken by a scripted client over real gRPC: the job's
 // whole life through the gateway, and every kind of protocol mistake answered without harm.
 import { status } from '@grpc/grpc-js';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome, LogStream, NoticeCode } from '../generated/proto/agent/v1/agent.js';
 import { createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
 import { ProtocolClient } from './support/protocol-client.js';
-import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
+import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('agent protocol on %s', (driver) => {
-  let t: TestSystem;
+  const t = useTestSystem({ driver, env: { AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '4s', DISPATCH_SWEEP_INTERVAL: '1s' } });
   const clients: ProtocolClient[] = [];
-  beforeAll(async () => {
-    t = await startTestSystem({ driver, env: { AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '4s', DISPATCH_SWEEP_INTERVAL: '1s' } });
-  });
   afterEach(() => {
     for (const c of clients.splice(0)) c.close();
-  });
-  afterAll(async () => {
-    await t?.stop();
-    await dropTestDatabases();
   });
 
   async function orgWithAgentToken() {
@@ -31,6 +24,14 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
   function agent(token: string | undefined, agentId?: string): ProtocolClient {
     const client = new ProtocolClient(t.grpcAddress, token, agentId);
     clients.push(client);
+    return client;
+  }
+
+  /** An agent past its Hello and the server's Welcome. */
+  async function connectedAgent(token: string, hello: Parameters<ProtocolClient['hello']>[0] = {}): Promise<ProtocolClient> {
+    const client = agent(token);
+    client.hello(hello);
+    await client.next('welcome');
     return client;
   }
 
@@ -65,7 +66,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
       },
     });
     expect(await a.next('logAck')).toEqual({ jobId: job.id, attempt: 1, ackedSeq: 3 });
-    a.send({ $case: 'finished', value: { jobId: job.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 3 } });
+    a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0, lastSeq: 3 });
     expect(await a.next('finishedAck')).toEqual({ jobId: job.id, attempt: 1 });
 
     const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded');
@@ -81,12 +82,10 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
 
   it('records a job that finishes before its execute step started waiting, with its exit code', async () => {
     const org = await orgWithAgentToken();
-    const a = agent(org.agentToken);
-    a.hello();
-    await a.next('welcome');
+    const a = await connectedAgent(org.agentToken);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     await a.next('assignment');
-    a.send({ $case: 'finished', value: { jobId: job.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_FAILED, exitCode: 2, failureReason: '', finishedAt: new Date(), lastSeq: 0 } });
+    a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_FAILED, { exitCode: 2 });
     await a.next('finishedAck');
     const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'failed');
     expect(done).toMatchObject({ exitCode: 2, failureReason: 'exited with code 2' });
@@ -115,12 +114,10 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     const theirs = await orgWithAgentToken();
     const theirJob = await createJob(theirs.member, theirs.orgId, { repoId: theirs.repo.id });
 
-    const a = agent(mine.agentToken);
-    a.hello();
-    await a.next('welcome');
+    const a = await connectedAgent(mine.agentToken);
     a.send({ $case: 'logBatch', value: { jobId: theirJob.id, attempt: 1, firstSeq: 1, lines: [{ at: new Date(), stream: LogStream.LOG_STREAM_STDOUT, text: 'injected' }] } });
     expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_UNKNOWN_JOB, jobId: theirJob.id });
-    a.send({ $case: 'finished', value: { jobId: theirJob.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 0 } });
+    a.finish(theirJob.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
     expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_UNKNOWN_JOB });
     a.send({ $case: 'started', value: { jobId: 'not-a-uuid', attempt: 1, startedAt: new Date() } });
     expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_UNKNOWN_JOB });
@@ -133,9 +130,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
 
   it('answers a log batch that would leave a gap with the stored position and a notice', async () => {
     const org = await orgWithAgentToken();
-    const a = agent(org.agentToken);
-    a.hello();
-    await a.next('welcome');
+    const a = await connectedAgent(org.agentToken);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     await a.next('assignment');
     const line = { at: new Date(), stream: LogStream.LOG_STREAM_STDOUT, text: 'x' };
@@ -153,9 +148,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
 
   it('ends the streams of a revoked token', async () => {
     const org = await orgWithAgentToken();
-    const a = agent(org.agentToken);
-    a.hello();
-    await a.next('welcome');
+    const a = await connectedAgent(org.agentToken);
     await org.admin.POST('/v1/orgs/{orgId}/agent-tokens/{tokenId}/revoke', { params: { path: { orgId: org.orgId, tokenId: org.tokenId } } });
     const ended = await a.closed();
     expect(ended !== 'ok' && ended.code).toBe(status.UNAUTHENTICATED);
@@ -167,9 +160,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
 
   it('delivers a cancel to the agent running the job and records the job cancelled when it stops', async () => {
     const org = await orgWithAgentToken();
-    const a = agent(org.agentToken);
-    a.hello();
-    await a.next('welcome');
+    const a = await connectedAgent(org.agentToken);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     await a.next('assignment');
     a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
@@ -178,7 +169,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: job.id } }, body: { reason: 'not needed' } });
     const cancel = await a.next('cancel');
     expect(cancel).toMatchObject({ jobId: job.id, attempt: 1, reason: 'not needed' });
-    a.send({ $case: 'finished', value: { jobId: job.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_CANCELLED, exitCode: 143, failureReason: 'terminated', finishedAt: new Date(), lastSeq: 0 } });
+    a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_CANCELLED, { exitCode: 143, failureReason: 'terminated' });
     const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'cancelled');
     expect(done.events.map((e) => e.type)).toEqual(['created', 'assigned', 'started', 'cancel_requested', 'cancelled']);
   });
@@ -193,31 +184,25 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     const backlog = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     const rework = await createJob(org.member, org.orgId, { repoId: org.repo.id, queueType: 'rework', parentJobId: parent.id });
 
-    const a = agent(org.agentToken);
-    a.hello({ capacity: 1, labels: ['linux'] });
-    await a.next('welcome');
+    const a = await connectedAgent(org.agentToken, { capacity: 1, labels: ['linux'] });
     expect((await a.next('assignment')).jobId).toBe(rework.id);
-    a.send({ $case: 'finished', value: { jobId: rework.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 0 } });
+    a.finish(rework.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
     expect((await a.next('assignment')).jobId).toBe(backlog.id);
 
-    const gpu = agent(org.agentToken);
-    gpu.hello({ capacity: 1, labels: ['gpu', 'linux'] });
-    await gpu.next('welcome');
+    const gpu = await connectedAgent(org.agentToken, { capacity: 1, labels: ['gpu', 'linux'] });
     expect((await gpu.next('assignment')).jobId).toBe(gpuJob.id);
   });
 
   it('requeues a job the agent declines before starting it, without counting the attempt', async () => {
     const org = await orgWithAgentToken();
-    const a = agent(org.agentToken);
-    a.hello();
-    await a.next('welcome');
+    const a = await connectedAgent(org.agentToken);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, maxAttempts: 1 });
     expect(await a.next('assignment')).toMatchObject({ jobId: job.id, attempt: 1 });
     a.send({ $case: 'rejected', value: { jobId: job.id, attempt: 1, reason: 'disk full' } });
 
     // Offered again as the same attempt: a decline is not a failure, even with maxAttempts 1.
     expect(await a.next('assignment', 30_000)).toMatchObject({ jobId: job.id, attempt: 1 });
-    a.send({ $case: 'finished', value: { jobId: job.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 0 } });
+    a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
     const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded');
     expect(done.events.map((e) => [e.type, e.attempt])).toEqual([
       ['created', 0],
@@ -231,18 +216,14 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
 
   it('requeues the job of an agent that goes silent, and runs it again as attempt 2 elsewhere', async () => {
     const org = await orgWithAgentToken();
-    const first = agent(org.agentToken);
-    first.hello();
-    await first.next('welcome');
+    const first = await connectedAgent(org.agentToken);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     await first.next('assignment');
     first.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
     await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
     first.close(); // the agent dies: no more heartbeats
 
-    const second = agent(org.agentToken);
-    second.hello();
-    await second.next('welcome');
+    const second = await connectedAgent(org.agentToken);
     const retry = await second.next('assignment', 30_000);
     expect(retry).toMatchObject({ jobId: job.id, attempt: 2 });
     const requeued = await waitForJob(org.member, org.orgId, job.id, (j) => j.attempt === 2);

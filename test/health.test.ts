@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
+import { drivers, dropTestDatabases, startTestSystem, type TestSystem, useTestSystem } from './support/system.js';
 
 interface OpenApiDocument {
   openapi: string;
@@ -21,14 +21,7 @@ function operationIds(document: OpenApiDocument): string[] {
 }
 
 describe.each(drivers)('health, metrics and docs on %s', (driver) => {
-  let t: TestSystem;
-  beforeAll(async () => {
-    t = await startTestSystem({ driver });
-  });
-  afterAll(async () => {
-    await t?.stop();
-    await dropTestDatabases();
-  });
+  const t = useTestSystem({ driver });
 
   it('answers /healthz with 200 {status: ok}, without a token', async () => {
     const { data, response } = await t.client().GET('/healthz');

@@ -1,18 +1,11 @@
 // Submitting, reading and cancelling jobs through the API, on PostgreSQL and on PGlite.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createJob, createOrg, createRepository, waitForJob, waitForWorkflow } from './support/factories.js';
-import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
+import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('jobs on %s', (driver) => {
-  let t: TestSystem;
-  beforeAll(async () => {
-    t = await startTestSystem({ driver, env: { ORG_MAX_QUEUED_JOBS: '5' } });
-  });
-  afterAll(async () => {
-    await t?.stop();
-    await dropTestDatabases();
-  });
+  const t = useTestSystem({ driver, env: { ORG_MAX_QUEUED_JOBS: '5' } });
 
   it('stores a submitted job as queued, with its first event, and starts its workflow', async () => {
     const org = await createOrg(t);

@@ -1,9 +1,9 @@
 // Paging through lists: jobs newest first and repositories by name, a page at a time, joined by an
 // opaque cursor, on PostgreSQL and on PGlite.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { AgentJobsClient, paths } from '../generated/sdk/index.js';
 import { cancelQueuedJob, createJob, createOrg, createRepository, type Job, type Repository } from './support/factories.js';
-import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
+import { drivers, useTestSystem } from './support/system.js';
 
 type JobListQuery = NonNullable<paths['/v1/orgs/{orgId}/jobs']['get']['parameters']['query']>;
 type JobFilter = Omit<JobListQuery, 'cursor'>;
@@ -58,14 +58,7 @@ async function walkRepositories(client: AgentJobsClient, orgId: string, limit: n
 const ids = (items: readonly { id: string }[]) => items.map((item) => item.id);
 
 describe.each(drivers)('pagination on %s', (driver) => {
-  let t: TestSystem;
-  beforeAll(async () => {
-    t = await startTestSystem({ driver });
-  });
-  afterAll(async () => {
-    await t?.stop();
-    await dropTestDatabases();
-  });
+  const t = useTestSystem({ driver });
 
   describe('jobs', () => {
     it('lists jobs newest first, one page at a time, joined by an opaque cursor, the last page with nextCursor null', async () => {

@@ -50,7 +50,7 @@ describe.runIf(drivers.includes('postgres'))('replicas on one PostgreSQL server'
     // The notification of the new job crosses from api-b to gateway-a (the sweep is too slow to be the cause).
     const first = await createJob(orgB.member, orgB.orgId, { repoId: repo.id });
     expect((await agent.next('assignment', 10_000)).jobId).toBe(first.id);
-    agent.send({ $case: 'finished', value: { jobId: first.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 0 } });
+    agent.finish(first.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
     await waitForJob(onC, orgB.orgId, first.id, (j) => j.status === 'succeeded');
 
     const second = await createJob(orgB.member, orgB.orgId, { repoId: repo.id });
@@ -60,7 +60,7 @@ describe.runIf(drivers.includes('postgres'))('replicas on one PostgreSQL server'
 
     await onC.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: orgB.orgId, jobId: second.id } }, body: { reason: 'from replica c' } });
     expect(await agent.next('cancel', 10_000)).toMatchObject({ jobId: second.id, reason: 'from replica c' });
-    agent.send({ $case: 'finished', value: { jobId: second.id, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_CANCELLED, failureReason: 'terminated', finishedAt: new Date(), lastSeq: 0 } });
+    agent.finish(second.id, 1, JobOutcome.JOB_OUTCOME_CANCELLED, { failureReason: 'terminated' });
     await waitForJob(onC, orgB.orgId, second.id, (j) => j.status === 'cancelled');
 
     const { data: agents } = await onC.GET('/v1/orgs/{orgId}/agents', { params: { path: { orgId: orgB.orgId }, query: {} } });

@@ -1,9 +1,9 @@
 // Registering, reading and deleting an organisation's repositories through the API, on PostgreSQL and on PGlite.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { AgentJobsClient } from '../generated/sdk/index.js';
 import { cancelQueuedJob, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
-import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
+import { drivers, useTestSystem } from './support/system.js';
 
 const get = (client: AgentJobsClient, orgId: string, repoId: string) => client.GET('/v1/orgs/{orgId}/repositories/{repoId}', { params: { path: { orgId, repoId } } });
 const remove = (client: AgentJobsClient, orgId: string, repoId: string) => client.DELETE('/v1/orgs/{orgId}/repositories/{repoId}', { params: { path: { orgId, repoId } } });
@@ -13,14 +13,7 @@ const listNames = async (client: AgentJobsClient, orgId: string) => {
 };
 
 describe.each(drivers)('repositories on %s', (driver) => {
-  let t: TestSystem;
-  beforeAll(async () => {
-    t = await startTestSystem({ driver });
-  });
-  afterAll(async () => {
-    await t?.stop();
-    await dropTestDatabases();
-  });
+  const t = useTestSystem({ driver });
 
   describe('registering', () => {
     it('lets an Admin register a repository: 201 with a Location that leads to it, default branch "main"', async () => {

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import autocannon from 'autocannon';
+import type { ScenarioRow } from './report.js';
 
 export interface LoadSpec {
   url: string;
@@ -16,17 +17,8 @@ export interface LoadSpec {
   durationSeconds: number;
 }
 
-export interface LoadResult {
-  requests: number;
-  rps: number;
-  p50: number;
-  p99: number;
-  /** Connection errors and timeouts. */
-  errors: number;
-  non2xx: number;
-  /** Cores other programs on the machine kept busy during the measured run. */
-  otherCores: number;
-}
+/** A scenario's figures before it is named; other load is always measured here. */
+export type LoadResult = Omit<ScenarioRow, 'scenario' | 'otherCores'> & { otherCores: number };
 
 async function fire(spec: LoadSpec, seconds: number): Promise<autocannon.Result> {
   const requests = spec.paths?.map((path) => ({ method: spec.method, path }));

@@ -7,6 +7,7 @@ export interface ScenarioRow {
   rps: number;
   p50: number;
   p99: number;
+  /** Connection errors and timeouts. */
   errors: number;
   non2xx: number;
   /** Cores other programs kept busy meanwhile (figures are skewed above a few tenths). */

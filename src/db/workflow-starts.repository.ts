@@ -42,8 +42,3 @@ export async function deferWorkflowStart(db: Executor, jobId: string, error: str
     .set({ lastError: error.slice(0, 2000), notBefore: sql`now() + ${`${delayMs} milliseconds`}::interval` })
     .where(eq(workflowStarts.jobId, jobId));
 }
-
-export async function countPendingStarts(db: Executor): Promise<number> {
-  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(workflowStarts);
-  return Number(row?.n ?? 0);
-}

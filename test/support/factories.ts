@@ -89,3 +89,23 @@ export async function waitForWorkflow(t: TestSystem, jobId: string, timeoutMs = 
     }
   }
 }
+
+/** An organisation with a repository (`web-app`), one queued job and an agent token, and its people. */
+export async function createPopulatedOrg(t: TestSystem) {
+  const org = await createOrg(t);
+  const repo = await createRepository(org.admin, org.orgId, { name: 'web-app' });
+  const job = await createJob(org.member, org.orgId, { repoId: repo.id });
+  const { token } = await createAgentToken(org.admin, org.orgId);
+  return { ...org, repo, job, token };
+}
+
+/** Everything an organisation has stored, as its Owner lists it: "nothing changed" compares these. */
+export async function storedState(owner: AgentJobsClient, orgId: string) {
+  const path = { orgId };
+  const [repos, jobs, tokens] = await Promise.all([
+    owner.GET('/v1/orgs/{orgId}/repositories', { params: { path, query: { limit: 200 } } }),
+    owner.GET('/v1/orgs/{orgId}/jobs', { params: { path, query: { limit: 200 } } }),
+    owner.GET('/v1/orgs/{orgId}/agent-tokens', { params: { path } }),
+  ]);
+  return { repos: repos.data!.items, jobs: jobs.data!.items, tokens: tokens.data!.items };
+}

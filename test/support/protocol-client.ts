@@ -2,7 +2,7 @@
 // lets a test read the server's messages one by one.
 import { randomUUID } from 'node:crypto';
 import { credentials, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
-import { AgentServiceClient, type AgentMessage, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
+import { AgentServiceClient, type AgentMessage, type JobOutcome, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
 
 type Payload = NonNullable<ServerMessage['payload']>;
 type Case = Payload['$case'];
@@ -54,6 +54,14 @@ export class ProtocolClient {
     this.send({
       $case: 'hello',
       value: { agentId: this.agentId, name: `test-${this.agentId.slice(0, 8)}`, version: 'test', labels: options.labels ?? [], capacity: options.capacity ?? 1, runningJobs: options.runningJobs ?? [] },
+    });
+  }
+
+  /** Reports a run's end, as an agent does once all its lines are sent. */
+  finish(jobId: string, attempt: number, outcome: JobOutcome, details: { exitCode?: number; failureReason?: string; lastSeq?: number } = {}): void {
+    this.send({
+      $case: 'finished',
+      value: { jobId, attempt, outcome, ...(details.exitCode === undefined ? {} : { exitCode: details.exitCode }), failureReason: details.failureReason ?? '', finishedAt: new Date(), lastSeq: details.lastSeq ?? 0 },
     });
   }
 

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { pino } from 'pino';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { createAgentJobsClient, type AgentJobsClient } from '../../generated/sdk/index.js';
 import { loadConfig } from '../../src/config.js';
 import type { OrgRole } from '../../src/services/access.js';
@@ -126,4 +126,25 @@ export async function startTestSystem(options: TestSystemOptions): Promise<TestS
       if (!options.dataDir) await fs.rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The system of the enclosing describe block: started before its tests, stopped (and the file's test
+ * databases dropped) after them. The object returned stands for the started system.
+ */
+export function useTestSystem(options: TestSystemOptions): TestSystem {
+  let current: TestSystem | undefined;
+  beforeAll(async () => {
+    current = await startTestSystem(options);
+  });
+  afterAll(async () => {
+    await current?.stop();
+    await dropTestDatabases();
+  });
+  return new Proxy({} as TestSystem, {
+    get(_target, property) {
+      if (!current) throw new Error('the test system is used before beforeAll started it');
+      return Reflect.get(current, property);
+    },
+  });
 }
