@@ -14,15 +14,32 @@ export interface ScenarioRow {
   otherCores?: number;
 }
 
-export interface Comparison {
+/** Ours against a same-run baseline, both scenarios of the report. */
+export interface RatioComparison {
+  /**
+   * throughput (the default): ours / baseline req/s must be at least `target`.
+   * latency: baseline p50 / ours p50 must be at least `target` (0.5: our p50 at most twice the baseline's).
+   */
+  kind?: 'throughput' | 'latency';
   name: string;
   ours: string;
   baseline: string;
-  /** Throughput ours / baseline must be at least this. */
   target: number;
   /** Informative comparisons are printed with their ratio but never marked MISSED. */
   informative?: boolean;
 }
+
+/** A figure with no baseline (memory, say) against an absolute ceiling it must stay at or under. */
+export interface LimitCheck {
+  kind: 'limit';
+  name: string;
+  value: number;
+  unit: string;
+  ceiling: number;
+  informative?: boolean;
+}
+
+export type Comparison = RatioComparison | LimitCheck;
 
 export interface BenchReport {
   title: string;
@@ -37,19 +54,53 @@ export interface Benchmark {
   run(): Promise<BenchReport>;
 }
 
-export interface ComparisonOutcome extends Comparison {
-  ratio: number;
-  pass: boolean;
-}
+/** `ratio` is the figure compared with the target: a ratio for comparisons, value / ceiling for limits. */
+export type ComparisonOutcome = Comparison & { ratio: number; pass: boolean };
 
 export function evaluate(report: BenchReport): ComparisonOutcome[] {
-  return report.comparisons.map((c) => {
-    const ours = report.rows.find((r) => r.scenario === c.ours);
-    const base = report.rows.find((r) => r.scenario === c.baseline);
-    if (!ours || !base) throw new Error(`comparison ${c.name} names a scenario that did not run`);
-    const ratio = base.rps > 0 ? ours.rps / base.rps : NaN;
+  return report.comparisons.map((c): ComparisonOutcome => {
+    if (c.kind === 'limit') {
+      const ratio = c.ceiling > 0 ? c.value / c.ceiling : NaN;
+      return { ...c, ratio, pass: c.value <= c.ceiling };
+    }
+    const { ours, base } = rowsOf(report.rows, c);
+    const ratio = c.kind === 'latency' ? (ours.p50 > 0 ? base.p50 / ours.p50 : NaN) : base.rps > 0 ? ours.rps / base.rps : NaN;
     return { ...c, ratio, pass: ratio >= c.target };
   });
+}
+
+function rowsOf(rows: ScenarioRow[], c: RatioComparison): { ours: ScenarioRow; base: ScenarioRow } {
+  const ours = rows.find((r) => r.scenario === c.ours);
+  const base = rows.find((r) => r.scenario === c.baseline);
+  if (!ours || !base) throw new Error(`comparison ${c.name} names a scenario that did not run`);
+  return { ours, base };
+}
+
+/** An outcome's cells as the tables print them, whatever its kind. */
+export interface OutcomeCells {
+  /** What the figure is, e.g. "req/s ours / baseline". */
+  measure: string;
+  ours: string;
+  baseline: string;
+  figure: string;
+  target: string;
+  verdict: 'info' | 'pass' | 'MISSED';
+}
+
+export function cells(outcome: ComparisonOutcome, rows: ScenarioRow[]): OutcomeCells {
+  const verdict = outcome.informative ? 'info' : outcome.pass ? 'pass' : 'MISSED';
+  if (outcome.kind === 'limit') {
+    const amount = (n: number) => `${fmt.amount(n)} ${outcome.unit}`;
+    return { measure: outcome.unit, ours: amount(outcome.value), baseline: '', figure: amount(outcome.value), target: `<= ${amount(outcome.ceiling)}`, verdict };
+  }
+  const ours = rows.find((r) => r.scenario === outcome.ours);
+  const base = rows.find((r) => r.scenario === outcome.baseline);
+  if (outcome.kind === 'latency') {
+    const p50 = (r: ScenarioRow | undefined) => `${fmt.ms(r?.p50 ?? NaN)} ms p50`;
+    return { measure: 'p50 baseline / ours', ours: p50(ours), baseline: p50(base), figure: fmt.ratio(outcome.ratio), target: `>= ${outcome.target}`, verdict };
+  }
+  const rps = (r: ScenarioRow | undefined) => `${fmt.rps(r?.rps ?? NaN)} req/s`;
+  return { measure: 'req/s ours / baseline', ours: rps(ours), baseline: rps(base), figure: fmt.ratio(outcome.ratio), target: `>= ${outcome.target}`, verdict };
 }
 
 export function table(headers: string[], rows: string[][], rightAligned: boolean[] = []): string {
@@ -60,7 +111,8 @@ export function table(headers: string[], rows: string[][], rightAligned: boolean
 }
 
 export const fmt = {
-  rps: (n: number) => n.toFixed(0),
+  rps: (n: number) => (Number.isFinite(n) ? (n < 10 ? n.toFixed(1) : n.toFixed(0)) : '-'),
   ms: (n: number) => (Number.isFinite(n) ? n.toFixed(n < 10 ? 2 : 1) : '-'),
   ratio: (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '-'),
+  amount: (n: number) => (Number.isFinite(n) ? n.toFixed(Math.abs(n) < 10 ? 2 : 1) : '-'),
 };
