@@ -17,6 +17,10 @@ export interface AgentGatewayOptions extends SessionSettings {
 export class AgentGateway {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly pending = new Set<AgentSession>();
+  /** Organisations with a dispatch pass running, and whether another was asked for meanwhile. */
+  private readonly dispatching = new Map<string, { again: boolean }>();
+  /** Where the next pass starts among an organisation's agents, so work spreads over them. */
+  private turn = 0;
   private unsubscribe: (() => Promise<void>)[] = [];
   private sweep: NodeJS.Timeout | undefined;
 
@@ -44,9 +48,7 @@ export class AgentGateway {
         }),
       );
     };
-    await listen<JobQueuedPayload>(channels.jobQueued, ({ orgId }) => {
-      for (const session of this.sessions.values()) if (session.ref?.orgId === orgId) session.pump();
-    });
+    await listen<JobQueuedPayload>(channels.jobQueued, ({ orgId }) => this.dispatch(orgId));
     await listen<AgentCancelPayload>(channels.agentCancel, ({ agentId, jobId, attempt, reason, graceMs }) => {
       this.sessions.get(agentId)?.sendCancel(jobId, attempt, reason, graceMs);
     });
@@ -97,6 +99,50 @@ export class AgentGateway {
     void session.start();
   }
 
+  /**
+   * Hands the organisation's queued work to its agents on this replica. One pass at a time per
+   * organisation (requests meanwhile fold into one more pass), and agents are asked one after another:
+   * once an agent's claim finds nothing, agents with the same labels would find nothing either and
+   * are not asked. Asking every agent at once, as a notification for one job did, cost a claim
+   * transaction per idle agent per job, and per agent per sweep.
+   */
+  private dispatch(orgId: string): void {
+    const running = this.dispatching.get(orgId);
+    if (running) {
+      running.again = true;
+      return;
+    }
+    const state = { again: false };
+    this.dispatching.set(orgId, state);
+    void (async () => {
+      do {
+        state.again = false;
+        await this.dispatchPass(orgId);
+      } while (state.again);
+    })()
+      .catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'))
+      .finally(() => this.dispatching.delete(orgId));
+  }
+
+  private async dispatchPass(orgId: string): Promise<void> {
+    // A job fits an agent that has all its labels: agents with the same label set see the same jobs.
+    const byLabels = new Map<string, AgentSession[]>();
+    for (const session of this.sessions.values()) {
+      if (session.ref?.orgId !== orgId || !session.hasRoom) continue;
+      const key = [...session.ref.labels].sort().join('\n');
+      const group = byLabels.get(key);
+      if (group) group.push(session);
+      else byLabels.set(key, [session]);
+    }
+    const turn = this.turn++;
+    for (const group of byLabels.values()) {
+      for (let i = 0; i < group.length; i++) {
+        const session = group[(turn + i) % group.length];
+        if (session && (await session.pump()) === 'empty') break;
+      }
+    }
+  }
+
   private endSessionsOfToken(tokenId: string): void {
     for (const session of this.sessions.values()) {
       if (session.ref?.tokenId === tokenId) session.end(status.UNAUTHENTICATED, 'the agent token was revoked');
@@ -108,7 +154,7 @@ export class AgentGateway {
     try {
       const tokenIds = [...new Set([...this.sessions.values()].map((s) => s.ref?.tokenId).filter((id): id is string => !!id))];
       for (const revoked of await this.service.revokedTokens(tokenIds)) this.endSessionsOfToken(revoked);
-      for (const session of this.sessions.values()) session.pump();
+      for (const orgId of new Set([...this.sessions.values()].map((s) => s.ref?.orgId))) if (orgId) this.dispatch(orgId);
     } catch (err) {
       this.log.warn({ err }, 'gateway sweep failed');
     }

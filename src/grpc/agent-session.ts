@@ -12,6 +12,9 @@ import { durationOf } from './durations.js';
 
 export type AgentStream = ServerDuplexStream<AgentMessage, ServerMessage>;
 
+/** How a dispatch pass for one agent ended: nothing queued fits it, or it has no room (or is gone). */
+export type PumpResult = 'empty' | 'full';
+
 export interface SessionSettings {
   replica: string;
   heartbeatIntervalMs: number;
@@ -51,7 +54,7 @@ export class AgentSession {
   /** Jobs this agent runs now (job id → attempt), as far as this session knows. */
   readonly running = new Map<string, number>();
   private queue: Promise<void> = Promise.resolve();
-  private pumping: Promise<void> | undefined;
+  private pumping: Promise<PumpResult> | undefined;
   private pumpAgain = false;
   private closed = false;
   private draining = false;
@@ -87,29 +90,48 @@ export class AgentSession {
     this.call.on('cancelled', () => this.close());
   }
 
-  /** Looks for work for this agent; coalesces concurrent requests into one more pass. */
-  pump(): void {
-    if (!this.ref || this.closed || this.draining) return;
+  /** The session takes work now: past its Hello, open, not draining, below its capacity. */
+  get hasRoom(): boolean {
+    return !!this.ref && !this.closed && !this.draining && this.running.size < this.ref.capacity;
+  }
+
+  /**
+   * Claims work for this agent until it is full or nothing queued fits it; a request while a pass
+   * runs folds into one more pass. Resolves 'empty' when the last claim found nothing, which tells
+   * the gateway that agents with the same labels would find nothing either. Never rejects.
+   */
+  pump(): Promise<PumpResult> {
     if (this.pumping) {
       this.pumpAgain = true;
-      return;
+      return this.pumping;
     }
-    this.pumping = (async () => {
+    if (!this.hasRoom) return Promise.resolve('full');
+    this.pumping = (async (): Promise<PumpResult> => {
+      let result: PumpResult;
       do {
         this.pumpAgain = false;
-        while (this.ref && !this.closed && !this.draining && this.running.size < this.ref.capacity) {
+        result = 'full';
+        while (this.ref && this.hasRoom) {
           const assignment = await this.service.claimNext(this.ref);
-          if (!assignment) break;
+          if (!assignment) {
+            result = 'empty';
+            break;
+          }
           if (this.closed) break; // the workflow's start timeout will requeue it
           this.running.set(assignment.jobId, assignment.attempt);
           this.send({ $case: 'assignment', value: toAssignmentMessage(assignment) });
         }
       } while (this.pumpAgain);
+      return result;
     })()
-      .catch((err: unknown) => this.log.error({ err, agentId: this.agentId }, 'dispatch failed'))
+      .catch((err: unknown): PumpResult => {
+        this.log.error({ err, agentId: this.agentId }, 'dispatch failed');
+        return 'full';
+      })
       .finally(() => {
         this.pumping = undefined;
       });
+    return this.pumping;
   }
 
   sendCancel(jobId: string, attempt: number, reason: string, graceMs: number): void {
@@ -183,7 +205,8 @@ export class AgentSession {
         case 'rejected':
           await this.service.rejected(ref, payload.value.jobId, payload.value.attempt, payload.value.reason);
           this.running.delete(payload.value.jobId);
-          return this.pump();
+          void this.pump();
+          return;
         case 'started':
           return await this.service.started(ref, payload.value.jobId, payload.value.attempt, payload.value.startedAt ?? new Date());
         case 'heartbeat':
@@ -203,7 +226,8 @@ export class AgentSession {
           await this.service.finished(ref, { jobId, attempt, outcome: toOutcome(payload.value) });
           this.running.delete(jobId);
           this.send({ $case: 'finishedAck', value: { jobId, attempt } });
-          return this.pump();
+          void this.pump();
+          return;
         }
       }
     } catch (err) {
@@ -251,7 +275,7 @@ export class AgentSession {
     });
     for (const kept of reconciliation.keep) this.send({ $case: 'logAck', value: { jobId: kept.jobId, attempt: kept.attempt, ackedSeq: kept.ackedSeq } });
     this.log.info({ agentId: session.agentId, orgId: session.orgId, capacity: session.capacity, kept: reconciliation.keep.length }, 'agent connected');
-    this.pump();
+    void this.pump();
   }
 }
 
