@@ -282,6 +282,7 @@ function resultMember(op: OperationModel, response: ResponseModel): string {
   }
   if (response.mediaType === null) fields.push('body?: undefined');
   else if (response.isProblem) fields.push('body: Problem');
+  else if (response.mediaType.startsWith('text/')) fields.push(`body: TextBody<${responseType}['content'][${q(response.mediaType)}]>`);
   else fields.push(`body: ${responseType}['content'][${q(response.mediaType)}]`);
   return `{ ${fields.join('; ')} }`;
 }
@@ -296,6 +297,9 @@ export type Problem = components['schemas']['Problem'];
 
 /** Fastify's validator (useDefaults) fills in schema defaults, so those fields are always present in handlers. */
 export type WithDefaults<T, K extends keyof T> = T & { [P in K]-?: Exclude<T[P], undefined> };
+
+/** A text body, whole or produced piece by piece (streamed as it is produced, so a large one never sits in memory). */
+export type TextBody<T extends string> = T | AsyncIterable<string>;
 
 `;
   for (const op of http) {

@@ -79,6 +79,8 @@ const envSchema = z
     ORG_MAX_QUEUED_JOBS: positiveInt(10_000),
     AGENT_HEARTBEAT_INTERVAL: duration('10s'),
     DISPATCH_SWEEP_INTERVAL: duration('5s'),
+    LOG_STREAM_BUFFER_BYTES: positiveInt(512 * 1024, 64 * 1024 * 1024),
+    LOG_STREAM_STALL_TIMEOUT: duration('30s'),
   })
   .superRefine((env, ctx) => {
     if (env.PROPELAUTH_AUTH_URL && !env.PROPELAUTH_API_KEY) {
@@ -137,6 +139,12 @@ export interface Config {
     heartbeatIntervalMs: number;
     /** How often each replica looks for work for its agents without being notified. */
     sweepIntervalMs: number;
+  };
+  logStream: {
+    /** Bytes a viewer may have waiting to be sent before it is closed as too slow. */
+    maxBufferedBytes: number;
+    /** How long a viewer's buffer may stay full while it reads the backlog before it is closed as too slow. */
+    stallTimeoutMs: number;
   };
 }
 
@@ -198,5 +206,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       maxQueuedPerOrg: e.ORG_MAX_QUEUED_JOBS,
     },
     agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL },
+    logStream: { maxBufferedBytes: e.LOG_STREAM_BUFFER_BYTES, stallTimeoutMs: e.LOG_STREAM_STALL_TIMEOUT },
   };
 }

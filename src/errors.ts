@@ -1,19 +1,24 @@
 // Every expected failure is an AppError with a canonical code. One table maps each code to its HTTP
-// status, gRPC status and RFC 9457 problem type, so the transports never decide this themselves.
+// status, gRPC status, WebSocket close code and RFC 9457 problem type, so the transports never decide this themselves.
 import { status as GrpcStatus } from '@grpc/grpc-js';
+import { LogStreamCloseCode } from '../generated/openapi/frames.js';
+
+// WebSocket close codes come from openapi.yaml (LogStreamCloseCode).
+const ws = { badRequest: LogStreamCloseCode.BadRequest, unauthenticated: LogStreamCloseCode.Unauthenticated, forbidden: LogStreamCloseCode.Forbidden, notFound: LogStreamCloseCode.NotFound, internal: LogStreamCloseCode.InternalError } as const;
 
 export const errorCodes = {
-  invalid_argument: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'Invalid argument' },
-  unauthenticated: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED, title: 'Unauthenticated' },
-  permission_denied: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, title: 'Permission denied' },
-  not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, title: 'Not found' },
-  already_exists: { http: 409, grpc: GrpcStatus.ALREADY_EXISTS, title: 'Already exists' },
-  conflict: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, title: 'Conflict' },
-  payload_too_large: { http: 413, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: 'Payload too large' },
-  unsupported_media_type: { http: 415, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'Unsupported media type' },
-  resource_exhausted: { http: 429, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: 'Resource exhausted' },
-  unavailable: { http: 503, grpc: GrpcStatus.UNAVAILABLE, title: 'Service unavailable' },
-  internal: { http: 500, grpc: GrpcStatus.INTERNAL, title: 'Internal error' },
+  invalid_argument: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, ws: ws.badRequest, title: 'Invalid argument' },
+  unauthenticated: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED, ws: ws.unauthenticated, title: 'Unauthenticated' },
+  permission_denied: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED, ws: ws.forbidden, title: 'Permission denied' },
+  not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, ws: ws.notFound, title: 'Not found' },
+  already_exists: { http: 409, grpc: GrpcStatus.ALREADY_EXISTS, ws: ws.badRequest, title: 'Already exists' },
+  conflict: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, ws: ws.badRequest, title: 'Conflict' },
+  payload_too_large: { http: 413, grpc: GrpcStatus.RESOURCE_EXHAUSTED, ws: ws.badRequest, title: 'Payload too large' },
+  unsupported_media_type: { http: 415, grpc: GrpcStatus.INVALID_ARGUMENT, ws: ws.badRequest, title: 'Unsupported media type' },
+  upgrade_required: { http: 426, grpc: GrpcStatus.FAILED_PRECONDITION, ws: ws.badRequest, title: 'Upgrade required' },
+  resource_exhausted: { http: 429, grpc: GrpcStatus.RESOURCE_EXHAUSTED, ws: ws.internal, title: 'Resource exhausted' },
+  unavailable: { http: 503, grpc: GrpcStatus.UNAVAILABLE, ws: ws.internal, title: 'Service unavailable' },
+  internal: { http: 500, grpc: GrpcStatus.INTERNAL, ws: ws.internal, title: 'Internal error' },
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;
@@ -48,6 +53,11 @@ export class AppError extends Error {
 
   get grpcStatus(): GrpcStatus {
     return errorCodes[this.code].grpc;
+  }
+
+  /** The close code a WebSocket stream ends with for this error. */
+  get closeCode(): number {
+    return errorCodes[this.code].ws;
   }
 }
 

@@ -28,6 +28,8 @@ export const LogStreamCloseCode = {
   BadRequest: 4400,
   /** Token missing, invalid or expired. */
   Unauthenticated: 4401,
+  /** The caller's role in the organisation may not read logs. */
+  Forbidden: 4403,
   /** The job does not exist or belongs to another organisation. */
   NotFound: 4404,
   /** The subscriber's bounded buffer overflowed; reconnect with after = last seq received. */

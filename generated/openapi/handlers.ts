@@ -8,6 +8,9 @@ export type Problem = components['schemas']['Problem'];
 /** Fastify's validator (useDefaults) fills in schema defaults, so those fields are always present in handlers. */
 export type WithDefaults<T, K extends keyof T> = T & { [P in K]-?: Exclude<T[P], undefined> };
 
+/** A text body, whole or produced piece by piece (streamed as it is produced, so a large one never sits in memory). */
+export type TextBody<T extends string> = T | AsyncIterable<string>;
+
 /** Input of `getHealth` (GET /healthz). */
 export type GetHealthInput = {
   params: Record<string, never>;
@@ -199,7 +202,7 @@ export type DownloadJobLogInput = {
 
 /** Every response `downloadJobLog` declares, by status. */
 export type DownloadJobLogResult =
-  | { status: 200; headers: { 'Content-Disposition': operations['downloadJobLog']['responses'][200]['headers']['Content-Disposition'] }; body: operations['downloadJobLog']['responses'][200]['content']['text/plain'] }
+  | { status: 200; headers: { 'Content-Disposition': operations['downloadJobLog']['responses'][200]['headers']['Content-Disposition'] }; body: TextBody<operations['downloadJobLog']['responses'][200]['content']['text/plain']> }
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }

@@ -341,10 +341,16 @@ export interface paths {
          *     | 1011 | internal error |
          *     | 4400 | bad request: invalid `after` or other query |
          *     | 4401 | unauthenticated: token missing, invalid or expired |
+         *     | 4403 | the caller is a member of the organisation without a role that may read logs |
          *     | 4404 | the job does not exist (or belongs to another organisation) |
          *     | 4408 | too slow: the subscriber's bounded buffer overflowed; reconnect with `after` = last seq received |
          *
          *     The close codes are also the `LogStreamCloseCode` schema.
+         *
+         *     **Slow viewers.** Each viewer has a bounded send buffer (`LOG_STREAM_BUFFER_BYTES`). While it reads the
+         *     backlog the server waits for it; once it follows the live tail, a viewer whose buffer overflows is
+         *     closed with `4408`, and resumes with `after` = the last `seq` it received. A slow viewer never slows
+         *     the agent or other viewers.
          *
          *     Minimum role: **Member**.
          */
@@ -490,7 +496,7 @@ export interface components {
          * @description The canonical error code; it fixes the HTTP status (see the table in the API description).
          * @enum {string}
          */
-        ProblemCode: "invalid_argument" | "unauthenticated" | "permission_denied" | "not_found" | "already_exists" | "conflict" | "resource_exhausted" | "unavailable" | "internal" | "payload_too_large" | "unsupported_media_type";
+        ProblemCode: "invalid_argument" | "unauthenticated" | "permission_denied" | "not_found" | "already_exists" | "conflict" | "resource_exhausted" | "unavailable" | "internal" | "payload_too_large" | "unsupported_media_type" | "upgrade_required";
         FieldError: {
             /**
              * Format: json-pointer
@@ -733,7 +739,7 @@ export interface components {
          * @description WebSocket close codes of `streamJobLogs`.
          * @enum {integer}
          */
-        LogStreamCloseCode: 1000 | 1001 | 1011 | 4400 | 4401 | 4404 | 4408;
+        LogStreamCloseCode: 1000 | 1001 | 1011 | 4400 | 4401 | 4403 | 4404 | 4408;
         CreateAgentTokenRequest: {
             /**
              * @description A name for people, e.g. where the agents using it run.
@@ -1431,6 +1437,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description The request was not a WebSocket upgrade. */
+            426: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
         };
     };

@@ -24,7 +24,7 @@ const DEFAULT_MAX_BATCH_LINES = 500;
 /** Bytes per batch: well under gRPC's 4 MiB message limit even with 64 KiB lines. */
 const MAX_BATCH_BYTES = 1024 * 1024;
 /** How long a line may wait for company before it is sent: live viewers see output this fresh. */
-const FLUSH_INTERVAL_MS = 100;
+const FLUSH_INTERVAL_MS = 20;
 
 interface HeldJob {
   readonly jobId: string;

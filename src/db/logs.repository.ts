@@ -1,7 +1,7 @@
 // The SQL of log lines, keyed by (job, seq).
-import { and, asc, eq, gt, max } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, max, sql } from 'drizzle-orm';
 import type { Executor } from './client.js';
-import { logLines, type LogLineRow } from './schema/index.js';
+import { jobs, logLines, type JobStatus, type LogLineRow } from './schema/index.js';
 
 export async function linesAfter(db: Executor, jobId: string, after: number, limit: number): Promise<LogLineRow[]> {
   return db
@@ -22,4 +22,35 @@ export async function insertLines(db: Executor, rows: LogLineRow[]): Promise<voi
 export async function lastSeq(db: Executor, jobId: string): Promise<number> {
   const [row] = await db.select({ seq: max(logLines.seq) }).from(logLines).where(eq(logLines.jobId, jobId));
   return Number(row?.seq ?? 0);
+}
+
+/** What a log stream needs to know of each job: its state and its highest stored line. */
+export interface JobLogStateRow {
+  jobId: string;
+  orgId: string;
+  status: JobStatus;
+  attempt: number;
+  updatedAt: Date;
+  exitCode: number | null;
+  failureReason: string | null;
+  lastSeq: number;
+}
+
+/** The log state of each of these jobs (those that exist), in one query however many are followed. */
+export async function jobLogStates(db: Executor, jobIds: readonly string[]): Promise<JobLogStateRow[]> {
+  if (jobIds.length === 0) return [];
+  const rows = await db
+    .select({
+      jobId: jobs.id,
+      orgId: jobs.orgId,
+      status: jobs.status,
+      attempt: jobs.attempt,
+      updatedAt: jobs.updatedAt,
+      exitCode: jobs.exitCode,
+      failureReason: jobs.failureReason,
+      lastSeq: sql<string>`(select coalesce(max(${logLines.seq}), 0) from ${logLines} where ${logLines.jobId} = ${jobs.id})`,
+    })
+    .from(jobs)
+    .where(inArray(jobs.id, [...jobIds]));
+  return rows.map((row) => ({ ...row, lastSeq: Number(row.lastSeq) }));
 }

@@ -2,6 +2,7 @@
 // and security all come from openapi.yaml through fastify-openapi-glue; this file only wires the
 // typed handlers in and renders failures as problem details.
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { Client } from '@temporalio/client';
@@ -21,7 +22,9 @@ import { logHandlers } from './handlers/logs.handlers.js';
 import { repositoryHandlers } from './handlers/repositories.handlers.js';
 import { registerMetrics } from './metrics.js';
 import { build, renderProblem } from './problem.js';
-import { loadHttpSpecification, requestBodyRules, securedOperationIds, specificationFile } from './specification.js';
+import { LogFanout } from './log-stream/log-fanout.js';
+import { registerLogStream } from './log-stream/log-stream.route.js';
+import { loadHttpSpecification, loadSpecification, requestBodyRules, securedOperationIds, specificationFile } from './specification.js';
 import { validatorCompiler } from './validation.js';
 
 export interface AppDeps {
@@ -58,8 +61,12 @@ function route<Op extends OperationId>(handlers: ApiHandlers<RequestContext>, op
     if (result.headers) reply.headers(result.headers);
     const mediaType = mediaTypes[result.status];
     if (mediaType) reply.type(mediaType);
-    return reply.send(result.body);
+    return reply.send(isAsyncIterable(result.body) ? Readable.from(result.body) : result.body);
   };
+}
+
+function isAsyncIterable(body: unknown): body is AsyncIterable<unknown> {
+  return typeof body === 'object' && body !== null && Symbol.asyncIterator in body;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -83,7 +90,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       .send(build('not_found', `No route ${request.method} ${request.url.split('?')[0]}`, request.url)),
   );
 
-  registerMetrics(app);
+  const metrics = registerMetrics(app);
 
   const specification = loadHttpSpecification();
   const secured = securedOperationIds(specification);
@@ -122,6 +129,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       },
     },
   });
+
+  const fanout = new LogFanout(
+    { logs: services.logs, database: deps.database, log: logger, metrics },
+    { ...config.logStream, pageLines: 1000, sweepIntervalMs: 10_000, pingIntervalMs: 30_000 },
+  );
+  await fanout.start();
+  await registerLogStream(app, { specification: loadSpecification(), userAuth: services.userAuth, fanout });
 
   await app.register(fastifySwagger, { mode: 'static', specification: { path: specificationFile, baseDir: path.dirname(specificationFile) } });
   await app.register(fastifySwaggerUi, { routePrefix: '/docs' });

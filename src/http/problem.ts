@@ -60,8 +60,7 @@ export function renderProblem(err: unknown, instance: string): RenderedProblem {
   const fastifyError = err as Partial<FastifyError> & { validation?: AjvIssue[]; validationContext?: string };
   if (Array.isArray(fastifyError.validation)) {
     const part = requestParts[fastifyError.validationContext ?? 'body'] ?? requestParts.body!;
-    // `if` only says which branch failed; the branch's own error names the field.
-    const errors = onePerField(fastifyError.validation.filter((issue) => issue.keyword !== 'if').map((issue) => fieldError(part.pointer, issue)));
+    const errors = validationFieldErrors(part.pointer, fastifyError.validation);
     return { problem: build('invalid_argument', `The request's ${part.name} ${part.plural ? 'are' : 'is'} invalid`, instance, errors), headers: {}, unexpected: false };
   }
   const code = fastifyError.code ? fastifyCodes[fastifyError.code] : undefined;
@@ -98,6 +97,12 @@ function unwrapAppError(err: unknown): AppError | undefined {
     return new AppError('unauthenticated', 'A valid access token is required');
   }
   return undefined;
+}
+
+/** Schema complaints about one part of a request (`/query`, `/params`, the body) as one entry per field. */
+export function validationFieldErrors(base: string, issues: readonly AjvIssue[]): FieldError[] {
+  // `if` only says which branch failed; the branch's own error names the field.
+  return onePerField(issues.filter((issue) => issue.keyword !== 'if').map((issue) => fieldError(base, issue)));
 }
 
 /** Turns one schema complaint into a JSON pointer at the offending field and a sentence about it. */

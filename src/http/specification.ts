@@ -63,3 +63,33 @@ export function requestBodyRules(spec: OpenApiDocument): Map<string, RequestBody
   }
   return rules;
 }
+
+type ParameterObject = { name: string; in: string; required?: boolean; schema?: object };
+type MaybeRef<T> = T | { $ref: string };
+
+/**
+ * JSON schemas of an operation's path and query parameters, as openapi.yaml declares them: for routes
+ * that fastify-openapi-glue does not mount (the WebSocket), so their input is checked by the contract too.
+ */
+export function parameterSchemas(spec: OpenApiDocument, pathTemplate: string, method: string): { params: object; query: object } {
+  const item = spec.paths[pathTemplate] as ({ parameters?: MaybeRef<ParameterObject>[] } & Record<string, { parameters?: MaybeRef<ParameterObject>[] }>) | undefined;
+  const operation = item?.[method];
+  if (!item || !operation) throw new Error(`openapi.yaml has no ${method.toUpperCase()} ${pathTemplate}`);
+  const components = (spec.components as { parameters?: Record<string, ParameterObject> } | undefined)?.parameters ?? {};
+  const resolve = (parameter: MaybeRef<ParameterObject>): ParameterObject => {
+    if (!('$ref' in parameter)) return parameter;
+    const resolved = components[parameter.$ref.replace('#/components/parameters/', '')];
+    if (!resolved) throw new Error(`openapi.yaml: unresolved ${parameter.$ref}`);
+    return resolved;
+  };
+  const all = [...(item.parameters ?? []), ...(operation.parameters ?? [])].map(resolve);
+  const schemaOf = (location: string) => {
+    const parameters = all.filter((p) => p.in === location);
+    return {
+      type: 'object',
+      properties: Object.fromEntries(parameters.map((p) => [p.name, p.schema ?? {}])),
+      required: parameters.filter((p) => p.required).map((p) => p.name),
+    };
+  };
+  return { params: schemaOf('path'), query: schemaOf('query') };
+}

@@ -18,6 +18,11 @@ const parameterAjv = makeAjv('array');
 export const validatorCompiler: FastifySchemaCompiler<object> = ({ schema, httpPart }) =>
   httpPart === 'body' ? storableBody(bodyAjv.compile(schema)) : parameterAjv.compile(schema);
 
+/** The parameter validator for routes outside fastify-openapi-glue (coerces, fills in defaults). */
+export function compileParameters<T>(schema: object): ValidateFunction<T> {
+  return parameterAjv.compile<T>(schema);
+}
+
 /**
  * PostgreSQL text cannot hold U+0000, so a body string carrying it is refused here, pointing at it,
  * instead of failing in SQL after the request was accepted. (Parameters are uuids, enums, numbers and

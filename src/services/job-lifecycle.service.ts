@@ -6,7 +6,7 @@ import * as jobsRepo from '../db/jobs.repository.js';
 import { jobs, terminalJobStatuses, type JobStatus, type ReportedOutcome, type TerminalJobStatus } from '../db/schema/index.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { JobClaim } from '../temporal/shared.js';
-import { channels, type AgentCancelPayload, type JobChangedPayload, type JobQueuedPayload, type Notify } from './notifications.js';
+import { channels, type AgentCancelPayload, type JobQueuedPayload, type Notify } from './notifications.js';
 
 const unfinished: JobStatus[] = ['queued', 'assigned', 'running'];
 const isTerminal = (status: JobStatus) => (terminalJobStatuses as readonly JobStatus[]).includes(status);
@@ -63,7 +63,6 @@ export class JobLifecycleService {
       if (row.agentId && (status === 'cancelled' || status === 'timed_out')) {
         await this.publish<AgentCancelPayload>(channels.agentCancel, { jobId, agentId: row.agentId, attempt: row.attempt, reason: details.reason ?? status, graceMs: row.timeouts.cancelGraceMs });
       }
-      await this.publish<JobChangedPayload>(channels.jobChanged, { jobId, status });
       return;
     }
     const current = await jobsRepo.findJobById(this.deps.db, jobId);
@@ -77,7 +76,7 @@ export class JobLifecycleService {
    * starting is taken back (`uncount`), so the next claim numbers the same attempt again.
    */
   async requeue(jobId: string, reason: string, options: { uncount: boolean } = { uncount: false }): Promise<void> {
-    const row = await this.deps.db.transaction((tx) =>
+    await this.deps.db.transaction((tx) =>
       jobsRepo.transition(
         tx,
         jobId,
@@ -95,7 +94,6 @@ export class JobLifecycleService {
         { type: 'requeued', detail: reason },
       ),
     );
-    if (row) await this.publish<JobChangedPayload>(channels.jobChanged, { jobId, status: 'queued' });
   }
 
   /** Asks whichever replica holds the agent's stream to send it a cancel. */

@@ -1,13 +1,29 @@
-// A job's log as stored: paged history and the whole text. Lines arrive from agents through the
-// gateway; live streaming to browsers builds on the same reads.
+// A job's log as stored: paged history, the whole text, and what a live stream reads. Lines arrive
+// from agents through the gateway; every read is keyed by (job, seq), so a reader that names the
+// last line it has gets exactly the lines after it.
 import type { Database } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as logsRepo from '../db/logs.repository.js';
-import { terminalJobStatuses, type JobStatus, type LogLineRow } from '../db/schema/index.js';
+import { terminalJobStatuses, type JobStatus, type LogLineRow, type TerminalJobStatus } from '../db/schema/index.js';
 import { NotFoundError } from '../errors.js';
 import { requireOrgRole, type Caller } from './access.js';
 
 export type LogLine = Omit<LogLineRow, 'jobId'>;
+
+/** Where a job stands, as a log stream reports it. */
+export interface JobLogState {
+  jobId: string;
+  status: JobStatus;
+  attempt: number;
+  /** When the status last changed. */
+  changedAt: Date;
+  exitCode: number | null;
+  failureReason: string | null;
+  /** The highest stored line, 0 when there is none. */
+  lastSeq: number;
+}
+
+export const isTerminalStatus = (status: JobStatus): status is TerminalJobStatus => (terminalJobStatuses as readonly JobStatus[]).includes(status);
 
 export class LogsService {
   constructor(private readonly db: Database) {}
@@ -16,25 +32,49 @@ export class LogsService {
     requireOrgRole(caller, orgId, 'Member');
     const job = await jobsRepo.findJob(this.db, orgId, jobId);
     if (!job) throw new NotFoundError(`Job ${jobId}`);
-    const rows = await logsRepo.linesAfter(this.db, jobId, after, limit);
-    const items = rows.map(({ jobId: _job, ...line }) => line);
-    return {
-      items,
-      nextAfter: items.at(-1)?.seq ?? after,
-      jobFinished: (terminalJobStatuses as readonly JobStatus[]).includes(job.status),
-    };
+    const items = await this.linesAfter(jobId, after, limit);
+    return { items, nextAfter: items.at(-1)?.seq ?? after, jobFinished: isTerminalStatus(job.status) };
   }
 
-  /** Every line in order, fetched in pages so a long log never sits in memory whole. */
-  async *all(caller: Caller, orgId: string, jobId: string, pageSize = 5000): AsyncGenerator<LogLine> {
+  /**
+   * Every line in order, read a page at a time as the consumer pulls, so a log of a million lines
+   * never sits in memory whole. Access is checked before the first line is produced.
+   */
+  async lines(caller: Caller, orgId: string, jobId: string, pageSize = 5000): Promise<AsyncIterable<LogLine>> {
     requireOrgRole(caller, orgId, 'Member');
-    const job = await jobsRepo.findJob(this.db, orgId, jobId);
-    if (!job) throw new NotFoundError(`Job ${jobId}`);
-    for (let after = 0; ; ) {
-      const rows = await logsRepo.linesAfter(this.db, jobId, after, pageSize);
-      for (const { jobId: _job, ...line } of rows) yield line;
-      if (rows.length < pageSize) return;
-      after = rows.at(-1)?.seq ?? after;
-    }
+    if (!(await jobsRepo.findJob(this.db, orgId, jobId))) throw new NotFoundError(`Job ${jobId}`);
+    const read = (after: number) => this.linesAfter(jobId, after, pageSize);
+    return (async function* () {
+      for (let after = 0; ; ) {
+        const rows = await read(after);
+        yield* rows;
+        if (rows.length < pageSize) return;
+        after = rows.at(-1)?.seq ?? after;
+      }
+    })();
   }
+
+  /** Opens a live view of a job's log: checks the caller may read it and says where the job stands. */
+  async follow(caller: Caller, orgId: string, jobId: string): Promise<JobLogState> {
+    requireOrgRole(caller, orgId, 'Member');
+    const [state] = await logsRepo.jobLogStates(this.db, [jobId]);
+    // Another organisation's job is as unknown as a missing one.
+    if (!state || state.orgId !== orgId) throw new NotFoundError(`Job ${jobId}`);
+    return toState(state);
+  }
+
+  /** Lines after `after`, in order: for readers that already checked access (follow). */
+  async linesAfter(jobId: string, after: number, limit: number): Promise<LogLine[]> {
+    const rows = await logsRepo.linesAfter(this.db, jobId, after, limit);
+    return rows.map(({ jobId: _job, ...line }) => line);
+  }
+
+  /** The state of each followed job that still exists, in one read. */
+  async states(jobIds: readonly string[]): Promise<JobLogState[]> {
+    return (await logsRepo.jobLogStates(this.db, jobIds)).map(toState);
+  }
+}
+
+function toState({ orgId: _org, updatedAt, ...state }: logsRepo.JobLogStateRow): JobLogState {
+  return { ...state, changedAt: updatedAt };
 }

@@ -108,3 +108,16 @@ export const contractCheckedFetch: typeof fetch = async (input, init) => {
   await assertMatchesContract(request.method, request.url, response.clone());
   return response;
 };
+
+/** Checks one frame of the log stream WebSocket against `LogStreamFrame`. */
+export function assertFrameMatchesContract(frame: unknown): void {
+  const validate = ajv.getSchema('openapi#/components/schemas/LogStreamFrame');
+  if (!validate) throw new ContractViolation('cannot compile LogStreamFrame');
+  if (!validate(frame)) throw new ContractViolation(`a log stream frame does not match openapi.yaml: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(frame).slice(0, 2000)}`);
+}
+
+/** Checks a close code the server chose against `LogStreamCloseCode`. */
+export function assertCloseCodeInContract(code: number): void {
+  const validate = ajv.getSchema('openapi#/components/schemas/LogStreamCloseCode');
+  if (!validate?.(code)) throw new ContractViolation(`the log stream closed with ${code}, which openapi.yaml does not list`);
+}

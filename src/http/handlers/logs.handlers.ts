@@ -1,4 +1,5 @@
 import type { ApiHandlers } from '../../../generated/openapi/handlers.js';
+import type { LogLine } from '../../services/logs.service.js';
 import type { Services } from '../../services/index.js';
 import type { RequestContext } from '../context.js';
 import { toWire } from '../wire.js';
@@ -13,13 +14,25 @@ export function logHandlers({ logs }: Services): LogHandlers {
     },
 
     async downloadJobLog({ params }, ctx) {
-      const lines: string[] = [];
-      for await (const line of logs.all(ctx.caller(), params.orgId, params.jobId)) lines.push(line.text);
+      const lines = await logs.lines(ctx.caller(), params.orgId, params.jobId);
       return {
         status: 200,
         headers: { 'Content-Disposition': `attachment; filename="job-${params.jobId}.log"` },
-        body: lines.length ? `${lines.join('\n')}\n` : '',
+        body: asText(lines),
       };
     },
   };
+}
+
+/** `<at> <stream> <text>` per line, as openapi.yaml describes the download, a page of lines per chunk. */
+async function* asText(lines: AsyncIterable<LogLine>): AsyncGenerator<string> {
+  let chunk = '';
+  for await (const line of lines) {
+    chunk += `${line.at.toISOString()} ${line.stream} ${line.text}\n`;
+    if (chunk.length >= 64 * 1024) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk) yield chunk;
 }
