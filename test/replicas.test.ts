@@ -5,8 +5,9 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JobOutcome } from '../generated/proto/agent/v1/agent.js';
+import { JobOutcome, LogStream } from '../generated/proto/agent/v1/agent.js';
 import { createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
+import { LogStreamViewer, seqProblems } from './support/log-stream-client.js';
 import { ProtocolClient } from './support/protocol-client.js';
 import { createTestDatabase, drivers, dropTestDatabases, startTestSystem, type TestSystem } from './support/system.js';
 
@@ -65,5 +66,34 @@ describe.runIf(drivers.includes('postgres'))('replicas on one PostgreSQL server'
 
     const { data: agents } = await onC.GET('/v1/orgs/{orgId}/agents', { params: { path: { orgId: orgB.orgId }, query: {} } });
     expect(agents?.items).toEqual([expect.objectContaining({ id: agent.agentId, state: 'connected', replica: 'gateway-a', capacity: 2, runningJobIds: [] })]);
+  });
+
+  it('streams the log of a job whose agent one replica holds to viewers on two others, each line once', async () => {
+    const org = await createOrg(apiB);
+    const repo = await createRepository(org.admin, org.orgId);
+    const { data: token } = await org.admin.POST('/v1/orgs/{orgId}/agent-tokens', { params: { path: { orgId: org.orgId } }, body: { name: 'printer' } });
+    const agent = new ProtocolClient(gateway.grpcAddress, token!.secret);
+    clients.push(agent);
+    agent.hello({ capacity: 1 });
+    await agent.next('welcome');
+    const job = await createJob(org.member, org.orgId, { repoId: repo.id });
+    await agent.next('assignment', 10_000);
+    agent.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+
+    const viewers = [apiB, apiC, apiB, apiC].map((replica) => new LogStreamViewer(replica.url, org.orgId, job.id, { token: org.tokens.member }));
+    await Promise.all(viewers.map((v) => v.opened));
+    // Lines are stored by the gateway replica; the API replicas hear of them by NOTIFY alone.
+    for (let firstSeq = 1; firstSeq <= 2000; firstSeq += 100) {
+      const lines = Array.from({ length: 100 }, (_, i) => ({ at: new Date(), stream: LogStream.LOG_STREAM_STDOUT, text: `line ${firstSeq + i}` }));
+      agent.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 1, firstSeq, lines } });
+      await agent.next('logAck');
+    }
+    await Promise.all(viewers.map((v) => v.until((viewer) => viewer.lastSeq === 2000, 15_000)));
+    agent.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0, lastSeq: 2000 });
+    for (const viewer of viewers) {
+      expect((await viewer.closed).code).toBe(1000);
+      expect(seqProblems(viewer.lines, 1, 2000)).toEqual([]);
+      expect(viewer.end).toMatchObject({ status: 'succeeded', lastSeq: 2000 });
+    }
   });
 });

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent, waitUntil, type AgentProcess } from '../support/agent-process.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from '../support/factories.js';
 import { createGitRepository } from '../support/git-fixture.js';
+import { LogStreamViewer, seqProblems } from '../support/log-stream-client.js';
 import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from '../support/system.js';
 import { startCuttableProxy } from '../support/tcp-proxy.js';
 
@@ -38,8 +39,8 @@ describe.each(drivers)('reference agent CLI on %s', (driver) => {
     await repository?.remove();
   });
 
-  async function logOf(jobId: string, owner = org): Promise<{ seq: number; stream: string; text: string }[]> {
-    const { data } = await owner.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: owner.orgId, jobId }, query: { limit: 1000 } } });
+  async function logOf(jobId: string, owner = org, limit = 1000): Promise<{ seq: number; stream: string; text: string }[]> {
+    const { data } = await owner.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: owner.orgId, jobId }, query: { limit } } });
     return (data?.items ?? []).map(({ seq, stream, text }) => ({ seq, stream, text }));
   }
 
@@ -80,6 +81,32 @@ describe.each(drivers)('reference agent CLI on %s', (driver) => {
       const log = await logOf(job.id, isolated);
       expect(log.map((line) => line.seq)).toEqual(log.map((_, index) => index + 1));
       expect(log.filter((line) => line.stream === 'stdout').map((line) => line.text)).toEqual(Array.from({ length: 80 }, (_, index) => `line ${index + 1}`));
+    } finally {
+      await behindProxy.dispose();
+      await proxy.close();
+    }
+  });
+
+  it('shows a viewer every line once, in order, while the agent prints fast and its stream is cut mid-job', async () => {
+    const proxy = await startCuttableProxy(t.grpcAddress);
+    const isolated = await createOrg(t);
+    const token = await createAgentToken(isolated.admin, isolated.orgId);
+    const behindProxy = await agentFor(proxy.address, token.secret);
+    try {
+      await waitUntil(() => behindProxy.output().includes('connected'), 'the agent behind the proxy never connected');
+      const repo = await createRepository(isolated.admin, isolated.orgId, { cloneUrl });
+      const job = await createJob(isolated.member, isolated.orgId, { repoId: repo.id, prompt: 'for i in $(seq 0 39); do seq $((i * 100 + 1)) $((i * 100 + 100)); sleep 0.03; done' });
+      const viewer = new LogStreamViewer(t.url, isolated.orgId, job.id, { token: isolated.tokens.member });
+      await viewer.until((v) => v.lines.some((line) => line.text === '1000'));
+      // The agent's stream drops with batches in flight; it reconnects and resends what was not acknowledged.
+      expect(proxy.cut()).toBeGreaterThan(0);
+
+      expect((await viewer.closed).code).toBe(1000);
+      expect(viewer.end).toMatchObject({ status: 'succeeded', exitCode: 0 });
+      expect(seqProblems(viewer.lines, 1, viewer.end!.lastSeq)).toEqual([]);
+      expect(viewer.lines.filter((line) => line.stream === 'stdout').map((line) => line.text)).toEqual(Array.from({ length: 4000 }, (_, index) => String(index + 1)));
+      const stored = await logOf(job.id, isolated, viewer.end!.lastSeq);
+      expect(viewer.lines.map(({ seq, stream, text }) => ({ seq, stream, text }))).toEqual(stored);
     } finally {
       await behindProxy.dispose();
       await proxy.close();
