@@ -236,6 +236,7 @@ describe.each(drivers)('bad input on %s', (driver) => {
       ['application/x-www-form-urlencoded', 'prompt=Fix+it&queueType=backlog'],
       ['application/xml', '<job><prompt>Fix it</prompt></job>'],
       ['application/vnd.api+json', JSON.stringify({ prompt: 'Fix it', queueType: 'backlog' })],
+      ['application/problem+json', JSON.stringify({ prompt: 'Fix it', queueType: 'backlog' })],
     ])('refuses a %s body to a job submission with 415 unsupported_media_type, and stores nothing', async (contentType, body) => {
       const org = await populatedOrg();
       await refusedAndNothingStored(org, () => org.submit(body, contentType), 415, 'unsupported_media_type');

@@ -77,6 +77,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
   });
   app.setValidatorCompiler(validatorCompiler);
+  // fastify-openapi-glue wants a parser for every media type the document names, responses included
+  // (it warns at start-up otherwise). No operation takes a problem as input: the preValidation hook
+  // below answers such a body with 415, like any media type an operation does not declare.
+  app.addContentTypeParser('application/problem+json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
 
   app.setErrorHandler((err, request, reply) => {
     const { problem, headers, unexpected } = renderProblem(err, request.url);
