@@ -30,6 +30,8 @@ export class LogViewer {
   private lastSentSeq = 0;
   private lastStatus = '';
   private closing = false;
+  /** The socket has closed: nothing it held is kept any longer. */
+  private gone = false;
   /** The close code this side chose, if it closed first. */
   closedWith: number | undefined;
   private awaitingPong = false;
@@ -42,8 +44,12 @@ export class LogViewer {
     private readonly settings: ViewerSettings,
   ) {
     this.cursor = after;
+    // The peer may have gone while its access was being checked: then no close event is to come.
+    this.gone = socket.readyState === socket.CLOSED;
+    this.closing = this.gone;
     socket.on('close', () => {
       this.closing = true;
+      this.gone = true;
       for (const handler of this.closedHandlers.splice(0)) handler();
     });
     socket.on('pong', () => {
@@ -55,8 +61,9 @@ export class LogViewer {
     return this.closing;
   }
 
+  /** Runs once the socket has closed (at once if it already has). */
   onClosed(handler: () => void): void {
-    if (this.closing) handler();
+    if (this.gone) handler();
     else this.closedHandlers.push(handler);
   }
 
