@@ -1,13 +1,13 @@
 // The reference agent CLI as an operator runs it, against the real system over loopback: every line
-// of a job's output reaches the store in order, also across a stream the network cuts mid-job, and
+// of a job's output reaches the store and every live viewer in order, also across a stream the network cuts mid-job, and
 // a clone that fails says why. (Cancellation, shutdown, revocation and restarts: faults.test.ts.)
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent, waitUntil, type AgentProcess } from '../support/agent-process.js';
-import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from '../support/factories.js';
+import { createAgentToken, createJob, createOrg, createRepository, waitForJob, type Job } from '../support/factories.js';
 import { createGitRepository } from '../support/git-fixture.js';
 import { LogStreamViewer, seqProblems } from '../support/log-stream-client.js';
 import { drivers, dropTestDatabases, startTestSystem, type TestSystem } from '../support/system.js';
-import { startCuttableProxy } from '../support/tcp-proxy.js';
+import { startCuttableProxy, type CuttableProxy } from '../support/tcp-proxy.js';
 
 /** Each job's prompt is the script to run, so one agent can play every scenario. */
 const RUN_THE_PROMPT = 'eval "$JOB_PROMPT"';
@@ -60,16 +60,28 @@ describe.each(drivers)('reference agent CLI on %s', (driver) => {
     expect(log.filter((line) => line.stream === 'system').map((line) => line.text)).toContain('exited with code 0');
   });
 
-  it('loses no log line when the network drops the stream mid-job: the agent reconnects and resends', async () => {
+  /**
+   * Runs `script` as a job on an agent whose stream goes through a proxy the test can cut, in an
+   * organisation of its own, so that this agent is the only one its job can go to.
+   */
+  async function behindCuttableProxy(script: string, scenario: (run: { isolated: typeof org; job: Job; proxy: CuttableProxy; agent: AgentProcess }) => Promise<void>) {
     const proxy = await startCuttableProxy(t.grpcAddress);
-    // An organisation of its own, so that the agent behind the proxy is the only one its job can go to.
     const isolated = await createOrg(t);
     const token = await createAgentToken(isolated.admin, isolated.orgId);
     const behindProxy = await agentFor(proxy.address, token.secret);
     try {
       await waitUntil(() => behindProxy.output().includes('connected'), 'the agent behind the proxy never connected');
       const repo = await createRepository(isolated.admin, isolated.orgId, { cloneUrl });
-      const job = await createJob(isolated.member, isolated.orgId, { repoId: repo.id, prompt: 'for i in $(seq 1 80); do echo "line $i"; sleep 0.03; done' });
+      const job = await createJob(isolated.member, isolated.orgId, { repoId: repo.id, prompt: script });
+      await scenario({ isolated, job, proxy, agent: behindProxy });
+    } finally {
+      await behindProxy.dispose();
+      await proxy.close();
+    }
+  }
+
+  it('loses no log line when the network drops the stream mid-job: the agent reconnects and resends', async () => {
+    await behindCuttableProxy('for i in $(seq 1 80); do echo "line $i"; sleep 0.03; done', async ({ isolated, job, proxy, agent: behindProxy }) => {
       await waitForJob(isolated.member, isolated.orgId, job.id, (j) => j.status === 'running', 30_000);
       // Cut mid-job: once some of its output is stored, the rest is still to come.
       await waitUntil(async () => (await logOf(job.id, isolated)).some((line) => line.text === 'line 5'), 'the job\'s first lines never reached the store');
@@ -81,21 +93,11 @@ describe.each(drivers)('reference agent CLI on %s', (driver) => {
       const log = await logOf(job.id, isolated);
       expect(log.map((line) => line.seq)).toEqual(log.map((_, index) => index + 1));
       expect(log.filter((line) => line.stream === 'stdout').map((line) => line.text)).toEqual(Array.from({ length: 80 }, (_, index) => `line ${index + 1}`));
-    } finally {
-      await behindProxy.dispose();
-      await proxy.close();
-    }
+    });
   });
 
   it('shows a viewer every line once, in order, while the agent prints fast and its stream is cut mid-job', async () => {
-    const proxy = await startCuttableProxy(t.grpcAddress);
-    const isolated = await createOrg(t);
-    const token = await createAgentToken(isolated.admin, isolated.orgId);
-    const behindProxy = await agentFor(proxy.address, token.secret);
-    try {
-      await waitUntil(() => behindProxy.output().includes('connected'), 'the agent behind the proxy never connected');
-      const repo = await createRepository(isolated.admin, isolated.orgId, { cloneUrl });
-      const job = await createJob(isolated.member, isolated.orgId, { repoId: repo.id, prompt: 'for i in $(seq 0 39); do seq $((i * 100 + 1)) $((i * 100 + 100)); sleep 0.03; done' });
+    await behindCuttableProxy('for i in $(seq 0 39); do seq $((i * 100 + 1)) $((i * 100 + 100)); sleep 0.03; done', async ({ isolated, job, proxy }) => {
       const viewer = new LogStreamViewer(t.url, isolated.orgId, job.id, { token: isolated.tokens.member });
       await viewer.until((v) => v.lines.some((line) => line.text === '1000'));
       // The agent's stream drops with batches in flight; it reconnects and resends what was not acknowledged.
@@ -107,10 +109,7 @@ describe.each(drivers)('reference agent CLI on %s', (driver) => {
       expect(viewer.lines.filter((line) => line.stream === 'stdout').map((line) => line.text)).toEqual(Array.from({ length: 4000 }, (_, index) => String(index + 1)));
       const stored = await logOf(job.id, isolated, viewer.end!.lastSeq);
       expect(viewer.lines.map(({ seq, stream, text }) => ({ seq, stream, text }))).toEqual(stored);
-    } finally {
-      await behindProxy.dispose();
-      await proxy.close();
-    }
+    });
   });
 
   it('fails the job with git\'s reason when the clone fails', async () => {
