@@ -24,6 +24,7 @@ import { registerMetrics } from './metrics.js';
 import { build, renderProblem } from './problem.js';
 import { LogFanout } from './log-stream/log-fanout.js';
 import { registerLogStream } from './log-stream/log-stream.route.js';
+import { registerLogViewer } from './log-viewer/log-viewer.plugin.js';
 import { loadHttpSpecification, loadSpecification, requestBodyRules, securedOperationIds, specificationFile } from './specification.js';
 import { validatorCompiler } from './validation.js';
 
@@ -140,6 +141,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await fanout.start();
   await registerLogStream(app, { specification: loadSpecification(), userAuth: services.userAuth, fanout });
+  await registerLogViewer(app);
 
   await app.register(fastifySwagger, { mode: 'static', specification: { path: specificationFile, baseDir: path.dirname(specificationFile) } });
   await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
