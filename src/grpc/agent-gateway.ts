@@ -17,9 +17,9 @@ export interface AgentGatewayOptions extends SessionSettings {
 export class AgentGateway {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly pending = new Set<AgentSession>();
-  /** Organisations with a dispatch pass running, and whether another was asked for meanwhile. */
-  private readonly dispatching = new Map<string, { again: boolean }>();
-  /** Where the next pass starts among an organisation's agents, so work spreads over them. */
+  /** Organisations whose agents the sweep is asking for work now. */
+  private readonly draining = new Set<string>();
+  /** Which agent of a group is asked first next time, so work spreads over them. */
   private turn = 0;
   private unsubscribe: (() => Promise<void>)[] = [];
   private sweep: NodeJS.Timeout | undefined;
@@ -48,7 +48,9 @@ export class AgentGateway {
         }),
       );
     };
-    await listen<JobQueuedPayload>(channels.jobQueued, ({ orgId }) => this.dispatch(orgId));
+    await listen<JobQueuedPayload>(channels.jobQueued, ({ orgId }) => {
+      this.offer(orgId).catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'));
+    });
     await listen<AgentCancelPayload>(channels.agentCancel, ({ agentId, jobId, attempt, reason, graceMs }) => {
       this.sessions.get(agentId)?.sendCancel(jobId, attempt, reason, graceMs);
     });
@@ -100,32 +102,52 @@ export class AgentGateway {
   }
 
   /**
-   * Hands the organisation's queued work to its agents on this replica. One pass at a time per
-   * organisation (requests meanwhile fold into one more pass), and agents are asked one after another:
-   * once an agent's claim finds nothing, agents with the same labels would find nothing either and
-   * are not asked. Asking every agent at once, as a notification for one job did, cost a claim
-   * transaction per idle agent per job, and per agent per sweep.
+   * A job was announced: one agent with room claims it. Agents are taken in turn so work spreads
+   * over them; one whose claim finds nothing means agents with its labels would find nothing either
+   * (another replica took the job, or it needs labels they lack), so the next label set is asked.
+   * Announcements are handled side by side, so a burst of jobs is claimed in parallel. (Asking every
+   * agent of the organisation, as each announcement once did, cost a claim transaction per idle
+   * agent per job.)
    */
-  private dispatch(orgId: string): void {
-    const running = this.dispatching.get(orgId);
-    if (running) {
-      running.again = true;
-      return;
+  private async offer(orgId: string): Promise<void> {
+    for (const group of this.agentsWithRoom(orgId)) {
+      const inTurn = this.inTurn(group);
+      // An agent claiming already is asked last: joining it only queues one more pass, and what it
+      // claimed may be other jobs.
+      for (const session of [...inTurn.filter((s) => !s.pumpingNow), ...inTurn.filter((s) => s.pumpingNow)]) {
+        const result = await session.pump();
+        if (result === 'claimed') return;
+        if (result === 'empty') break;
+        // 'full': it had no room by now; the next agent of the group is asked.
+      }
     }
-    const state = { again: false };
-    this.dispatching.set(orgId, state);
-    void (async () => {
-      do {
-        state.again = false;
-        await this.dispatchPass(orgId);
-      } while (state.again);
-    })()
-      .catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'))
-      .finally(() => this.dispatching.delete(orgId));
   }
 
-  private async dispatchPass(orgId: string): Promise<void> {
-    // A job fits an agent that has all its labels: agents with the same label set see the same jobs.
+  /**
+   * The sweep's search for work no announcement brought (one was lost): per label set, agents with
+   * room claim one after another until a claim finds nothing. With nothing queued that is one claim
+   * per label set, not one per agent. One search per organisation at a time.
+   */
+  private async drain(orgId: string): Promise<void> {
+    if (this.draining.has(orgId)) return;
+    this.draining.add(orgId);
+    try {
+      for (const group of this.agentsWithRoom(orgId)) {
+        for (const session of this.inTurn(group)) if ((await session.pump()) === 'empty') break;
+      }
+    } finally {
+      this.draining.delete(orgId);
+    }
+  }
+
+  /** The group starting at the next agent in turn, so work spreads over them. */
+  private inTurn(group: AgentSession[]): AgentSession[] {
+    const first = this.turn++ % group.length;
+    return [...group.slice(first), ...group.slice(0, first)];
+  }
+
+  /** The organisation's agents that take work now, grouped by label set: a job fits an agent that has all its labels. */
+  private agentsWithRoom(orgId: string): AgentSession[][] {
     const byLabels = new Map<string, AgentSession[]>();
     for (const session of this.sessions.values()) {
       if (session.ref?.orgId !== orgId || !session.hasRoom) continue;
@@ -134,13 +156,7 @@ export class AgentGateway {
       if (group) group.push(session);
       else byLabels.set(key, [session]);
     }
-    const turn = this.turn++;
-    for (const group of byLabels.values()) {
-      for (let i = 0; i < group.length; i++) {
-        const session = group[(turn + i) % group.length];
-        if (session && (await session.pump()) === 'empty') break;
-      }
-    }
+    return [...byLabels.values()];
   }
 
   private endSessionsOfToken(tokenId: string): void {
@@ -154,7 +170,9 @@ export class AgentGateway {
     try {
       const tokenIds = [...new Set([...this.sessions.values()].map((s) => s.ref?.tokenId).filter((id): id is string => !!id))];
       for (const revoked of await this.service.revokedTokens(tokenIds)) this.endSessionsOfToken(revoked);
-      for (const orgId of new Set([...this.sessions.values()].map((s) => s.ref?.orgId))) if (orgId) this.dispatch(orgId);
+      for (const orgId of new Set([...this.sessions.values()].map((s) => s.ref?.orgId))) {
+        if (orgId) this.drain(orgId).catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'));
+      }
     } catch (err) {
       this.log.warn({ err }, 'gateway sweep failed');
     }

@@ -12,8 +12,11 @@ import { durationOf } from './durations.js';
 
 export type AgentStream = ServerDuplexStream<AgentMessage, ServerMessage>;
 
-/** How a dispatch pass for one agent ended: nothing queued fits it, or it has no room (or is gone). */
-export type PumpResult = 'empty' | 'full';
+/**
+ * How a dispatch pass for one agent ended: it took work until it was full ('claimed'), it looked and
+ * nothing queued fits it ('empty'), or it took nothing because it had no room or is gone ('full').
+ */
+export type PumpResult = 'claimed' | 'empty' | 'full';
 
 export interface SessionSettings {
   replica: string;
@@ -90,6 +93,11 @@ export class AgentSession {
     this.call.on('cancelled', () => this.close());
   }
 
+  /** A dispatch pass for this agent is under way. */
+  get pumpingNow(): boolean {
+    return this.pumping !== undefined;
+  }
+
   /** The session takes work now: past its Hello, open, not draining, below its capacity. */
   get hasRoom(): boolean {
     return !!this.ref && !this.closed && !this.draining && this.running.size < this.ref.capacity;
@@ -107,10 +115,9 @@ export class AgentSession {
     }
     if (!this.hasRoom) return Promise.resolve('full');
     this.pumping = (async (): Promise<PumpResult> => {
-      let result: PumpResult;
+      let result: PumpResult = 'full';
       do {
         this.pumpAgain = false;
-        result = 'full';
         while (this.ref && this.hasRoom) {
           const assignment = await this.service.claimNext(this.ref);
           if (!assignment) {
@@ -118,6 +125,7 @@ export class AgentSession {
             break;
           }
           if (this.closed) break; // the workflow's start timeout will requeue it
+          result = 'claimed';
           this.running.set(assignment.jobId, assignment.attempt);
           this.send({ $case: 'assignment', value: toAssignmentMessage(assignment) });
         }
