@@ -12,10 +12,28 @@ export async function linesAfter(db: Executor, jobId: string, after: number, lim
     .limit(limit);
 }
 
-/** Stores lines idempotently: a line already stored under (job, seq) is left as it was. */
-export async function insertLines(db: Executor, rows: LogLineRow[]): Promise<void> {
-  if (rows.length === 0) return;
-  await db.insert(logLines).values(rows).onConflictDoNothing();
+export type NewLogLine = Omit<LogLineRow, 'jobId'>;
+
+/**
+ * Stores one job's lines idempotently: a line already stored under (job, seq) is left as it was.
+ * The columns travel as four arrays (unnest), so the statement has five parameters however many
+ * lines a batch holds. Drizzle's insert builder (2,500 parameters for 500 lines) spent 10-14 ms of
+ * the server's CPU per batch, more than the database took to store it, and capped one agent's
+ * log at ~20,000 lines/s. The stream goes as text[], cast per row: PGlite cannot bind an array of
+ * an enum type.
+ */
+export async function insertLines(db: Executor, jobId: string, lines: readonly NewLogLine[]): Promise<void> {
+  if (lines.length === 0) return;
+  await db.execute(sql`
+    insert into ${logLines} (job_id, seq, at, stream, text)
+    select ${jobId}::uuid, line.seq, line.at, line.stream::log_stream, line.text
+    from unnest(
+      ${sql.param(lines.map((l) => l.seq))}::bigint[],
+      ${sql.param(lines.map((l) => l.at.toISOString()))}::timestamptz[],
+      ${sql.param(lines.map((l) => l.stream))}::text[],
+      ${sql.param(lines.map((l) => l.text))}::text[]
+    ) as line(seq, at, stream, text)
+    on conflict do nothing`);
 }
 
 /** The highest stored sequence number of the job's log, 0 when it has none. */

@@ -205,11 +205,10 @@ export class AgentGatewayService {
     const job = await this.heldJob(this.deps.db, session, batch.jobId, batch.attempt, { allowFinished: true });
     const stored = Math.max(0, (await logsRepo.lastSeq(this.deps.db, job.id)) - job.logSeqBase);
     if (batch.firstSeq > stored + 1) throw new LogSequenceGapError(job.id, stored, batch.firstSeq);
-    const fresh = batch.lines
-      .map((line, i) => ({ ...line, seq: batch.firstSeq + i }))
-      .filter((line) => line.seq > stored)
-      .map((line) => ({ jobId: job.id, seq: job.logSeqBase + line.seq, at: line.at, stream: line.stream, text: line.text }));
-    await logsRepo.insertLines(this.deps.db, fresh);
+    // Lines up to `stored` are a resend: only the rest is new.
+    const skip = Math.max(0, stored - batch.firstSeq + 1);
+    const fresh = batch.lines.slice(skip).map((line, i) => ({ seq: job.logSeqBase + batch.firstSeq + skip + i, at: line.at, stream: line.stream, text: line.text }));
+    await logsRepo.insertLines(this.deps.db, job.id, fresh);
     return Math.max(stored, batch.firstSeq + batch.lines.length - 1);
   }
 
