@@ -202,8 +202,13 @@ export class AgentGatewayService {
   /** Stores a batch idempotently and returns the attempt's last stored line number (the ack). */
   async storeLogs(session: AgentSessionRef, batch: LogBatchInput): Promise<number> {
     if (batch.firstSeq < 1) throw new InvalidArgumentError('Log lines are numbered from 1', [{ pointer: '/log_batch/first_seq', message: 'must be at least 1' }]);
-    const job = await this.heldJob(this.deps.db, session, batch.jobId, batch.attempt, { allowFinished: true });
-    const stored = Math.max(0, (await logsRepo.lastSeq(this.deps.db, job.id)) - job.logSeqBase);
+    // Both reads at once, one round trip's wait per batch rather than two (the batch's insert waits
+    // on them anyway). A job the agent does not hold has its last seq read for nothing, never used.
+    const [job, last] = await Promise.all([
+      this.heldJob(this.deps.db, session, batch.jobId, batch.attempt, { allowFinished: true }),
+      UUID.test(batch.jobId) ? logsRepo.lastSeq(this.deps.db, batch.jobId) : 0,
+    ]);
+    const stored = Math.max(0, last - job.logSeqBase);
     if (batch.firstSeq > stored + 1) throw new LogSequenceGapError(job.id, stored, batch.firstSeq);
     // Lines up to `stored` are a resend: only the rest is new.
     const skip = Math.max(0, stored - batch.firstSeq + 1);
