@@ -23,8 +23,19 @@ export interface AgentSettings {
 const DEFAULT_MAX_BATCH_LINES = 500;
 /** Bytes per batch: well under gRPC's 4 MiB message limit even with 64 KiB lines. */
 const MAX_BATCH_BYTES = 1024 * 1024;
+/**
+ * Full batches per job sent ahead of the server's ack: enough that the server always has the next
+ * one while it stores this one, few enough that a fast job's outbox does not pile up in the
+ * server's memory (it reads the stream as it arrives) or make the acks seconds late.
+ */
+const BATCHES_IN_FLIGHT = 4;
 /** How long a line may wait for company before it is sent: live viewers see output this fresh. */
 const FLUSH_INTERVAL_MS = 20;
+
+/** How this agent batches a job's log, given the lines per batch the server asked for. */
+export function batchLimits(maxLines: number): BatchLimits {
+  return { maxLines, maxBytes: MAX_BATCH_BYTES, maxInFlightLines: BATCHES_IN_FLIGHT * maxLines };
+}
 
 interface HeldJob {
   readonly jobId: string;
@@ -46,7 +57,7 @@ interface HeldJob {
 export class Agent implements SessionHandler {
   private readonly jobs = new Map<string, HeldJob>();
   private channel: OutboundChannel | undefined;
-  private batchLimits: BatchLimits = { maxLines: DEFAULT_MAX_BATCH_LINES, maxBytes: MAX_BATCH_BYTES };
+  private batchLimits: BatchLimits = batchLimits(DEFAULT_MAX_BATCH_LINES);
   private flushTimer: NodeJS.Timeout | undefined;
   private flushImmediate: NodeJS.Immediate | undefined;
   private awaitingDrain = false;
@@ -70,7 +81,7 @@ export class Agent implements SessionHandler {
   welcomed(welcome: Welcome, channel: OutboundChannel): void {
     this.channel = channel;
     this.awaitingDrain = false;
-    this.batchLimits = { maxLines: welcome.maxLogBatchLines > 0 ? welcome.maxLogBatchLines : DEFAULT_MAX_BATCH_LINES, maxBytes: MAX_BATCH_BYTES };
+    this.batchLimits = batchLimits(welcome.maxLogBatchLines > 0 ? welcome.maxLogBatchLines : DEFAULT_MAX_BATCH_LINES);
     for (const jobId of welcome.cancelJobIds) {
       const job = this.jobs.get(jobId);
       if (job) this.drop(job, 'the server no longer gives this run to this agent (Welcome.cancel_job_ids)');
@@ -91,8 +102,9 @@ export class Agent implements SessionHandler {
         const job = this.find(payload.value.jobId, payload.value.attempt);
         // Acks free outbox room; a paused output pipe resumes through the outbox's room waiters.
         job?.outbox.ack(payload.value.ackedSeq);
-        // A job given back waits for its whole log to be stored before it says so.
-        if (job?.givenBack) this.scheduleFlush(0);
+        // An ack makes room in flight for lines held back; a job given back waits for its whole
+        // log to be stored before it says so.
+        if (job && (!job.outbox.allSent || job.givenBack)) this.scheduleFlush(0);
         return;
       }
       case 'finishedAck': {

@@ -57,6 +57,23 @@ describe('log outbox', () => {
     expect(resent?.lines.map((line) => line.text)).toEqual(['line 3', 'line 4', 'line 5', 'line 6']);
   });
 
+  it('holds lines back once maxInFlightLines await their ack, and sends them as acks arrive', () => {
+    const outbox = outboxWith(10);
+    const limits = { maxLines: 3, maxBytes: 1024, maxInFlightLines: 4 };
+    expect(outbox.nextBatch(limits)?.lines).toHaveLength(3);
+    // One more line fits in flight, not a whole batch.
+    expect(outbox.nextBatch(limits)?.firstSeq).toBe(4);
+    expect(outbox.sentSeq).toBe(4);
+    expect(outbox.nextBatch(limits)).toBeUndefined();
+    outbox.ack(3);
+    const next = outbox.nextBatch(limits);
+    expect(next?.firstSeq).toBe(5);
+    expect(next?.lines).toHaveLength(3);
+    outbox.ack(7);
+    expect(texts(outbox, limits)).toEqual(['line 8', 'line 9', 'line 10']);
+    expect(outbox.allSent).toBe(true);
+  });
+
   it('skips what the server already stored when its ack runs ahead of what this stream sent', () => {
     const outbox = outboxWith(6);
     outbox.rewind();

@@ -23,6 +23,12 @@ export interface BatchLimits {
   maxLines: number;
   /** Keeps one LogBatch well under gRPC's 4 MiB message limit, however long the lines are. */
   maxBytes: number;
+  /**
+   * Lines sent and not yet acknowledged, at most (unbounded when absent). The server reads a stream
+   * as fast as it arrives and stores batches one at a time, so whatever is in flight waits in its
+   * memory: a few batches keep it busy, the whole outbox (100k lines) would only queue there.
+   */
+  maxInFlightLines?: number;
 }
 
 /** Rough wire cost of a line beyond its text: timestamp, stream and framing. */
@@ -94,15 +100,18 @@ export class LogOutbox {
 
   /**
    * The next unsent lines as one batch, and moves the send cursor past them; undefined when all
-   * is sent. A single line larger than maxBytes still goes out alone rather than never.
+   * is sent, or when maxInFlightLines are already awaiting their ack. A single line larger than
+   * maxBytes still goes out alone rather than never.
    */
   nextBatch(limits: BatchLimits): LogBatch | undefined {
     if (this.sent >= this.last) return undefined;
+    const room = (limits.maxInFlightLines ?? Infinity) - (this.sent - this.acked);
+    if (room <= 0) return undefined;
     const firstSeq = this.sent + 1;
     const start = firstSeq - this.acked - 1;
     const lines: LogLine[] = [];
     let bytes = 0;
-    for (let index = start; index < this.held.length && lines.length < Math.max(1, limits.maxLines); index++) {
+    for (let index = start; index < this.held.length && lines.length < Math.max(1, Math.min(limits.maxLines, room)); index++) {
       const held = this.held[index]!;
       if (lines.length > 0 && bytes + held.bytes > limits.maxBytes) break;
       lines.push(held.line);
