@@ -146,6 +146,42 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     expect(logs.data?.items.map((l) => l.seq)).toEqual([1, 2, 3]);
   });
 
+  it('stores batches sent back to back without waiting for acks, every line once and in order', async () => {
+    const org = await orgWithAgentToken();
+    const a = await connectedAgent(org.agentToken);
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await a.next('assignment');
+    const at = new Date();
+    const batch = (firstSeq: number, size: number) => ({
+      jobId: job.id,
+      attempt: 1,
+      firstSeq,
+      lines: Array.from({ length: size }, (_, i) => ({ at, stream: LogStream.LOG_STREAM_STDOUT, text: `line ${firstSeq + i}` })),
+    });
+    // The server may store batches that queue up behind each other as one, with one ack for them.
+    for (let first = 1; first <= 1000; first += 25) a.send({ $case: 'logBatch', value: batch(first, 25) });
+    // A resend of lines already sent, in the middle of the flow, changes nothing.
+    a.send({ $case: 'logBatch', value: batch(1, 50) });
+    for (let first = 1001; first <= 1500; first += 250) a.send({ $case: 'logBatch', value: batch(first, 250) });
+    let acked = 0;
+    while (acked < 1500) {
+      const ack = await a.next('logAck');
+      expect(ack.ackedSeq).toBeGreaterThanOrEqual(acked);
+      acked = ack.ackedSeq;
+    }
+    expect(acked).toBe(1500);
+    const seqs: number[] = [];
+    for (let after = 0; seqs.length < 1500; after = seqs.at(-1)!) {
+      const page = await org.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: org.orgId, jobId: job.id }, query: { after, limit: 1000 } } });
+      expect(page.data?.items.length).toBeGreaterThan(0);
+      for (const line of page.data!.items) {
+        expect(line.text).toBe(`line ${line.seq}`);
+        seqs.push(line.seq);
+      }
+    }
+    expect(seqs).toEqual(Array.from({ length: 1500 }, (_, i) => i + 1));
+  });
+
   it('ends the streams of a revoked token', async () => {
     const org = await orgWithAgentToken();
     const a = await connectedAgent(org.agentToken);

@@ -3,7 +3,7 @@
 // one at a time, in the order they arrive, as the protocol promises.
 import { Metadata, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
+import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type LogBatch, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
 import { AppError } from '../errors.js';
 import { LogSequenceGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment } from '../services/agent-gateway.service.js';
 import type { LogStream as StoredStream } from '../db/schema/index.js';
@@ -42,6 +42,11 @@ class StreamEnded extends Error {
   }
 }
 
+/** Batches stored as one (see receive) hold at most this many of Welcome's max_log_batch_lines… */
+const MERGED_BATCHES = 4;
+/** …and at most this much text: what one gRPC message may carry by default. */
+const MERGED_TEXT = 4 * 1024 * 1024;
+
 // The proto stores lines of an unspecified (or unknown, newer) stream as system lines.
 const streams: Record<LogStream, StoredStream> = {
   [LogStream.LOG_STREAM_UNSPECIFIED]: 'system',
@@ -57,6 +62,8 @@ export class AgentSession {
   /** Jobs this agent runs now (job id → attempt), as far as this session knows. */
   readonly running = new Map<string, number>();
   private queue: Promise<void> = Promise.resolve();
+  /** The LogBatch at the end of the queue, not yet being stored: later lines of its run join it. */
+  private waitingBatch: { batch: LogBatch; text: number } | undefined;
   private pumping: Promise<PumpResult> | undefined;
   private pumpAgain = false;
   private closed = false;
@@ -81,7 +88,7 @@ export class AgentSession {
     this.enqueue(async () => {
       this.credentials = await this.service.authenticate(bearer(this.call.metadata));
     });
-    this.call.on('data', (message: AgentMessage) => this.enqueue(() => this.handle(message)));
+    this.call.on('data', (message: AgentMessage) => this.receive(message));
     // The agent closed its side: handle what it sent before (a last JobRejected, say), then end ours.
     this.call.on('end', () =>
       this.enqueue(async () => {
@@ -167,6 +174,43 @@ export class AgentSession {
     this.hooks.closed(this);
     const ref = this.ref;
     if (ref) this.service.disconnect(ref).catch((err: unknown) => this.log.warn({ err }, 'could not mark agent disconnected'));
+  }
+
+  /**
+   * Queues a message for handling in arrival order. A LogBatch that carries on where a batch of the
+   * same run still waiting at the end of the queue stops is added to that one: when storing falls
+   * behind an agent (a slow or busy database), the next insert takes everything that arrived
+   * meanwhile, in one statement and one ack, instead of paying a statement and a round trip per
+   * batch, so a run's log keeps up rather than queueing. Nothing is reordered: only the last queued
+   * message is ever extended.
+   */
+  private receive(message: AgentMessage): void {
+    const payload = message.payload;
+    if (payload?.$case !== 'logBatch') {
+      this.waitingBatch = undefined;
+      this.enqueue(() => this.handle(message));
+      return;
+    }
+    const batch = payload.value;
+    const waiting = this.waitingBatch;
+    if (
+      waiting &&
+      waiting.batch.jobId === batch.jobId &&
+      waiting.batch.attempt === batch.attempt &&
+      batch.firstSeq === waiting.batch.firstSeq + waiting.batch.lines.length &&
+      waiting.batch.lines.length + batch.lines.length <= this.settings.maxLogBatchLines * MERGED_BATCHES &&
+      waiting.text + textLength(batch) <= MERGED_TEXT
+    ) {
+      waiting.batch.lines.push(...batch.lines);
+      waiting.text += textLength(batch);
+      return;
+    }
+    const entry = { batch: { ...batch, lines: [...batch.lines] }, text: textLength(batch) };
+    this.waitingBatch = entry;
+    this.enqueue(() => {
+      if (this.waitingBatch === entry) this.waitingBatch = undefined;
+      return this.handle({ payload: { $case: 'logBatch', value: entry.batch } });
+    });
   }
 
   private enqueue(work: () => Promise<void>): void {
@@ -285,6 +329,12 @@ export class AgentSession {
     this.log.info({ agentId: session.agentId, orgId: session.orgId, capacity: session.capacity, kept: reconciliation.keep.length }, 'agent connected');
     void this.pump();
   }
+}
+
+function textLength(batch: LogBatch): number {
+  let length = 0;
+  for (const line of batch.lines) length += line.text.length;
+  return length;
 }
 
 function bearer(metadata: Metadata): string | undefined {
