@@ -29,13 +29,17 @@ export interface RatioComparison {
   informative?: boolean;
 }
 
-/** A figure with no baseline (memory, say) against an absolute ceiling it must stay at or under. */
-export interface LimitCheck {
+/**
+ * A figure with no baseline against an absolute bound: a ceiling it must stay at or under (memory,
+ * a p99), or a floor it must reach (a throughput the issue names in lines/s, say). Exactly one.
+ */
+export type LimitCheck = LimitCommon & ({ ceiling: number; floor?: never } | { floor: number; ceiling?: never });
+
+interface LimitCommon {
   kind: 'limit';
   name: string;
   value: number;
   unit: string;
-  ceiling: number;
   informative?: boolean;
 }
 
@@ -54,12 +58,13 @@ export interface Benchmark {
   run(): Promise<BenchReport>;
 }
 
-/** `ratio` is the figure compared with the target: a ratio for comparisons, value / ceiling for limits. */
+/** `ratio` is the figure compared with the target: a ratio for comparisons, value / bound for limits. */
 export type ComparisonOutcome = Comparison & { ratio: number; pass: boolean };
 
 export function evaluate(report: BenchReport): ComparisonOutcome[] {
   return report.comparisons.map((c): ComparisonOutcome => {
     if (c.kind === 'limit') {
+      if (c.floor !== undefined) return { ...c, ratio: c.floor > 0 ? c.value / c.floor : NaN, pass: c.value >= c.floor };
       const ratio = c.ceiling > 0 ? c.value / c.ceiling : NaN;
       return { ...c, ratio, pass: c.value <= c.ceiling };
     }
@@ -91,7 +96,8 @@ export function cells(outcome: ComparisonOutcome, rows: ScenarioRow[]): OutcomeC
   const verdict = outcome.informative ? 'info' : outcome.pass ? 'pass' : 'MISSED';
   if (outcome.kind === 'limit') {
     const amount = (n: number) => `${fmt.amount(n)} ${outcome.unit}`;
-    return { measure: outcome.unit, ours: amount(outcome.value), baseline: '', figure: amount(outcome.value), target: `<= ${amount(outcome.ceiling)}`, verdict };
+    const target = outcome.floor !== undefined ? `>= ${amount(outcome.floor)}` : `<= ${amount(outcome.ceiling)}`;
+    return { measure: outcome.unit, ours: amount(outcome.value), baseline: '', figure: amount(outcome.value), target, verdict };
   }
   const ours = rows.find((r) => r.scenario === outcome.ours);
   const base = rows.find((r) => r.scenario === outcome.baseline);
