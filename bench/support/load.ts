@@ -170,3 +170,35 @@ export async function closedLoop(concurrency: number, seconds: number, op: () =>
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
   return { ops: latencies.length, opsPerSecond: latencies.length / elapsed, p50: at(0.5), p99: at(0.99), failures, ...(firstFailure !== undefined ? { firstFailure } : {}) };
 }
+
+/**
+ * Cores kept busy over `ms` by this process alone (not its children) and by PostgreSQL: what a server
+ * in this process costs while clients elsewhere (a child process) sit idle.
+ */
+export async function serverCores(ms: number): Promise<{ process: number; postgres: number }> {
+  const own0 = process.cpuUsage();
+  const pg0 = processCpu().postgres;
+  const t0 = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  const own = process.cpuUsage(own0);
+  const wallMicros = (performance.now() - t0) * 1000;
+  // A PostgreSQL backend that exits meanwhile (an idle pool connection closed) takes its CPU time out
+  // of the sum: never report less than nothing.
+  return { process: (own.user + own.system) / wallMicros, postgres: Math.max(0, processCpu().postgres - pg0) / wallMicros };
+}
+
+/** CPU time (ms) `work` cost this process, the processes it started (the Temporal dev server) and PostgreSQL. */
+export interface CpuCost {
+  process: number;
+  children: number;
+  postgres: number;
+}
+
+export async function withCpuCost<T>(work: () => Promise<T>): Promise<{ result: T; cpu: CpuCost }> {
+  const own0 = process.cpuUsage();
+  const proc0 = processCpu();
+  const result = await work();
+  const own = process.cpuUsage(own0);
+  const proc1 = processCpu();
+  return { result, cpu: { process: (own.user + own.system) / 1000, children: (proc1.children - proc0.children) / 1000, postgres: Math.max(0, proc1.postgres - proc0.postgres) / 1000 } };
+}
