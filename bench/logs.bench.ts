@@ -268,9 +268,13 @@ async function run(): Promise<BenchReport> {
       const job = await printedJob(`paced ${LATENCY_RATE} ${LATENCY_WARMUP_S} ${LATENCY_S} ${PRINTER_TEXT_BYTES}`);
       // The viewers follow the job from before its first line, as a user watching it start.
       const opened = await openViewers(job.jobId, LATENCY_VIEWERS, true);
+      let serverCores = NaN;
+      const insertsBefore = inserts;
       const measured = await withOtherLoad(async () => {
         const agent = await job.start();
+        const cpu = new ServerCpu();
         await job.ended(JOB_TIMEOUT_MS);
+        serverCores = cpu.cores();
         const viewers = await clients.call('viewersDone', { timeoutMs: 30_000 }, 30_000 + CALL_SLACK_MS);
         await job.stop(agent);
         return viewers;
@@ -300,6 +304,8 @@ async function run(): Promise<BenchReport> {
         `  The newest line of each frame, from the agent's stamp (LogLine.at, when it read the line; ms resolution) -> received:`,
         `  p50 ${fmt.ms(v.fromAgentStamp.p50)} ms, p99 ${fmt.ms(v.fromAgentStamp.p99)} ms, max ${fmt.ms(v.fromAgentStamp.max)} ms.`,
         `  Stored: ${last} lines, ${printed} of them printed (the rest the agent's own system lines). Viewers: ${viewersLine(v)}.`,
+        `  The agent's batches were stored in ${inserts - insertsBefore} INSERT statements; the server (this process) kept ${serverCores.toFixed(2)} cores busy`,
+        '  from the agent\'s start to the job\'s end.',
       );
       if (viewerErrors(v) > 0) problems.push(`latency viewers: ${viewersLine(v)}`);
     }
@@ -489,6 +495,17 @@ async function run(): Promise<BenchReport> {
     await unlisten?.().catch(() => {});
     await repository.remove().catch(() => {});
     await bench.stop();
+  }
+}
+
+/** Cores this process (the server) keeps busy from construction to cores(). */
+class ServerCpu {
+  private readonly cpu = process.cpuUsage();
+  private readonly t0 = performance.now();
+
+  cores(): number {
+    const used = process.cpuUsage(this.cpu);
+    return (used.user + used.system) / ((performance.now() - this.t0) * 1000);
   }
 }
 
