@@ -96,6 +96,9 @@ async function run(): Promise<BenchReport> {
     const postgres = bench.driver === 'postgres';
     const databaseUrl = system.config.database.kind === 'postgres' ? system.config.database.url : undefined;
     const poolSize = system.config.database.kind === 'postgres' ? system.config.database.poolSize : 1;
+    // The issue's targets are PostgreSQL's: on PGlite (the database in this process, one connection)
+    // the figures are shown, not judged. Lost or duplicated lines are judged everywhere.
+    const onlyShown = !postgres;
 
     // One organisation; its member watches, its admin sets up. The repository is a real one on disk,
     // for the reference agent to clone.
@@ -218,9 +221,8 @@ async function run(): Promise<BenchReport> {
       rows.push(baseRow, oursRow);
       const agents = `${n} agent${n > 1 ? 's' : ''}`;
       comparisons.push(
-        { name: `ingest, ${agents} vs plain multi-row INSERT`, ours: oursRow.scenario, baseline: baseRow.scenario, target: INGEST_RATIO_TARGET },
-        // The issue's absolute floor is for PostgreSQL; on PGlite it is only shown.
-        { kind: 'limit', name: `ingest, ${agents}: lines/s`, value: oursRow.rps, unit: 'lines/s', floor: INGEST_FLOOR, informative: !postgres },
+        { name: `ingest, ${agents} vs plain multi-row INSERT`, ours: oursRow.scenario, baseline: baseRow.scenario, target: INGEST_RATIO_TARGET, informative: onlyShown },
+        { kind: 'limit', name: `ingest, ${agents}: lines/s`, value: oursRow.rps, unit: 'lines/s', floor: INGEST_FLOOR, informative: onlyShown },
       );
       print(baseRow);
       print(oursRow, `; server RSS peak +${mb(memory.peakRss - memory.startRss)}`);
@@ -295,7 +297,7 @@ async function run(): Promise<BenchReport> {
       };
       rows.push(row);
       print(row, `; max ${fmt.ms(v.latency.max)} ms`);
-      comparisons.push({ kind: 'limit', name: `latency p99, ${LATENCY_VIEWERS} viewers at ${LATENCY_RATE} lines/s`, value: row.p99, unit: 'ms', ceiling: LATENCY_P99_MAX_MS });
+      comparisons.push({ kind: 'limit', name: `latency p99, ${LATENCY_VIEWERS} viewers at ${LATENCY_RATE} lines/s`, value: row.p99, unit: 'ms', ceiling: LATENCY_P99_MAX_MS, informative: onlyShown });
       notes.push(
         `- latency: the reference agent (src/agent/main.ts, its own process) ran a job printing ${LATENCY_RATE} lines/s for ${LATENCY_WARMUP_S} s of warm-up then ${LATENCY_S} s measured`,
         `  (${expectedPrinted} lines, each carrying its print time by this machine's clock); ${opened.opened} viewers connected before the job started (handshake p50 ${fmt.ms(opened.handshake.p50)} ms).`,
@@ -346,7 +348,7 @@ async function run(): Promise<BenchReport> {
       print(row, `; server RSS +${fmt.amount(growth)} MB`);
       const heapGrowth = (Math.max(connected.heapUsed, during.heapUsed) - before.heapUsed) / MB;
       comparisons.push(
-        { kind: 'limit', name: `${MEMORY_VIEWERS} viewers on one job: server RSS growth`, value: growth, unit: 'MB', ceiling: VIEWERS_MAX_MB },
+        { kind: 'limit', name: `${MEMORY_VIEWERS} viewers on one job: server RSS growth`, value: growth, unit: 'MB', ceiling: VIEWERS_MAX_MB, informative: onlyShown },
         { kind: 'limit', name: `${MEMORY_VIEWERS} viewers on one job: server heap growth`, value: heapGrowth, unit: 'MB', ceiling: VIEWERS_MAX_MB, informative: true },
       );
       notes.push(
@@ -447,9 +449,8 @@ async function run(): Promise<BenchReport> {
       const peak = (pick: (m: MemorySample) => number) => Math.max(...later.map((s) => pick(s.memory)));
       const bigMemory = tenth && later.length ? { rss: (peak((m) => m.rss) - tenth.memory.rss) / MB, heap: (peak((m) => m.heapUsed) - tenth.memory.heapUsed) / MB } : undefined;
       comparisons.push(
-        // On PGlite the database itself lives in this process and grows with what it stores; a job
-        // stored between two samples (a short BENCH_LOG_BIG_LINES) cannot be judged.
-        { kind: 'limit', name: `${BIG_LINES}-line job: server RSS growth past a tenth of it`, value: bigMemory?.rss ?? NaN, unit: 'MB', ceiling: BIG_FLAT_MAX_MB, informative: !postgres || !bigMemory },
+        // A job stored between two samples (a short BENCH_LOG_BIG_LINES) cannot be judged.
+        { kind: 'limit', name: `${BIG_LINES}-line job: server RSS growth past a tenth of it`, value: bigMemory?.rss ?? NaN, unit: 'MB', ceiling: BIG_FLAT_MAX_MB, informative: onlyShown || !bigMemory },
         { kind: 'limit', name: `${BIG_LINES}-line job: server heap growth past a tenth of it`, value: bigMemory?.heap ?? NaN, unit: 'MB', ceiling: BIG_FLAT_MAX_MB, informative: true },
       );
       notes.push(
