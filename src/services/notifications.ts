@@ -7,7 +7,7 @@ export const channels = {
   jobQueued: 'job_queued',
   /** A job's status changed (an event was appended): log streams re-read it. Sent by a trigger. */
   jobChanged: 'job_changed',
-  /** Log lines were stored: payload `<job id>:<highest seq stored>`, one per batch. Sent by a trigger. */
+  /** Log lines were stored: payload `<job id>:<highest seq stored>`, one per INSERT (a batch, or batches stored together). Sent by a trigger. */
   logAppended: 'log_appended',
   /** A job must be stopped on the agent running it, wherever that agent's stream is held. */
   agentCancel: 'agent_cancel',
