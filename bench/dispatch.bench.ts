@@ -385,7 +385,7 @@ async function run(): Promise<BenchReport> {
       `  waiting in their claim step (task token recorded) ${queuedSeconds.toFixed(1)} s after the first POST.`,
       `  Before: ${memoryLine(queuedBefore)}; ${QUEUED_WARM} queued: ${memoryLine(queuedWarm)};`,
       `  ${QUEUED_JOBS} queued: ${memoryLine(queuedAfter)} (RSS ${signed(queuedTotal.rss)} MB in all).`,
-      bench.driver === 'pglite' ? '  On PGlite the database itself lives in this process and grows with the jobs: that growth is not the worker\'s.' : '',
+      onPostgres ? '' : '  On PGlite the database lives in this process: its memory (an ArrayBuffer, "external") fills as jobs are stored, which RSS counts; that is not the worker\'s.',
       `- Before each scenario the bench waited for this process to go quiet: ${settled.map((w) => `${w.toFixed(1)} s`).join(', ')}.`,
       problems.length ? `- PROBLEMS (${problems.length}): ${problems.slice(0, 5).join('; ')}` : '',
     ].filter(Boolean);
@@ -396,7 +396,9 @@ async function run(): Promise<BenchReport> {
       ...[1, ...LOADED_AGENT_COUNTS].map((n): Comparison => ({ name: `throughput, ${plural(n, 'agent')} vs ${plural(n, 'workflow')} in flight`, ours: S.ours(n), baseline: S.base(n), target: THROUGHPUT_TARGET })),
       { kind: 'limit', name: `${IDLE_AGENTS} connected idle agents: server RSS growth`, value: idleGrowth.rss, unit: 'MB', ceiling: IDLE_AGENTS_MAX_MB },
       { kind: 'limit', name: `${IDLE_AGENTS} connected idle agents: server heap growth`, value: idleGrowth.heapUsed, unit: 'MB', ceiling: IDLE_AGENTS_MAX_MB, informative: true },
-      { kind: 'limit', name: `queued jobs ${QUEUED_WARM} -> ${QUEUED_JOBS}: worker RSS growth (flat)`, value: queuedFlat.rss, unit: 'MB', ceiling: QUEUED_JOBS_MAX_RSS_MB },
+      // On PGlite the database shares this process: its pages, touched as it fills with jobs, are in
+      // RSS too, so there only the heap speaks for the worker.
+      { kind: 'limit', name: `queued jobs ${QUEUED_WARM} -> ${QUEUED_JOBS}: worker RSS growth (flat)${onPostgres ? '' : ', PGlite included'}`, value: queuedFlat.rss, unit: 'MB', ceiling: QUEUED_JOBS_MAX_RSS_MB, informative: !onPostgres },
       { kind: 'limit', name: `queued jobs ${QUEUED_WARM} -> ${QUEUED_JOBS}: worker heap growth (flat)`, value: queuedFlat.heapUsed, unit: 'MB', ceiling: QUEUED_JOBS_MAX_HEAP_MB },
     ];
     const order = [S.baseLatency, S.oursLatency, ...[1, ...LOADED_AGENT_COUNTS].flatMap((n) => [S.base(n), S.ours(n)]), S.idle, S.accept];
