@@ -3,13 +3,12 @@
 import { sql } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
-import { jobs, terminalJobStatuses, type JobStatus, type ReportedOutcome, type TerminalJobStatus } from '../db/schema/index.js';
+import { jobs, isTerminalStatus, type JobStatus, type ReportedOutcome, type TerminalJobStatus } from '../db/schema/index.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { JobClaim } from '../temporal/shared.js';
 import { channels, type AgentCancelPayload, type JobQueuedPayload, type Notify } from './notifications.js';
 
 const unfinished: JobStatus[] = ['queued', 'assigned', 'running'];
-const isTerminal = (status: JobStatus) => (terminalJobStatuses as readonly JobStatus[]).includes(status);
 
 export class JobLifecycleService {
   constructor(private readonly deps: { db: Database; notify: Notify }) {}
@@ -68,7 +67,7 @@ export class JobLifecycleService {
     const current = await jobsRepo.findJobById(this.deps.db, jobId);
     if (!current) throw new NotFoundError(`Job ${jobId}`);
     // Already finished: a repeated activity, nothing to do.
-    if (!isTerminal(current.status)) throw new ConflictError(`Job ${jobId} could not move from ${current.status} to ${status}`);
+    if (!isTerminalStatus(current.status)) throw new ConflictError(`Job ${jobId} could not move from ${current.status} to ${status}`);
   }
 
   /**
@@ -99,7 +98,7 @@ export class JobLifecycleService {
   /** Asks whichever replica holds the agent's stream to send it a cancel. */
   async cancelOnAgent(input: { jobId: string; attempt: number; reason: string; graceMs: number }): Promise<void> {
     const job = await jobsRepo.findJobById(this.deps.db, input.jobId);
-    if (!job?.agentId || isTerminal(job.status)) return;
+    if (!job?.agentId || isTerminalStatus(job.status)) return;
     await this.publish<AgentCancelPayload>(channels.agentCancel, { ...input, agentId: job.agentId });
   }
 

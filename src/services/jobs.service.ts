@@ -4,7 +4,7 @@ import type { Database } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as reposRepo from '../db/repositories.repository.js';
 import { enqueueWorkflowStart } from '../db/workflow-starts.repository.js';
-import { terminalJobStatuses, type JobEventRow, type JobRow, type JobStatus, type QueueType } from '../db/schema/index.js';
+import { isTerminalStatus, type JobEventRow, type JobRow, type JobStatus, type QueueType } from '../db/schema/index.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, UnavailableError } from '../errors.js';
 import type { JobTimeouts } from '../temporal/shared.js';
 import { requireOrgRole, type Caller } from './access.js';
@@ -45,7 +45,6 @@ export interface JobsServiceDeps {
 }
 
 const DEFAULT_MAX_ATTEMPTS = 3;
-const isTerminal = (status: JobStatus) => (terminalJobStatuses as readonly JobStatus[]).includes(status);
 
 export function toJob(row: JobRow): Job {
   const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, logSeqBase: _base, timeouts, ...job } = row;
@@ -106,7 +105,7 @@ export class JobsService {
     if (parent.repoId !== input.repoId) {
       throw new InvalidArgumentError('A rework job revises a job of the same repository', [{ pointer, message: 'belongs to another repository' }]);
     }
-    if (!isTerminal(parent.status)) {
+    if (!isTerminalStatus(parent.status)) {
       throw new InvalidArgumentError('Only a finished job can be reworked', [{ pointer, message: `is still ${parent.status}` }]);
     }
   }
@@ -139,7 +138,7 @@ export class JobsService {
     const requested = await db.transaction(async (tx) => {
       const row = await jobsRepo.lockJob(tx, orgId, jobId);
       if (!row) throw new NotFoundError(`Job ${jobId}`);
-      if (isTerminal(row.status)) throw new ConflictError(`The job already finished (${row.status})`);
+      if (isTerminalStatus(row.status)) throw new ConflictError(`The job already finished (${row.status})`);
       if (row.cancelRequestedAt) return row;
       return jobsRepo.transition(tx, jobId, [row.status], row.status, { cancelRequestedAt: new Date() }, { type: 'cancel_requested', detail: because });
     });
@@ -147,7 +146,7 @@ export class JobsService {
 
     const delivered = await this.deps.workflows.requestCancel({ jobId, maxAttempts: requested.maxAttempts, timeouts: requested.timeouts }, because);
     const current = (await jobsRepo.findJob(db, orgId, jobId)) ?? requested;
-    if (!delivered && !isTerminal(current.status)) {
+    if (!delivered && !isTerminalStatus(current.status)) {
       throw new UnavailableError('The job workflow could not be reached; the cancellation is recorded, try again');
     }
     return toJob(current);

@@ -4,7 +4,7 @@
 import type { Database } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as logsRepo from '../db/logs.repository.js';
-import { terminalJobStatuses, type JobStatus, type LogLineRow, type TerminalJobStatus } from '../db/schema/index.js';
+import { isTerminalStatus, type JobStatus, type LogLineRow } from '../db/schema/index.js';
 import { NotFoundError } from '../errors.js';
 import { requireOrgRole, type Caller } from './access.js';
 
@@ -22,8 +22,6 @@ export interface JobLogState {
   /** The highest stored line, 0 when there is none. */
   lastSeq: number;
 }
-
-export const isTerminalStatus = (status: JobStatus): status is TerminalJobStatus => (terminalJobStatuses as readonly JobStatus[]).includes(status);
 
 export class LogsService {
   constructor(private readonly db: Database) {}

@@ -4,6 +4,7 @@ export const jobStatuses = ['queued', 'assigned', 'running', 'succeeded', 'faile
 export type JobStatus = (typeof jobStatuses)[number];
 export const terminalJobStatuses = ['succeeded', 'failed', 'cancelled', 'timed_out'] as const satisfies readonly JobStatus[];
 export type TerminalJobStatus = (typeof terminalJobStatuses)[number];
+export const isTerminalStatus = (status: JobStatus): status is TerminalJobStatus => (terminalJobStatuses as readonly JobStatus[]).includes(status);
 
 export const queueTypes = ['backlog', 'rework'] as const;
 export type QueueType = (typeof queueTypes)[number];

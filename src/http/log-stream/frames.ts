@@ -2,7 +2,7 @@
 // a page of lines is serialised one time and the same bytes go to every viewer at that position.
 import type { EndFrame, LogLinesFrame, StatusFrame } from '../../../generated/openapi/frames.js';
 import type { JobLogState, LogLine } from '../../services/logs.service.js';
-import { isTerminalStatus } from '../../services/logs.service.js';
+import { isTerminalStatus } from '../../db/schema/index.js';
 
 /** A text frame ready for the socket. */
 export interface EncodedFrame {

@@ -3,7 +3,8 @@
 // among them, and hands the same encoded frames to all. Reads are keyed by seq and lines commit in
 // seq order, so "after my cursor" is always exactly what a viewer is missing: no gap, no duplicate.
 import type { Logger } from 'pino';
-import { isTerminalStatus, type JobLogState, type LogLine } from '../../services/logs.service.js';
+import { isTerminalStatus } from '../../db/schema/index.js';
+import type { JobLogState, LogLine } from '../../services/logs.service.js';
 import { LogStreamCloseCode } from '../../../generated/openapi/frames.js';
 import { encodeLines } from './frames.js';
 import type { LogViewer } from './viewer.js';
