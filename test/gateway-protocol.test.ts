@@ -1,6 +1,7 @@
 // The agent.v1 protocol as an agent sees it, spoken by a scripted client over real gRPC: the job's
 // whole life through the gateway, and every kind of protocol mistake answered without harm.
 import { status } from '@grpc/grpc-js';
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome, LogStream, NoticeCode } from '../generated/proto/agent/v1/agent.js';
 import { createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
@@ -25,6 +26,14 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     const client = new ProtocolClient(t.grpcAddress, token, agentId);
     clients.push(client);
     return client;
+  }
+
+  async function until(condition: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await condition())) {
+      if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   /** An agent past its Hello and the server's Welcome. */
@@ -227,6 +236,39 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
 
     const gpu = await connectedAgent(org.agentToken, { capacity: 1, labels: ['gpu', 'linux'] });
     expect((await gpu.next('assignment')).jobId).toBe(gpuJob.id);
+  });
+
+  // A queued job's row is locked for a moment whenever something writes it: its workflow recording
+  // its claim step, a cancel. A claim must wait for that moment, not skip the job and hand out the
+  // one behind it. (PostgreSQL only: PGlite serves one connection, so nothing else holds a lock.)
+  it.runIf(driver === 'postgres')('keeps the dispatch order while the first job in line is locked for a moment', async () => {
+    const org = await orgWithAgentToken();
+    const parent = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: parent.id } } });
+    await waitForJob(org.member, org.orgId, parent.id, (j) => j.status === 'cancelled');
+    const backlog = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    const rework = await createJob(org.member, org.orgId, { repoId: org.repo.id, queueType: 'rework', parentJobId: parent.id });
+
+    const config = t.system.config.database;
+    if (config.kind !== 'postgres') throw new Error('PostgreSQL only');
+    const locker = new pg.Client({ connectionString: config.url });
+    await locker.connect();
+    try {
+      // Both workflows wait in their claim step first, so the only one left to wait on the lock is a claim.
+      await until(async () => (await locker.query<{ n: number }>(`select count(*)::int as n from jobs where id = any($1) and claim_task_token is not null`, [[backlog.id, rework.id]])).rows[0]!.n === 2);
+      await locker.query('begin');
+      await locker.query('select id from jobs where id = $1 for update', [rework.id]);
+
+      const a = await connectedAgent(org.agentToken, { capacity: 1 });
+      const first = a.next('assignment').then((m) => m.jobId);
+      const claimWaits = until(async () => (await locker.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`)).rowCount! > 0);
+      // A claim that skipped the locked row has handed out the backlog job by now.
+      expect(await Promise.race([first, claimWaits.then(() => 'waiting on the lock')])).toBe('waiting on the lock');
+      await locker.query('commit');
+      expect(await first).toBe(rework.id);
+    } finally {
+      await locker.end();
+    }
   });
 
   it('requeues a job the agent declines before starting it, without counting the attempt', async () => {

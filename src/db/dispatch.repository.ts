@@ -1,6 +1,13 @@
 // The SQL of dispatch: the one place a queued job becomes an agent's. The claim is one UPDATE whose
-// target is chosen under FOR UPDATE SKIP LOCKED, so dispatchers on any number of replicas never hand
-// one job to two agents and never wait on each other's rows.
+// target is chosen and locked by FOR UPDATE, so dispatchers on any number of replicas never hand one
+// job to two agents.
+//
+// Not SKIP LOCKED: the rows a claim would skip are not only other dispatchers' (which are about to
+// stop being queued) but also a queued job whose workflow is recording its claim step at that
+// instant. Skipping that one hands out the job behind it, breaking the dispatch order (rework first,
+// oldest first). Waiting costs little: every lock on a queued row lasts one short statement or
+// transaction, and a claim that waited on a row another dispatcher took re-checks it (PostgreSQL's
+// READ COMMITTED re-evaluation), finds it no longer queued and locks the next one in order.
 import { and, arrayContained, asc, eq, sql } from 'drizzle-orm';
 import type { Executor } from './client.js';
 import { appendEvent } from './jobs.repository.js';
@@ -27,7 +34,7 @@ export async function claimNextJob(tx: Executor, agent: DispatchCandidate): Prom
     .where(and(eq(jobs.orgId, agent.orgId), eq(jobs.status, 'queued'), labelsFit))
     .orderBy(sql`(${jobs.queueType} = 'rework') desc`, asc(jobs.createdAt), asc(jobs.id))
     .limit(1)
-    .for('update', { skipLocked: true });
+    .for('update');
   const [job] = await tx
     .update(jobs)
     .set({
