@@ -66,7 +66,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
       config,
       database,
       workflows: createJobWorkflows(temporal, config.temporal.taskQueue),
-      completions: createJobStepCompletions(temporal, config.temporal.taskQueue),
+      completions: createJobStepCompletions(temporal),
       log: (msg, err) => logger.warn({ err }, msg),
     });
     // Every role drains the outbox of workflow starts, so a job stored by a replica that died still starts.

@@ -181,15 +181,17 @@ export class AgentGatewayService {
     }
   }
 
+  /**
+   * The job is running. Only stored: the workflow reads it when its start deadline fires, so a
+   * report costs no workflow task (see job.workflow.ts).
+   */
   async started(session: AgentSessionRef, jobId: string, attempt: number, startedAt: Date): Promise<void> {
-    const moved = await this.deps.db.transaction(async (tx) => {
+    await this.deps.db.transaction(async (tx) => {
       const job = await this.heldJob(tx, session, jobId, attempt);
-      if (job.status === 'running') return undefined;
+      if (job.status === 'running') return;
       if (job.status !== 'assigned') throw new ConflictError(`Job ${jobId} is ${job.status}; it cannot start`);
       await jobsRepo.transition(tx, jobId, ['assigned'], 'running', { startedAt }, { type: 'started' });
-      return job;
     });
-    if (moved) await this.deps.completions.signalStarted({ jobId, maxAttempts: moved.maxAttempts, timeouts: moved.timeouts }, attempt);
   }
 
   /** A heartbeat keeps every job the agent runs alive in its workflow (Temporal heartbeat). */

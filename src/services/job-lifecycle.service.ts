@@ -95,6 +95,19 @@ export class JobLifecycleService {
     );
   }
 
+  /**
+   * When the agent reported the attempt started, for the workflow's start deadline. An attempt whose
+   * outcome is already reported counts as started (from its assignment) even if the agent skipped
+   * its Started: the outcome is on its way to the workflow, which waits for it rather than
+   * requeueing a finished job.
+   */
+  async attemptStartedAt(input: { jobId: string; agentId: string; attempt: number }): Promise<number | null> {
+    const job = await jobsRepo.findJobById(this.deps.db, input.jobId);
+    if (!job || job.agentId !== input.agentId || job.attempt !== input.attempt) return null;
+    const started = job.startedAt ?? (job.reportedOutcome ? job.assignedAt : null);
+    return started?.getTime() ?? null;
+  }
+
   /** Asks whichever replica holds the agent's stream to send it a cancel. */
   async cancelOnAgent(input: { jobId: string; attempt: number; reason: string; graceMs: number }): Promise<void> {
     const job = await jobsRepo.findJobById(this.deps.db, input.jobId);

@@ -32,6 +32,4 @@ export interface JobStepCompletions {
   failExecution(taskToken: string, why: { kind: 'agent_lost' | 'rejected'; reason: string }): Promise<CompletionResult>;
   /** Records an agent heartbeat against the execute step: Temporal's heartbeat timeout is agent silence. */
   heartbeatExecution(taskToken: string): Promise<CompletionResult>;
-  /** Tells the workflow the agent started the attempt, starting the workflow first if the outbox has not yet. */
-  signalStarted(job: JobWorkflowStart, attempt: number): Promise<void>;
 }

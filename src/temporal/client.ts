@@ -3,7 +3,7 @@
 import { ActivityCancelledError, ActivityNotFoundError, Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { CompletionResult, JobStepCompletions, JobWorkflows } from '../services/workflow-ports.js';
-import { AGENT_LOST_FAILURE, AGENT_REJECTED_FAILURE, JOB_WORKFLOW_TYPE, jobSignals, type CancelRequest, type JobWorkflowInput, type StartedSignal } from './shared.js';
+import { AGENT_LOST_FAILURE, AGENT_REJECTED_FAILURE, JOB_WORKFLOW_TYPE, jobSignals, type CancelRequest, type JobWorkflowInput } from './shared.js';
 
 export async function connectTemporal(address: string, namespace: string): Promise<Client> {
   const connection = await Connection.connect({ address });
@@ -47,7 +47,7 @@ async function signalJob<T>(client: Client, taskQueue: string, input: JobWorkflo
 }
 
 /** Completion of the claim and execute activities by task token, for the agent gateway. */
-export function createJobStepCompletions(client: Client, taskQueue: string): JobStepCompletions {
+export function createJobStepCompletions(client: Client): JobStepCompletions {
   const token = (base64: string) => Buffer.from(base64, 'base64');
   // An activity the workflow stopped waiting for (cancelled, timed out, already completed) is gone,
   // which the caller treats as "the workflow has moved on", never as a failure to retry.
@@ -68,8 +68,5 @@ export function createJobStepCompletions(client: Client, taskQueue: string): Job
         client.activity.fail(token(taskToken), ApplicationFailure.create({ type: kind === 'rejected' ? AGENT_REJECTED_FAILURE : AGENT_LOST_FAILURE, message: reason, nonRetryable: true })),
       ),
     heartbeatExecution: (taskToken) => settle(() => client.activity.heartbeat(token(taskToken))),
-    async signalStarted(job, attempt) {
-      await signalJob(client, taskQueue, job, jobSignals.started, { attempt } satisfies StartedSignal);
-    },
   };
 }

@@ -62,6 +62,14 @@ export interface JobActivities {
   /** Asks the agent running the job to stop it (SIGTERM, then SIGKILL after the grace period). */
   cancelOnAgent(input: CancelOnAgentInput): Promise<void>;
   finishJob(input: FinishJobInput): Promise<void>;
+  /** When the agent reported this attempt started (epoch ms), or null if it has not. */
+  attemptStartedAt(input: AttemptRef): Promise<number | null>;
+}
+
+export interface AttemptRef {
+  jobId: string;
+  agentId: string;
+  attempt: number;
 }
 
 /** executeJob fails with this type when the agent was lost (gone silent, or gave a started job back). */
@@ -73,7 +81,10 @@ export const AGENT_REJECTED_FAILURE = 'AgentRejected';
 export const jobSignals = {
   /** A person asked to cancel the job (REST). Carries CancelRequest. */
   cancel: 'cancel',
-  /** The agent reported the job started (gateway). Carries the attempt it started. */
+  /**
+   * The agent reported the job started. Sent by earlier gateways; workflows now read the start from
+   * the job when the start deadline fires, and keep the handler for histories that carry the signal.
+   */
   started: 'started',
 } as const;
 

@@ -37,5 +37,6 @@ export function createJobActivities(deps: { lifecycle: JobLifecycleService }): J
     requeueJob: ({ jobId, reason, uncount }) => translated(() => lifecycle.requeue(jobId, reason, { uncount: uncount ?? false })),
     finishJob: ({ jobId, status, exitCode, reason }) => translated(() => lifecycle.finish(jobId, status, { exitCode, reason })),
     cancelOnAgent: (input) => translated(() => lifecycle.cancelOnAgent(input)),
+    attemptStartedAt: (input) => translated(() => lifecycle.attemptStartedAt(input)),
   };
 }

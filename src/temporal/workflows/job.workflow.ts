@@ -1,6 +1,12 @@
 // A job's whole life: claim (wait for an agent to accept it), then execute (wait for the agent to
 // finish it), requeueing when the agent is lost. Every wait is a timer, a signal or an
 // asynchronously completed activity, so a job waiting in the queue holds no worker slot.
+//
+// A job that runs as it should costs three workflow tasks, as few as a bare workflow of two
+// activities: started (schedule the claim), claimed (schedule the execution, arm the start
+// deadline), finished (record the end, in a local activity, and complete). Nothing tells the
+// workflow that the agent started the job: the agent's report is stored, and the start deadline,
+// when it fires, reads it (see startedBy).
 import {
   ActivityFailure,
   CancellationScope,
@@ -9,7 +15,9 @@ import {
   condition,
   defineSignal,
   isCancellation,
+  patched,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   sleep,
 } from '@temporalio/workflow';
@@ -31,6 +39,21 @@ export const startedSignal = defineSignal<[StartedSignal]>(jobSignals.started);
 
 /** Error types an activity throws that no retry can fix (see errors.ts: AppError subclasses). */
 const NON_RETRYABLE = ['NotFoundError', 'InvalidArgumentError', 'ConflictError'];
+
+/**
+ * Changes to what the workflow does, kept apart by patch markers so that jobs whose histories were
+ * written before a change still replay as they ran (test/job-workflow-replay.test.ts replays such
+ * histories). Only ever add to this list; remove one (with deprecatePatch first) once no job that
+ * began before it can still be running.
+ */
+const patches = {
+  /** Database bookkeeping runs as local activities: no activity task, no workflow task of its own. */
+  localBookkeeping: 'bookkeeping-in-local-activities',
+  /** At the start deadline, read whether the agent started the job rather than wait for a signal. */
+  startReadAtDeadline: 'start-deadline-reads-the-job',
+  /** An attempt's start and run timers are cancelled once it is decided. */
+  attemptTimersCancelled: 'attempt-timers-cancelled',
+} as const;
 
 /** Why an attempt ended without an outcome from the agent: the job goes back to the queue. */
 interface AgentLost {
@@ -64,14 +87,15 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
     heartbeatTimeout: timeouts.agentSilenceMs,
     retry: { maximumAttempts: 1 },
   });
-  const bookkeeping = proxyActivities<JobActivities>({
-    // Database writes that must land: retried until they do.
-    startToCloseTimeout: '30s',
-    retry: { initialInterval: '500ms', maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE },
-  });
+  // Database writes that must land: retried until they do. A local activity is recorded in the
+  // workflow task that asked for it, so finishing a job takes no task of its own.
+  const bookkeepingOptions = { startToCloseTimeout: '30s', retry: { initialInterval: '500ms', maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE } } as const;
+  const remoteBookkeeping = proxyActivities<JobActivities>(bookkeepingOptions);
+  const localBookkeeping = proxyLocalActivities<JobActivities>(bookkeepingOptions);
+  const bookkeeping = () => (patched(patches.localBookkeeping) ? localBookkeeping : remoteBookkeeping);
 
   const finish = async (status: JobEndStatus, details: { exitCode?: number | null; reason?: string | null } = {}): Promise<JobEndStatus> => {
-    await CancellationScope.nonCancellable(() => bookkeeping.finishJob({ jobId, status, ...details }));
+    await CancellationScope.nonCancellable(() => bookkeeping().finishJob({ jobId, status, ...details }));
     return status;
   };
 
@@ -88,6 +112,24 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
     return 'cancel_requested';
   }
 
+  /**
+   * Whether the agent started the attempt by the deadline. Agents report it to the gateway, which
+   * stores it; the workflow reads it when the deadline fires, so a job that ends well before its
+   * deadline never spends a workflow task on its start. (Workflows that began before that change
+   * were told by a `started` signal, which may be in their history: its handler stays.) Resolves
+   * with when it started, 'signalled' (no time known), or undefined when it did not start.
+   */
+  async function startedBy(claimed: JobClaim, running: Promise<AttemptResult>, timers: CancellationScope): Promise<number | 'signalled' | undefined> {
+    const reported = await Promise.race([
+      timers.run(() => condition(() => startedAttempts.has(claimed.attempt) || cancelled(), timeouts.startMs)),
+      running.then(() => true),
+    ]);
+    if (reported) return 'signalled';
+    if (!patched(patches.startReadAtDeadline)) return undefined;
+    const startedAt = await bookkeeping().attemptStartedAt({ jobId, agentId: claimed.agentId, attempt: claimed.attempt });
+    return startedAt ?? undefined;
+  }
+
   async function execute(claimed: JobClaim): Promise<AttemptResult> {
     const scope = new CancellationScope();
     const running = scope.run(() => agent.executeJob(jobId, claimed)).then(
@@ -100,31 +142,36 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
         throw err;
       },
     );
+    // The attempt's deadlines: cancelled once it is decided, so none outlives it to wake the
+    // workflow for nothing (a requeued job would otherwise carry its first attempt's timers).
+    const timers = new CancellationScope();
+    try {
+      const started = await startedBy(claimed, running, timers);
+      if (started === undefined) {
+        scope.cancel();
+        return { kind: 'agent_lost', reason: `agent did not start the job within ${timeouts.startMs} ms` };
+      }
+      // The run time counts from the start the agent reported, when the workflow knows it.
+      const runLeftMs = started === 'signalled' ? timeouts.runMs : Math.max(1, timeouts.runMs - (Date.now() - started));
 
-    const startedInTime = await Promise.race([
-      condition(() => startedAttempts.has(claimed.attempt) || cancelled(), timeouts.startMs),
-      running.then(() => true),
-    ]);
-    if (!startedInTime) {
+      const result = await Promise.race([
+        running,
+        condition(cancelled).then((): AttemptResult => ({ kind: 'cancel_requested' })),
+        timers.run(() => sleep(runLeftMs)).then((): AttemptResult => ({ kind: 'timed_out', reason: `run time exceeded ${timeouts.runMs} ms` })),
+      ]);
+      if (result.kind !== 'cancel_requested' && result.kind !== 'timed_out') return result;
+
+      // Ask the agent to stop, give it the grace period to report back, then stop waiting for it.
+      const reason = result.kind === 'timed_out' ? result.reason : (cancel?.reason ?? 'cancelled');
+      await CancellationScope.nonCancellable(async () => {
+        await bookkeeping().cancelOnAgent({ jobId, attempt: claimed.attempt, reason, graceMs: timeouts.cancelGraceMs });
+        await Promise.race([running, sleep(timeouts.cancelGraceMs)]);
+      });
       scope.cancel();
-      return { kind: 'agent_lost', reason: `agent did not start the job within ${timeouts.startMs} ms` };
+      return result;
+    } finally {
+      if (patched(patches.attemptTimersCancelled)) timers.cancel();
     }
-
-    const result = await Promise.race([
-      running,
-      condition(cancelled).then((): AttemptResult => ({ kind: 'cancel_requested' })),
-      sleep(timeouts.runMs).then((): AttemptResult => ({ kind: 'timed_out', reason: `run time exceeded ${timeouts.runMs} ms` })),
-    ]);
-    if (result.kind !== 'cancel_requested' && result.kind !== 'timed_out') return result;
-
-    // Ask the agent to stop, give it the grace period to report back, then stop waiting for it.
-    const reason = result.kind === 'timed_out' ? result.reason : (cancel?.reason ?? 'cancelled');
-    await CancellationScope.nonCancellable(async () => {
-      await bookkeeping.cancelOnAgent({ jobId, attempt: claimed.attempt, reason, graceMs: timeouts.cancelGraceMs });
-      await Promise.race([running, sleep(timeouts.cancelGraceMs)]);
-    });
-    scope.cancel();
-    return result;
   }
 
   try {
@@ -144,13 +191,13 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
         case 'timed_out':
           return await finish('timed_out', { reason: result.reason });
         case 'rejected':
-          await bookkeeping.requeueJob({ jobId, reason: result.reason, uncount: true });
+          await bookkeeping().requeueJob({ jobId, reason: result.reason, uncount: true });
           break;
         case 'agent_lost':
           if (claimed.attempt >= input.maxAttempts) {
             return await finish('failed', { reason: `${result.reason}; gave up after ${claimed.attempt} attempts` });
           }
-          await bookkeeping.requeueJob({ jobId, reason: result.reason });
+          await bookkeeping().requeueJob({ jobId, reason: result.reason });
       }
     }
   } catch (err) {
