@@ -255,9 +255,11 @@ export class AgentSession {
         case 'accepted':
           return;
         case 'rejected':
-          await this.service.rejected(ref, payload.value.jobId, payload.value.attempt, payload.value.reason);
-          this.running.delete(payload.value.jobId);
-          void this.pump();
+          try {
+            await this.service.rejected(ref, payload.value.jobId, payload.value.attempt, payload.value.reason);
+          } finally {
+            this.released(payload.value.jobId, payload.value.attempt);
+          }
           return;
         case 'started':
           return await this.service.started(ref, payload.value.jobId, payload.value.attempt, payload.value.startedAt ?? new Date());
@@ -275,10 +277,12 @@ export class AgentSession {
         }
         case 'finished': {
           const { jobId, attempt } = payload.value;
-          await this.service.finished(ref, { jobId, attempt, outcome: toOutcome(payload.value) });
-          this.running.delete(jobId);
+          try {
+            await this.service.finished(ref, { jobId, attempt, outcome: toOutcome(payload.value) });
+          } finally {
+            this.released(jobId, attempt);
+          }
           this.send({ $case: 'finishedAck', value: { jobId, attempt } });
-          void this.pump();
           return;
         }
       }
@@ -295,6 +299,16 @@ export class AgentSession {
       }
       throw err;
     }
+  }
+
+  /**
+   * The agent no longer runs this attempt: its slot is free, whether or not the server still gave it
+   * the job (a job requeued past its start deadline is reported cancelled after it moved on).
+   */
+  private released(jobId: string, attempt: number): void {
+    if (this.running.get(jobId) !== attempt) return;
+    this.running.delete(jobId);
+    void this.pump();
   }
 
   private async hello(hello: Extract<AgentMessage['payload'], { $case: 'hello' }>['value']): Promise<void> {

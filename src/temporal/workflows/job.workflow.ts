@@ -117,7 +117,8 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
    * stores it; the workflow reads it when the deadline fires, so a job that ends well before its
    * deadline never spends a workflow task on its start. (Workflows that began before that change
    * were told by a `started` signal, which may be in their history: its handler stays.) Resolves
-   * with when it started, 'signalled' (no time known), or undefined when it did not start.
+   * with when it started, 'signalled' (no time known), or undefined when it did not start (the
+   * agent is then told to drop the attempt).
    */
   async function startedBy(claimed: JobClaim, running: Promise<AttemptResult>, timers: CancellationScope): Promise<number | 'signalled' | undefined> {
     const reported = await Promise.race([
@@ -127,7 +128,11 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
     if (reported) return 'signalled';
     if (!patched(patches.startReadAtDeadline)) return undefined;
     const startedAt = await bookkeeping().attemptStartedAt({ jobId, agentId: claimed.agentId, attempt: claimed.attempt });
-    return startedAt ?? undefined;
+    if (startedAt !== null) return startedAt;
+    // The agent may still be preparing the attempt (a slow clone): it must drop it, and free its
+    // slot, before the job goes back to the queue.
+    await bookkeeping().cancelOnAgent({ jobId, attempt: claimed.attempt, reason: `not started within ${timeouts.startMs} ms`, graceMs: timeouts.cancelGraceMs });
+    return undefined;
   }
 
   async function execute(claimed: JobClaim): Promise<AttemptResult> {
