@@ -10,7 +10,7 @@
 // READ COMMITTED re-evaluation), finds it no longer queued and locks the next one in order.
 import { and, arrayContained, asc, eq, sql } from 'drizzle-orm';
 import type { Executor } from './client.js';
-import { appendEvent } from './jobs.repository.js';
+import { transitionWhere } from './jobs.repository.js';
 import { jobs, logLines, type JobRow } from './schema/index.js';
 
 export interface DispatchCandidate {
@@ -20,34 +20,32 @@ export interface DispatchCandidate {
 }
 
 /**
- * Claims the next job for the agent: rework before backlog, oldest first, among the queued jobs
- * whose labels the agent has. Returns the assigned job. If its workflow's claim step is already
+ * Claims the next job for the agent, in one statement: rework before backlog, oldest first, among
+ * the queued jobs whose labels the agent has. Returns the assigned job. If its workflow's claim step is already
  * waiting, the row carries that step's task token for the caller to complete; if not, the claim
  * step finds the job assigned when it starts and completes at once.
  */
-export async function claimNextJob(tx: Executor, agent: DispatchCandidate): Promise<JobRow | undefined> {
+export async function claimNextJob(db: Executor, agent: DispatchCandidate): Promise<JobRow | undefined> {
   // An agent without labels takes only jobs that ask for none.
   const labelsFit = agent.labels.length ? arrayContained(jobs.labels, [...agent.labels]) : sql`cardinality(${jobs.labels}) = 0`;
-  const next = tx
+  const next = db
     .select({ id: jobs.id })
     .from(jobs)
     .where(and(eq(jobs.orgId, agent.orgId), eq(jobs.status, 'queued'), labelsFit))
     .orderBy(sql`(${jobs.queueType} = 'rework') desc`, asc(jobs.createdAt), asc(jobs.id))
     .limit(1)
     .for('update');
-  const [job] = await tx
-    .update(jobs)
-    .set({
-      status: 'assigned',
+  return transitionWhere(
+    db,
+    eq(jobs.id, sql`(${next})`),
+    ['queued'],
+    'assigned',
+    {
       agentId: agent.agentId,
       attempt: sql`${jobs.attempt} + 1`,
       assignedAt: sql`now()`,
-      updatedAt: sql`now()`,
       logSeqBase: sql`(select coalesce(max(${logLines.seq}), 0) from ${logLines} where ${logLines.jobId} = ${jobs.id})`,
-    })
-    .where(eq(jobs.id, sql`(${next})`))
-    .returning();
-  if (!job) return undefined;
-  await appendEvent(tx, job, { type: 'assigned' });
-  return job;
+    },
+    { type: 'assigned' },
+  );
 }

@@ -1,9 +1,12 @@
 // The SQL of jobs and their events. Every status change goes through `transition`, which updates the
-// row and appends the event in the caller's transaction, so the history never disagrees with the row.
-import { and, asc, count, desc, eq, inArray, notInArray, sql, type SQL } from 'drizzle-orm';
+// row and appends its event in one statement, so the history never disagrees with the row. The
+// writes on a job's hot path (dispatch, start, the workflow's tokens, the agent's outcome) are single
+// conditional statements rather than lock-then-update transactions: a job costs each of them one
+// round trip, and the row is locked only for that statement.
+import { and, asc, count, desc, eq, inArray, isNull, notInArray, sql, type AnyColumn, type SQL } from 'drizzle-orm';
 import type { PgUpdateSetSource } from 'drizzle-orm/pg-core';
 import type { Executor } from './client.js';
-import { jobEvents, jobs, terminalJobStatuses, type JobEventRow, type JobEventType, type JobRow, type JobStatus, type NewJobRow, type QueueType } from './schema/index.js';
+import { jobEvents, jobs, terminalJobStatuses, type JobEventRow, type JobEventType, type JobRow, type JobStatus, type NewJobRow, type QueueType, type ReportedOutcome } from './schema/index.js';
 
 export interface JobListFilter {
   statuses?: readonly JobStatus[] | undefined;
@@ -84,33 +87,62 @@ export async function countUnfinishedForRepo(db: Executor, repoId: string): Prom
 }
 
 /**
- * Moves a job to `to` if it is in one of `from`, applying `patch`, and records the event. Returns the
- * updated row, or undefined when the job was not in an allowed state (the caller decides whether
- * that is a conflict or an idempotent repeat).
+ * Moves a job to `to` if it is in one of `from` (and matches `also`), applying `patch`, and records
+ * the event. Returns the updated row, or undefined when the job was not in an allowed state (the
+ * caller decides whether that is a conflict or an idempotent repeat).
  */
 export async function transition(
-  tx: Executor,
+  db: Executor,
   jobId: string,
   from: readonly JobStatus[],
   to: JobStatus,
   patch: Omit<PgUpdateSetSource<typeof jobs>, 'id' | 'orgId' | 'status'>,
   event: EventInput,
+  also?: SQL,
 ): Promise<JobRow | undefined> {
-  const [row] = await tx
-    .update(jobs)
-    .set({ ...patch, status: to, updatedAt: sql`now()` })
-    .where(and(eq(jobs.id, jobId), inArray(jobs.status, [...from])))
-    .returning();
-  if (!row) return undefined;
-  await appendEvent(tx, row, event);
+  return transitionWhere(db, also ? and(eq(jobs.id, jobId), also)! : eq(jobs.id, jobId), from, to, patch, event);
+}
+
+/**
+ * `transition` of the job `which` selects (dispatch names it by a subquery that picks and locks it).
+ * The event is inserted by the same statement, from the updated row (a data-modifying CTE), so it
+ * commits with the change whether or not the caller holds a transaction.
+ */
+export async function transitionWhere(
+  db: Executor,
+  which: SQL,
+  from: readonly JobStatus[],
+  to: JobStatus,
+  patch: Omit<PgUpdateSetSource<typeof jobs>, 'id' | 'orgId' | 'status'>,
+  event: EventInput,
+): Promise<JobRow | undefined> {
+  const moved = db.$with('moved').as(
+    db
+      .update(jobs)
+      .set({ ...patch, status: to, updatedAt: sql`now()` })
+      .where(and(which, inArray(jobs.status, [...from])))
+      .returning(),
+  );
+  const column = (c: { name: string }) => sql.identifier(c.name);
+  const recorded = db.$with('recorded', {}).as(
+    sql`insert into ${jobEvents} (${column(jobEvents.jobId)}, ${column(jobEvents.seq)}, ${column(jobEvents.type)}, ${column(jobEvents.status)}, ${column(jobEvents.attempt)}, ${column(jobEvents.agentId)}, ${column(jobEvents.detail)})
+        select ${moved.id}, (${nextEventSeq(moved.id)}), ${event.type}::job_event_type, ${moved.status}, ${moved.attempt}, ${event.agentId ? sql`${event.agentId}::uuid` : moved.agentId}, ${event.detail ?? null}::text
+        from ${moved}`,
+  );
+  const [row] = await db.with(moved, recorded).select().from(moved);
   return row;
+}
+
+/** The next event number of a job: its events are numbered from 1 without gaps (under the row's lock). */
+function nextEventSeq(jobId: SQL | SQL.Aliased | string | AnyColumn): SQL {
+  return sql`select coalesce(max(${jobEvents.seq}), 0) + 1 from ${jobEvents} where ${jobEvents.jobId} = ${jobId}`;
 }
 
 /** Appends an event to a job whose row the caller has locked (by update or select for update). */
 export async function appendEvent(tx: Executor, job: JobRow, event: EventInput): Promise<void> {
   await tx.insert(jobEvents).values({
     jobId: job.id,
-    seq: sql`(select coalesce(max(${jobEvents.seq}), 0) + 1 from ${jobEvents} where ${jobEvents.jobId} = ${job.id})`,
+    seq: sql`(${nextEventSeq(job.id)})`,
     type: event.type,
     status: job.status,
     attempt: job.attempt,
@@ -119,13 +151,52 @@ export async function appendEvent(tx: Executor, job: JobRow, event: EventInput):
   });
 }
 
+/**
+ * Records the claim step's task token while the job is still queued. False when a dispatcher was
+ * quicker (or the job ended): the caller reads the job to see which.
+ */
+export async function recordClaimToken(db: Executor, jobId: string, taskToken: string): Promise<boolean> {
+  const rows = await db
+    .update(jobs)
+    .set({ claimTaskToken: taskToken })
+    .where(and(eq(jobs.id, jobId), eq(jobs.status, 'queued')))
+    .returning({ id: jobs.id });
+  return rows.length > 0;
+}
+
+/**
+ * Records the execute step's task token while the attempt is live and its outcome not yet reported.
+ * False otherwise: the caller reads the job for the outcome (or why it cannot execute).
+ */
+export async function recordExecuteToken(db: Executor, jobId: string, taskToken: string): Promise<boolean> {
+  const rows = await db
+    .update(jobs)
+    .set({ executeTaskToken: taskToken })
+    .where(and(eq(jobs.id, jobId), inArray(jobs.status, ['assigned', 'running']), isNull(jobs.reportedOutcome)))
+    .returning({ id: jobs.id });
+  return rows.length > 0;
+}
+
+/** The attempt as one agent holds it: a condition for writes only that agent may make. */
+export function heldBy(holder: { orgId: string; agentId: string; attempt: number }): SQL {
+  return and(eq(jobs.orgId, holder.orgId), eq(jobs.agentId, holder.agentId), eq(jobs.attempt, holder.attempt))!;
+}
+
+/**
+ * Records the agent's outcome of a live attempt it holds, once. Returns the execute step's task
+ * token (null until that step waits), or undefined when nothing was recorded (not held, already
+ * reported, or ended): the caller reads the job to tell which.
+ */
+export async function recordOutcome(db: Executor, jobId: string, holder: { orgId: string; agentId: string; attempt: number }, outcome: ReportedOutcome): Promise<{ executeTaskToken: string | null } | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({ reportedOutcome: outcome })
+    .where(and(eq(jobs.id, jobId), heldBy(holder), inArray(jobs.status, ['assigned', 'running']), isNull(jobs.reportedOutcome)))
+    .returning({ executeTaskToken: jobs.executeTaskToken });
+  return row;
+}
+
 /** Updates bookkeeping columns that are no status change (task tokens, reported outcomes). */
 export async function updateJob(tx: Executor, jobId: string, patch: Partial<Pick<NewJobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome'>>): Promise<void> {
   await tx.update(jobs).set(patch).where(eq(jobs.id, jobId));
-}
-
-/** Locks the job row by id alone, for the workflow's and the gateway's bookkeeping. */
-export async function lockJobById(tx: Executor, jobId: string): Promise<JobRow | undefined> {
-  const [row] = await tx.select().from(jobs).where(eq(jobs.id, jobId)).for('update');
-  return row;
 }

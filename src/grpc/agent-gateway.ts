@@ -48,8 +48,8 @@ export class AgentGateway {
         }),
       );
     };
-    await listen<JobQueuedPayload>(channels.jobQueued, ({ orgId }) => {
-      this.offer(orgId).catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'));
+    await listen<JobQueuedPayload>(channels.jobQueued, ({ orgId, jobId }) => {
+      this.offer(orgId, jobId).catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'));
     });
     await listen<AgentCancelPayload>(channels.agentCancel, ({ agentId, jobId, attempt, reason, graceMs }) => {
       this.sessions.get(agentId)?.sendCancel(jobId, attempt, reason, graceMs);
@@ -102,23 +102,25 @@ export class AgentGateway {
   }
 
   /**
-   * A job was announced: one agent with room claims it. Agents are taken in turn so work spreads
-   * over them; one whose claim finds nothing means agents with its labels would find nothing either
-   * (another replica took the job, or it needs labels they lack), so the next label set is asked.
-   * Announcements are handled side by side, so a burst of jobs is claimed in parallel. (Asking every
-   * agent of the organisation, as each announcement once did, cost a claim transaction per idle
-   * agent per job.)
+   * A job was announced: agents with room claim, one at a time and in turn so work spreads over
+   * them, until one of them has claimed the announced job. A claim takes the first job in line,
+   * which may be an older one (its own announcement is still being handled, or was lost): then the
+   * next agent claims, so the announced job is not left for the sweep. One whose claim finds nothing
+   * means agents with its labels would find nothing either (another replica took the job, or it
+   * needs labels they lack), so the next label set is asked. Announcements are handled side by
+   * side, so a burst of jobs is claimed in parallel. (Asking every agent of the organisation, as
+   * each announcement once did, cost a claim transaction per idle agent per job.)
    */
-  private async offer(orgId: string): Promise<void> {
+  private async offer(orgId: string, jobId: string): Promise<void> {
     for (const group of this.agentsWithRoom(orgId)) {
       const inTurn = this.inTurn(group);
       // An agent claiming already is asked last: joining it only queues one more pass, and what it
       // claimed may be other jobs.
       for (const session of [...inTurn.filter((s) => !s.pumpingNow), ...inTurn.filter((s) => s.pumpingNow)]) {
-        const result = await session.pump();
-        if (result === 'claimed') return;
-        if (result === 'empty') break;
-        // 'full': it had no room by now; the next agent of the group is asked.
+        const pass = await session.pump();
+        if (pass.claimed.includes(jobId)) return;
+        if (pass.result === 'empty') break;
+        // Full by now, or it claimed other jobs: the next agent of the group is asked.
       }
     }
   }
@@ -133,7 +135,7 @@ export class AgentGateway {
     this.draining.add(orgId);
     try {
       for (const group of this.agentsWithRoom(orgId)) {
-        for (const session of this.inTurn(group)) if ((await session.pump()) === 'empty') break;
+        for (const session of this.inTurn(group)) if ((await session.pump()).result === 'empty') break;
       }
     } finally {
       this.draining.delete(orgId);

@@ -18,6 +18,12 @@ export type AgentStream = ServerDuplexStream<AgentMessage, ServerMessage>;
  */
 export type PumpResult = 'claimed' | 'empty' | 'full';
 
+/** One dispatch pass for an agent: how it ended, and the jobs it claimed. */
+export interface PumpPass {
+  result: PumpResult;
+  claimed: string[];
+}
+
 export interface SessionSettings {
   replica: string;
   heartbeatIntervalMs: number;
@@ -64,7 +70,7 @@ export class AgentSession {
   private queue: Promise<void> = Promise.resolve();
   /** The LogBatch at the end of the queue, not yet being stored: later lines of its run join it. */
   private waitingBatch: { batch: LogBatch; text: number } | undefined;
-  private pumping: Promise<PumpResult> | undefined;
+  private pumping: Promise<PumpPass> | undefined;
   private pumpAgain = false;
   private closed = false;
   private draining = false;
@@ -112,16 +118,17 @@ export class AgentSession {
 
   /**
    * Claims work for this agent until it is full or nothing queued fits it; a request while a pass
-   * runs folds into one more pass. Resolves 'empty' when the last claim found nothing, which tells
-   * the gateway that agents with the same labels would find nothing either. Never rejects.
+   * runs folds into one more pass. Ends 'empty' when the last claim found nothing, which tells the
+   * gateway that agents with the same labels would find nothing either. Never rejects.
    */
-  pump(): Promise<PumpResult> {
+  pump(): Promise<PumpPass> {
     if (this.pumping) {
       this.pumpAgain = true;
       return this.pumping;
     }
-    if (!this.hasRoom) return Promise.resolve('full');
-    this.pumping = (async (): Promise<PumpResult> => {
+    if (!this.hasRoom) return Promise.resolve({ result: 'full', claimed: [] });
+    const claimed: string[] = [];
+    this.pumping = (async (): Promise<PumpPass> => {
       let result: PumpResult = 'full';
       do {
         this.pumpAgain = false;
@@ -131,17 +138,18 @@ export class AgentSession {
             result = 'empty';
             break;
           }
+          claimed.push(assignment.jobId);
           if (this.closed) break; // the workflow's start timeout will requeue it
           result = 'claimed';
           this.running.set(assignment.jobId, assignment.attempt);
           this.send({ $case: 'assignment', value: toAssignmentMessage(assignment) });
         }
       } while (this.pumpAgain);
-      return result;
+      return { result, claimed };
     })()
-      .catch((err: unknown): PumpResult => {
+      .catch((err: unknown): PumpPass => {
         this.log.error({ err, agentId: this.agentId }, 'dispatch failed');
-        return 'full';
+        return { result: 'full', claimed };
       })
       .finally(() => {
         this.pumping = undefined;

@@ -159,7 +159,7 @@ export class AgentGatewayService {
    */
   async claimNext(session: AgentSessionRef): Promise<Assignment | undefined> {
     for (;;) {
-      const job = await this.deps.db.transaction((tx) => claimNextJob(tx, session));
+      const job = await claimNextJob(this.deps.db, session);
       if (!job) return undefined;
       // Without a token the claim step has not started waiting yet; it will find the job assigned.
       if (job.claimTaskToken) {
@@ -186,12 +186,13 @@ export class AgentGatewayService {
    * report costs no workflow task (see job.workflow.ts).
    */
   async started(session: AgentSessionRef, jobId: string, attempt: number, startedAt: Date): Promise<void> {
-    await this.deps.db.transaction(async (tx) => {
-      const job = await this.heldJob(tx, session, jobId, attempt);
-      if (job.status === 'running') return;
-      if (job.status !== 'assigned') throw new ConflictError(`Job ${jobId} is ${job.status}; it cannot start`);
-      await jobsRepo.transition(tx, jobId, ['assigned'], 'running', { startedAt }, { type: 'started' });
-    });
+    const moved = UUID.test(jobId)
+      ? await jobsRepo.transition(this.deps.db, jobId, ['assigned'], 'running', { startedAt }, { type: 'started' }, jobsRepo.heldBy({ ...session, attempt }))
+      : undefined;
+    if (moved) return;
+    const job = await this.heldJob(this.deps.db, session, jobId, attempt);
+    if (job.status !== 'running') throw new ConflictError(`Job ${jobId} is ${job.status}; it cannot start`);
+    // Running already: a repeat (the agent resent it after a reconnect).
   }
 
   /** A heartbeat keeps every job the agent runs alive in its workflow (Temporal heartbeat). */
@@ -239,12 +240,13 @@ export class AgentGatewayService {
   }
 
   private async report(session: AgentSessionRef, jobId: string, attempt: number, outcome: ReportedOutcome): Promise<void> {
-    const token = await this.deps.db.transaction(async (tx) => {
-      const job = await this.heldJob(tx, session, jobId, attempt, { allowFinished: true, lock: true });
-      if (job.reportedOutcome || !['assigned', 'running'].includes(job.status)) return undefined;
-      await jobsRepo.updateJob(tx, jobId, { reportedOutcome: outcome });
-      return job.executeTaskToken ?? undefined;
-    });
+    const recorded = UUID.test(jobId) ? await jobsRepo.recordOutcome(this.deps.db, jobId, { ...session, attempt }, outcome) : undefined;
+    if (!recorded) {
+      // Not the agent's (an error), or reported or ended already (a repeat, harmless).
+      await this.heldJob(this.deps.db, session, jobId, attempt, { allowFinished: true });
+      return;
+    }
+    const token = recorded.executeTaskToken;
     if (!token) return;
     if (outcome.kind === 'agent_lost' || outcome.kind === 'rejected') await this.deps.completions.failExecution(token, outcome);
     else await this.deps.completions.completeExecution(token, outcome);
@@ -264,9 +266,9 @@ export class AgentGatewayService {
     session: AgentSessionRef,
     jobId: string,
     attempt: number,
-    options: { allowFinished?: boolean; lock?: boolean } = {},
+    options: { allowFinished?: boolean } = {},
   ): Promise<JobRow> {
-    const job = UUID.test(jobId) ? await (options.lock ? jobsRepo.lockJobById(db, jobId) : jobsRepo.findJobById(db, jobId)) : undefined;
+    const job = UUID.test(jobId) ? await jobsRepo.findJobById(db, jobId) : undefined;
     // Another organisation's job, or one held by another agent, is as unknown as a missing one.
     if (!job || job.orgId !== session.orgId || job.agentId !== session.agentId || job.attempt !== attempt) {
       throw new NotFoundError(`Job ${jobId} attempt ${attempt} held by this agent`);

@@ -16,18 +16,15 @@ export class JobLifecycleService {
   /**
    * The workflow waits for an agent: record its claim task token so a dispatcher can complete it.
    * A dispatcher may have been quicker (the job is already assigned): then the claim is returned.
+   * Nothing is announced here: the job was announced when it was submitted or requeued, and a
+   * dispatcher that claims it before this token is recorded leaves the claim for this step to find.
    */
   async awaitClaim(jobId: string, taskToken: string): Promise<JobClaim | undefined> {
-    const job = await this.deps.db.transaction(async (tx) => {
-      const row = await jobsRepo.lockJobById(tx, jobId);
-      if (!row) throw new NotFoundError(`Job ${jobId}`);
-      if (row.status === 'queued') await jobsRepo.updateJob(tx, jobId, { claimTaskToken: taskToken });
-      return row;
-    });
+    if (await jobsRepo.recordClaimToken(this.deps.db, jobId, taskToken)) return undefined;
+    const job = await jobsRepo.findJobById(this.deps.db, jobId);
+    if (!job) throw new NotFoundError(`Job ${jobId}`);
     if ((job.status === 'assigned' || job.status === 'running') && job.agentId) return { agentId: job.agentId, attempt: job.attempt };
-    if (job.status !== 'queued') throw new ConflictError(`Job ${jobId} is ${job.status}, not queued`);
-    await this.publish<JobQueuedPayload>(channels.jobQueued, { orgId: job.orgId, jobId });
-    return undefined;
+    throw new ConflictError(`Job ${jobId} is ${job.status}, not queued`);
   }
 
   /**
@@ -35,26 +32,21 @@ export class JobLifecycleService {
    * agent already reported (a job can end before this activity starts), then return that at once.
    */
   async awaitExecution(jobId: string, taskToken: string): Promise<ReportedOutcome | undefined> {
-    return this.deps.db.transaction(async (tx) => {
-      const job = await jobsRepo.lockJobById(tx, jobId);
-      if (!job) throw new NotFoundError(`Job ${jobId}`);
-      if (job.reportedOutcome) return job.reportedOutcome;
-      if (job.status !== 'assigned' && job.status !== 'running') throw new ConflictError(`Job ${jobId} is ${job.status}, not assigned`);
-      await jobsRepo.updateJob(tx, jobId, { executeTaskToken: taskToken });
-      return undefined;
-    });
+    if (await jobsRepo.recordExecuteToken(this.deps.db, jobId, taskToken)) return undefined;
+    const job = await jobsRepo.findJobById(this.deps.db, jobId);
+    if (!job) throw new NotFoundError(`Job ${jobId}`);
+    if (job.reportedOutcome) return job.reportedOutcome;
+    throw new ConflictError(`Job ${jobId} is ${job.status}, not assigned`);
   }
 
   async finish(jobId: string, status: TerminalJobStatus, details: { exitCode?: number | null; reason?: string | null }): Promise<void> {
-    const row = await this.deps.db.transaction((tx) =>
-      jobsRepo.transition(
-        tx,
-        jobId,
-        unfinished,
-        status,
-        { finishedAt: new Date(), exitCode: details.exitCode ?? null, failureReason: details.reason ?? null, claimTaskToken: null, executeTaskToken: null },
-        { type: status, detail: details.reason ?? null },
-      ),
+    const row = await jobsRepo.transition(
+      this.deps.db,
+      jobId,
+      unfinished,
+      status,
+      { finishedAt: new Date(), exitCode: details.exitCode ?? null, failureReason: details.reason ?? null, claimTaskToken: null, executeTaskToken: null },
+      { type: status, detail: details.reason ?? null },
     );
     if (row) {
       // Ended by the workflow while an agent holds it (cancelled while being claimed, timed out):
@@ -75,24 +67,25 @@ export class JobLifecycleService {
    * starting is taken back (`uncount`), so the next claim numbers the same attempt again.
    */
   async requeue(jobId: string, reason: string, options: { uncount: boolean } = { uncount: false }): Promise<void> {
-    await this.deps.db.transaction((tx) =>
-      jobsRepo.transition(
-        tx,
-        jobId,
-        ['assigned', 'running'],
-        'queued',
-        {
-          agentId: null,
-          assignedAt: null,
-          startedAt: null,
-          claimTaskToken: null,
-          executeTaskToken: null,
-          reportedOutcome: null,
-          ...(options.uncount ? { attempt: sql`greatest(${jobs.attempt} - 1, 0)` } : {}),
-        },
-        { type: 'requeued', detail: reason },
-      ),
+    const row = await jobsRepo.transition(
+      this.deps.db,
+      jobId,
+      ['assigned', 'running'],
+      'queued',
+      {
+        agentId: null,
+        assignedAt: null,
+        startedAt: null,
+        claimTaskToken: null,
+        executeTaskToken: null,
+        reportedOutcome: null,
+        ...(options.uncount ? { attempt: sql`greatest(${jobs.attempt} - 1, 0)` } : {}),
+      },
+      { type: 'requeued', detail: reason },
     );
+    // Announced again, for dispatchers on every replica. (A repeated activity finds the job queued
+    // already, or claimed again: nothing to announce.)
+    if (row) await this.publish<JobQueuedPayload>(channels.jobQueued, { orgId: row.orgId, jobId });
   }
 
   /**

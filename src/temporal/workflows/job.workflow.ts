@@ -43,16 +43,18 @@ const NON_RETRYABLE = ['NotFoundError', 'InvalidArgumentError', 'ConflictError']
 /**
  * Changes to what the workflow does, kept apart by patch markers so that jobs whose histories were
  * written before a change still replay as they ran (test/job-workflow-replay.test.ts replays such
- * histories). Only ever add to this list; remove one (with deprecatePatch first) once no job that
- * began before it can still be running.
+ * histories). Each patch costs a job a marker and a search attribute update the first time it is
+ * asked, so changes released together share one. Only ever add to this list; remove one (with
+ * deprecatePatch first) once no job that began before it can still be running.
  */
 const patches = {
-  /** Database bookkeeping runs as local activities: no activity task, no workflow task of its own. */
-  localBookkeeping: 'bookkeeping-in-local-activities',
-  /** At the start deadline, read whether the agent started the job rather than wait for a signal. */
-  startReadAtDeadline: 'start-deadline-reads-the-job',
-  /** An attempt's start and run timers are cancelled once it is decided. */
-  attemptTimersCancelled: 'attempt-timers-cancelled',
+  /**
+   * At the start deadline, read whether the agent started the job rather than wait for a signal
+   * (and tell an agent that has not to drop the attempt); run database bookkeeping as local
+   * activities, with no activity task or workflow task of their own; cancel an attempt's start and
+   * run timers once it is decided.
+   */
+  leanJobLife: 'lean-job-life',
 } as const;
 
 /** Why an attempt ended without an outcome from the agent: the job goes back to the queue. */
@@ -92,7 +94,7 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
   const bookkeepingOptions = { startToCloseTimeout: '30s', retry: { initialInterval: '500ms', maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE } } as const;
   const remoteBookkeeping = proxyActivities<JobActivities>(bookkeepingOptions);
   const localBookkeeping = proxyLocalActivities<JobActivities>(bookkeepingOptions);
-  const bookkeeping = () => (patched(patches.localBookkeeping) ? localBookkeeping : remoteBookkeeping);
+  const bookkeeping = () => (patched(patches.leanJobLife) ? localBookkeeping : remoteBookkeeping);
 
   const finish = async (status: JobEndStatus, details: { exitCode?: number | null; reason?: string | null } = {}): Promise<JobEndStatus> => {
     await CancellationScope.nonCancellable(() => bookkeeping().finishJob({ jobId, status, ...details }));
@@ -126,7 +128,7 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
       running.then(() => true),
     ]);
     if (reported) return 'signalled';
-    if (!patched(patches.startReadAtDeadline)) return undefined;
+    if (!patched(patches.leanJobLife)) return undefined;
     const startedAt = await bookkeeping().attemptStartedAt({ jobId, agentId: claimed.agentId, attempt: claimed.attempt });
     if (startedAt !== null) return startedAt;
     // The agent may still be preparing the attempt (a slow clone): it must drop it, and free its
@@ -175,7 +177,7 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
       scope.cancel();
       return result;
     } finally {
-      if (patched(patches.attemptTimersCancelled)) timers.cancel();
+      if (patched(patches.leanJobLife)) timers.cancel();
     }
   }
 
