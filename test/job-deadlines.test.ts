@@ -1,5 +1,6 @@
-// The deadlines a job's workflow keeps once an agent holds the job, met (or missed) by a scripted
-// agent over real gRPC: time from assignment to started, and run time.
+// The deadlines a job's workflow keeps, met (or missed) by a scripted agent over real gRPC: time in
+// the queue, time from assignment to started, run time, and the grace an agent has to stop a
+// cancelled job.
 import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome } from '../generated/proto/agent/v1/agent.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
@@ -7,7 +8,7 @@ import { ProtocolClient } from './support/protocol-client.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('job deadlines on %s', (driver) => {
-  const t = useTestSystem({ driver, env: { JOB_START_TIMEOUT: '2s', JOB_RUN_TIMEOUT: '4s', AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '10s' } });
+  const t = useTestSystem({ driver, env: { JOB_QUEUE_TIMEOUT: '3s', JOB_START_TIMEOUT: '2s', JOB_RUN_TIMEOUT: '4s', AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '10s' } });
   const clients: ProtocolClient[] = [];
   afterEach(() => {
     for (const c of clients.splice(0)) c.close();
@@ -23,6 +24,30 @@ describe.each(drivers)('job deadlines on %s', (driver) => {
     await agent.next('welcome');
     return { ...org, repo, agent };
   }
+
+  it('times out a job no agent takes within the queue timeout', async () => {
+    const org = await createOrg(t);
+    const repo = await createRepository(org.admin, org.orgId);
+    const job = await createJob(org.member, org.orgId, { repoId: repo.id });
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'timed_out', 30_000);
+    expect(done).toMatchObject({ attempt: 0, agentId: null, failureReason: 'no agent accepted the job within 3000 ms' });
+    expect(done.events.map((e) => e.type)).toEqual(['created', 'timed_out']);
+  });
+
+  it('ends a cancelled job after its own grace period when the agent does not confirm', async () => {
+    const { agent, ...org } = await orgWithAgent();
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, cancelGraceSeconds: 1 });
+    await agent.next('assignment');
+    agent.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
+
+    await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: job.id } }, body: { reason: 'wrong branch' } });
+    expect(await agent.next('cancel')).toMatchObject({ jobId: job.id, attempt: 1, reason: 'wrong branch', grace: { seconds: 1, nanos: 0 } });
+    // The agent never answers: the job ends anyway, once the grace period is over.
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'cancelled', 30_000);
+    expect(done).toMatchObject({ failureReason: 'wrong branch' });
+    expect(done.events.map((e) => e.type)).toEqual(['created', 'assigned', 'started', 'cancel_requested', 'cancelled']);
+  });
 
   it('takes a job back from an agent that does not start it in time, counting the attempt, and offers it again', async () => {
     const { agent, ...org } = await orgWithAgent();
