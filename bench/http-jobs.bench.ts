@@ -7,7 +7,6 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { count, inArray } from 'drizzle-orm';
 import type { Database } from '../src/db/client.js';
 import * as jobsRepo from '../src/db/jobs.repository.js';
-import { enqueueWorkflowStart } from '../src/db/workflow-starts.repository.js';
 import * as reposRepo from '../src/db/repositories.repository.js';
 import { jobs } from '../src/db/schema/index.js';
 import { channels, type JobQueuedPayload } from '../src/services/notifications.js';
@@ -53,24 +52,23 @@ interface CreateBody {
 }
 
 /**
- * The database work of JobsService.submit for a backlog job, step for step: find the repository,
- * count the organisation's queued jobs, then in one transaction lock the repository (share),
- * insert the job with its `created` event and its workflow-start outbox row; the caller sends the
- * job_queued NOTIFY after it. (The system's outbox starter then starts those workflows in the
- * background, for the baseline's jobs as for ours.)
+ * The database work of JobsService.submit for a backlog job, step for step: check the repository
+ * and count the organisation's queued jobs (one query), then in one transaction lock the repository
+ * (share) and insert the job with its `created` event and its workflow-start outbox row (one
+ * statement); the caller sends the job_queued NOTIFY after it. (The system's outbox starter then
+ * starts those workflows in the background, for the baseline's jobs as for ours.)
  * Keep it in step with the service when the service's queries change.
  */
 async function baselineInsert(deps: BaselineDeps, orgId: string, body: CreateBody) {
-  const repo = await reposRepo.findRepository(deps.db, orgId, body.repoId);
-  if (!repo) return undefined;
-  const queued = await jobsRepo.countQueued(deps.db, orgId);
+  const { repositoryLive, queued } = await jobsRepo.submissionCheck(deps.db, orgId, body.repoId);
+  if (!repositoryLive) return undefined;
   if (queued >= deps.maxQueuedPerOrg) throw new Error('queued limit reached');
   const maxAttempts = body.maxAttempts ?? 3;
   return deps.db.transaction(async (tx) => {
-    if (!(await reposRepo.lockRepository(tx, orgId, repo.id, 'share'))) return undefined;
-    const job = await jobsRepo.insertJob(tx, {
+    if (!(await reposRepo.lockRepository(tx, orgId, body.repoId, 'share'))) return undefined;
+    return jobsRepo.insertJob(tx, {
       orgId,
-      repoId: repo.id,
+      repoId: body.repoId,
       queueType: body.queueType,
       prompt: body.prompt,
       parentJobId: null,
@@ -79,8 +77,6 @@ async function baselineInsert(deps: BaselineDeps, orgId: string, body: CreateBod
       timeouts: deps.timeouts,
       createdBy: deps.createdBy,
     });
-    await enqueueWorkflowStart(tx, job.id);
-    return job;
   });
 }
 
@@ -131,7 +127,7 @@ async function run(): Promise<BenchReport> {
       agentSilenceMs: config.jobs.agentSilenceTimeoutMs,
       cancelGraceMs: config.jobs.cancelGraceMs,
     };
-    // One organisation per create scenario, so each starts from zero queued jobs (countQueued
+    // One organisation per create scenario, so each starts from zero queued jobs (the queued count
     // grows with them), and one whose jobs both GET scenarios read.
     const orgs = { ours: randomUUID(), base: randomUUID(), baseWf: randomUUID(), read: randomUUID() };
     const userId = randomUUID();
@@ -230,8 +226,8 @@ async function run(): Promise<BenchReport> {
       '  A create also starts the job\'s Temporal workflow; this process runs the Temporal worker too, which then runs',
       '  the workflow\'s first task and its claim activity (database work).',
       '- baseline: a bare Fastify app in the same process on the same database handle: JSON parsing only, no auth, no',
-      '  validation; the same repository functions (findRepository, countQueued, then lockRepository + insertJob in one',
-      '  transaction, then the job_queued NOTIFY; findJob + listEvents for a get).',
+      '  validation; the same repository functions (submissionCheck, then lockRepository + insertJob in one transaction,',
+      '  then the job_queued NOTIFY; findJob + listEvents for a get).',
       '- The issue\'s target compares ours with the Drizzle-only baseline, which starts no workflow. "baseline + workflow',
       '  start" also starts it, through the same client and task queue: ours against it measures our HTTP layer alone.',
       startRow ? `- A workflow start alone (a queue no worker polls, ${CONNECTIONS} concurrent): ${fmt.rps(startRow.rps)} starts/s, p50 ${fmt.ms(startRow.p50)} ms, p99 ${fmt.ms(startRow.p99)} ms.` : '',

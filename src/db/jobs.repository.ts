@@ -6,7 +6,7 @@
 import { and, asc, count, desc, eq, inArray, isNull, notInArray, sql, type AnyColumn, type SQL } from 'drizzle-orm';
 import type { PgUpdateSetSource } from 'drizzle-orm/pg-core';
 import type { Executor } from './client.js';
-import { jobEvents, jobs, terminalJobStatuses, type JobEventRow, type JobEventType, type JobRow, type JobStatus, type NewJobRow, type QueueType, type ReportedOutcome } from './schema/index.js';
+import { jobEvents, jobs, repositories, terminalJobStatuses, workflowStarts, type JobEventRow, type JobEventType, type JobRow, type JobStatus, type NewJobRow, type QueueType, type ReportedOutcome } from './schema/index.js';
 
 export interface JobListFilter {
   statuses?: readonly JobStatus[] | undefined;
@@ -22,11 +22,29 @@ export interface EventInput {
   agentId?: string | null;
 }
 
+/**
+ * Stores a new job with its `created` event and its row in the workflow-start outbox, in one
+ * statement: a stored job always has both, and costs one round trip inside the caller's
+ * transaction (which holds the repository).
+ */
 export async function insertJob(tx: Executor, values: NewJobRow): Promise<JobRow> {
-  const [row] = await tx.insert(jobs).values(values).returning();
+  const job = tx.$with('job').as(tx.insert(jobs).values(values).returning());
+  const recorded = tx.$with('recorded', {}).as(eventInsert(job, { type: 'created' }));
+  const outboxed = tx.$with('outboxed', {}).as(sql`insert into ${workflowStarts} (${sql.identifier(workflowStarts.jobId.name)}) select ${job.id} from ${job}`);
+  const [row] = await tx.with(job, recorded, outboxed).select().from(job);
   if (!row) throw new Error('insert into jobs returned no row');
-  await appendEvent(tx, row, { type: 'created' });
   return row;
+}
+
+/** What a submission checks first: whether the repository is live, and how many jobs the organisation has queued. */
+export async function submissionCheck(db: Executor, orgId: string, repoId: string): Promise<{ repositoryLive: boolean; queued: number }> {
+  const [row] = await db
+    .select({
+      repositoryLive: sql<boolean>`exists (select 1 from ${repositories} where ${and(eq(repositories.orgId, orgId), eq(repositories.id, repoId), isNull(repositories.deletedAt))})`,
+      queued: sql<number>`(select count(*) from ${jobs} where ${and(eq(jobs.orgId, orgId), eq(jobs.status, 'queued'))})`.mapWith(Number),
+    })
+    .from(sql`(select 1) as one`);
+  return row ?? { repositoryLive: false, queued: 0 };
 }
 
 export async function findJob(db: Executor, orgId: string, jobId: string): Promise<JobRow | undefined> {
@@ -68,14 +86,6 @@ export async function listJobs(db: Executor, orgId: string, filter: JobListFilte
 
 export async function listEvents(db: Executor, jobId: string): Promise<JobEventRow[]> {
   return db.select().from(jobEvents).where(eq(jobEvents.jobId, jobId)).orderBy(asc(jobEvents.seq));
-}
-
-export async function countQueued(db: Executor, orgId: string): Promise<number> {
-  const [row] = await db
-    .select({ n: count() })
-    .from(jobs)
-    .where(and(eq(jobs.orgId, orgId), eq(jobs.status, 'queued')));
-  return row?.n ?? 0;
 }
 
 export async function countUnfinishedForRepo(db: Executor, repoId: string): Promise<number> {
@@ -123,14 +133,17 @@ export async function transitionWhere(
       .where(and(which, inArray(jobs.status, [...from])))
       .returning(),
   );
-  const column = (c: { name: string }) => sql.identifier(c.name);
-  const recorded = db.$with('recorded', {}).as(
-    sql`insert into ${jobEvents} (${column(jobEvents.jobId)}, ${column(jobEvents.seq)}, ${column(jobEvents.type)}, ${column(jobEvents.status)}, ${column(jobEvents.attempt)}, ${column(jobEvents.agentId)}, ${column(jobEvents.detail)})
-        select ${moved.id}, (${nextEventSeq(moved.id)}), ${event.type}::job_event_type, ${moved.status}, ${moved.attempt}, ${event.agentId ? sql`${event.agentId}::uuid` : moved.agentId}, ${event.detail ?? null}::text
-        from ${moved}`,
-  );
+  const recorded = db.$with('recorded', {}).as(eventInsert(moved, event));
   const [row] = await db.with(moved, recorded).select().from(moved);
   return row;
+}
+
+/** The insert of an event for each job row a data-modifying CTE (`changed`) returns, as that row now is. */
+function eventInsert(changed: { id: AnyColumn; status: AnyColumn; attempt: AnyColumn; agentId: AnyColumn }, event: EventInput): SQL {
+  const column = (c: { name: string }) => sql.identifier(c.name);
+  return sql`insert into ${jobEvents} (${column(jobEvents.jobId)}, ${column(jobEvents.seq)}, ${column(jobEvents.type)}, ${column(jobEvents.status)}, ${column(jobEvents.attempt)}, ${column(jobEvents.agentId)}, ${column(jobEvents.detail)})
+    select ${changed.id}, (${nextEventSeq(changed.id)}), ${event.type}::job_event_type, ${changed.status}, ${changed.attempt}, ${event.agentId ? sql`${event.agentId}::uuid` : changed.agentId}, ${event.detail ?? null}::text
+    from ${changed}`;
 }
 
 /** The next event number of a job: its events are numbered from 1 without gaps (under the row's lock). */

@@ -1,11 +1,7 @@
-// The SQL of the workflow-start outbox.
-import { eq, inArray, lte, sql } from 'drizzle-orm';
+// The SQL of the workflow-start outbox. Rows are written with their job, by jobs.repository's insertJob.
+import { and, eq, inArray, lte, sql } from 'drizzle-orm';
 import type { Executor } from './client.js';
 import { jobs, workflowStarts, type JobRow } from './schema/index.js';
-
-export async function enqueueWorkflowStart(tx: Executor, jobId: string): Promise<void> {
-  await tx.insert(workflowStarts).values({ jobId });
-}
 
 /**
  * Leases up to `limit` due starts for `leaseMs` (other starters skip them meanwhile) and returns
@@ -20,16 +16,12 @@ export async function leaseDueStarts(db: Executor, limit: number, leaseMs: numbe
     .orderBy(workflowStarts.notBefore)
     .limit(limit)
     .for('update', { skipLocked: true });
-  const leased = await db
+  return db
     .update(workflowStarts)
     .set({ notBefore: sql`now() + ${`${leaseMs} milliseconds`}::interval`, attempts: sql`${workflowStarts.attempts} + 1` })
-    .where(inArray(workflowStarts.jobId, due))
-    .returning({ jobId: workflowStarts.jobId });
-  if (leased.length === 0) return [];
-  return db
-    .select({ id: jobs.id, maxAttempts: jobs.maxAttempts, timeouts: jobs.timeouts })
     .from(jobs)
-    .where(inArray(jobs.id, leased.map((l) => l.jobId)));
+    .where(and(inArray(workflowStarts.jobId, due), eq(jobs.id, workflowStarts.jobId)))
+    .returning({ id: jobs.id, maxAttempts: jobs.maxAttempts, timeouts: jobs.timeouts });
 }
 
 export async function completeWorkflowStart(db: Executor, jobId: string): Promise<void> {

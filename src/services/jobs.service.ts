@@ -3,7 +3,6 @@
 import type { Database } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as reposRepo from '../db/repositories.repository.js';
-import { enqueueWorkflowStart } from '../db/workflow-starts.repository.js';
 import { isTerminalStatus, type JobEventRow, type JobRow, type JobStatus, type QueueType } from '../db/schema/index.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, UnavailableError } from '../errors.js';
 import type { JobTimeouts } from '../temporal/shared.js';
@@ -57,11 +56,9 @@ export class JobsService {
   async submit(caller: Caller, orgId: string, input: SubmitJobInput): Promise<Job> {
     requireOrgRole(caller, orgId, 'Member');
     const { db } = this.deps;
-    const repo = await reposRepo.findRepository(db, orgId, input.repoId);
-    if (!repo) throw new NotFoundError(`Repository ${input.repoId}`);
+    const { repositoryLive, queued } = await jobsRepo.submissionCheck(db, orgId, input.repoId);
+    if (!repositoryLive) throw new NotFoundError(`Repository ${input.repoId}`);
     await this.checkParent(orgId, input);
-
-    const queued = await jobsRepo.countQueued(db, orgId);
     if (queued >= this.deps.maxQueuedPerOrg) {
       throw new ResourceExhaustedError(`The organisation already has ${queued} queued jobs (limit ${this.deps.maxQueuedPerOrg})`, 30);
     }
@@ -71,10 +68,11 @@ export class JobsService {
     const row = await db.transaction(async (tx) => {
       // Holds the repository until the job is stored, so a concurrent delete either sees this job
       // (and refuses) or has already hidden the repository (and this submission is refused).
-      if (!(await reposRepo.lockRepository(tx, orgId, repo.id, 'share'))) throw new NotFoundError(`Repository ${input.repoId}`);
-      const job = await jobsRepo.insertJob(tx, {
+      if (!(await reposRepo.lockRepository(tx, orgId, input.repoId, 'share'))) throw new NotFoundError(`Repository ${input.repoId}`);
+      // With its workflow-start outbox row: a committed job always gets its workflow, even if this process dies now.
+      return jobsRepo.insertJob(tx, {
         orgId,
-        repoId: repo.id,
+        repoId: input.repoId,
         queueType: input.queueType,
         prompt: input.prompt,
         parentJobId: input.parentJobId ?? null,
@@ -83,9 +81,6 @@ export class JobsService {
         timeouts,
         createdBy: caller.userId,
       });
-      // Its workflow starts from the outbox: a committed job always gets one, even if this process dies now.
-      await enqueueWorkflowStart(tx, job.id);
-      return job;
     });
     this.deps.kickStarter();
     // Dispatchers may assign it right away; its claim step completes at once when it finds it assigned.
