@@ -271,6 +271,45 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     }
   });
 
+  // Two changes to one job that both wait on its row: the second must number its event after the
+  // first's, though it began before the first committed. (PostgreSQL only, as above.)
+  it.runIf(driver === 'postgres')('numbers a job\'s events in order, without repeats, when changes to it race', async () => {
+    const org = await orgWithAgentToken();
+    const a = await connectedAgent(org.agentToken);
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await a.next('assignment');
+
+    const config = t.system.config.database;
+    if (config.kind !== 'postgres') throw new Error('PostgreSQL only');
+    const locker = new pg.Client({ connectionString: config.url });
+    await locker.connect();
+    const waiting = async (n: number) =>
+      until(async () => (await locker.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`)).rowCount! >= n);
+    try {
+      // The workflow waits in its execute step, so the cancel leaves the job running until the agent stops.
+      await until(async () => (await locker.query(`select 1 from jobs where id = $1 and execute_task_token is not null`, [job.id])).rowCount === 1);
+      await locker.query('begin');
+      await locker.query('select id from jobs where id = $1 for update', [job.id]);
+      // Queued on the row in this order: a cancel (over REST), then the agent's Started.
+      const cancelled = org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: job.id } } });
+      await waiting(1);
+      a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+      await waiting(2);
+      await locker.query('commit');
+      expect((await cancelled).response.status).toBe(202);
+    } finally {
+      await locker.end();
+    }
+
+    const seen = await waitForJob(org.member, org.orgId, job.id, (j) => j.events.some((e) => e.type === 'started'));
+    expect(seen.events.slice(0, 4).map((e) => [e.seq, e.type])).toEqual([
+      [1, 'created'],
+      [2, 'assigned'],
+      [3, 'cancel_requested'],
+      [4, 'started'],
+    ]);
+  });
+
   it('requeues a job the agent declines before starting it, without counting the attempt', async () => {
     const org = await orgWithAgentToken();
     const a = await connectedAgent(org.agentToken);

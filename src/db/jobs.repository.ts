@@ -1,5 +1,6 @@
 // The SQL of jobs and their events. Every status change goes through `transition`, which updates the
-// row and appends its event in one statement, so the history never disagrees with the row. The
+// row and appends its event in one statement, so the history never disagrees with the row (and the
+// event takes its number from the row: see jobs.eventSeq). The
 // writes on a job's hot path (dispatch, start, the workflow's tokens, the agent's outcome) are single
 // conditional statements rather than lock-then-update transactions: a job costs each of them one
 // round trip, and the row is locked only for that statement.
@@ -28,7 +29,7 @@ export interface EventInput {
  * transaction (which holds the repository).
  */
 export async function insertJob(tx: Executor, values: NewJobRow): Promise<JobRow> {
-  const job = tx.$with('job').as(tx.insert(jobs).values(values).returning());
+  const job = tx.$with('job').as(tx.insert(jobs).values({ ...values, eventSeq: 1 }).returning());
   const recorded = tx.$with('recorded', {}).as(eventInsert(job, { type: 'created' }));
   const outboxed = tx.$with('outboxed', {}).as(sql`insert into ${workflowStarts} (${sql.identifier(workflowStarts.jobId.name)}) select ${job.id} from ${job}`);
   const [row] = await tx.with(job, recorded, outboxed).select().from(job);
@@ -129,7 +130,7 @@ export async function transitionWhere(
   const moved = db.$with('moved').as(
     db
       .update(jobs)
-      .set({ ...patch, status: to, updatedAt: sql`now()` })
+      .set({ ...patch, status: to, updatedAt: sql`now()`, eventSeq: sql`${jobs.eventSeq} + 1` })
       .where(and(which, inArray(jobs.status, [...from])))
       .returning(),
   );
@@ -138,30 +139,12 @@ export async function transitionWhere(
   return row;
 }
 
-/** The insert of an event for each job row a data-modifying CTE (`changed`) returns, as that row now is. */
-function eventInsert(changed: { id: AnyColumn; status: AnyColumn; attempt: AnyColumn; agentId: AnyColumn }, event: EventInput): SQL {
+/** The insert of the event of each job row a data-modifying CTE (`changed`) returns, as that row now is. */
+function eventInsert(changed: { id: AnyColumn; eventSeq: AnyColumn; status: AnyColumn; attempt: AnyColumn; agentId: AnyColumn }, event: EventInput): SQL {
   const column = (c: { name: string }) => sql.identifier(c.name);
   return sql`insert into ${jobEvents} (${column(jobEvents.jobId)}, ${column(jobEvents.seq)}, ${column(jobEvents.type)}, ${column(jobEvents.status)}, ${column(jobEvents.attempt)}, ${column(jobEvents.agentId)}, ${column(jobEvents.detail)})
-    select ${changed.id}, (${nextEventSeq(changed.id)}), ${event.type}::job_event_type, ${changed.status}, ${changed.attempt}, ${event.agentId ? sql`${event.agentId}::uuid` : changed.agentId}, ${event.detail ?? null}::text
+    select ${changed.id}, ${changed.eventSeq}, ${event.type}::job_event_type, ${changed.status}, ${changed.attempt}, ${event.agentId ? sql`${event.agentId}::uuid` : changed.agentId}, ${event.detail ?? null}::text
     from ${changed}`;
-}
-
-/** The next event number of a job: its events are numbered from 1 without gaps (under the row's lock). */
-function nextEventSeq(jobId: SQL | SQL.Aliased | string | AnyColumn): SQL {
-  return sql`select coalesce(max(${jobEvents.seq}), 0) + 1 from ${jobEvents} where ${jobEvents.jobId} = ${jobId}`;
-}
-
-/** Appends an event to a job whose row the caller has locked (by update or select for update). */
-export async function appendEvent(tx: Executor, job: JobRow, event: EventInput): Promise<void> {
-  await tx.insert(jobEvents).values({
-    jobId: job.id,
-    seq: sql`(${nextEventSeq(job.id)})`,
-    type: event.type,
-    status: job.status,
-    attempt: job.attempt,
-    agentId: event.agentId ?? job.agentId,
-    detail: event.detail ?? null,
-  });
 }
 
 /**

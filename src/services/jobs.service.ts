@@ -12,7 +12,7 @@ import { channels, type JobQueuedPayload, type Notify } from './notifications.js
 import type { JobWorkflows } from './workflow-ports.js';
 
 /** The job as callers see it: the row without the workflow's bookkeeping. */
-export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'logSeqBase' | 'timeouts'> & { cancelGraceSeconds: number };
+export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'logSeqBase' | 'eventSeq' | 'timeouts'> & { cancelGraceSeconds: number };
 export type JobEvent = JobEventRow;
 
 export interface SubmitJobInput {
@@ -46,7 +46,7 @@ export interface JobsServiceDeps {
 const DEFAULT_MAX_ATTEMPTS = 3;
 
 export function toJob(row: JobRow): Job {
-  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, logSeqBase: _base, timeouts, ...job } = row;
+  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, logSeqBase: _base, eventSeq: _events, timeouts, ...job } = row;
   return { ...job, cancelGraceSeconds: Math.round(timeouts.cancelGraceMs / 1000) };
 }
 

@@ -42,6 +42,11 @@ export const jobs = pgTable(
     // Agents number each attempt's log lines from 1; stored lines are numbered from this base, so a
     // retried job's log continues after the lines of earlier attempts.
     logSeqBase: bigint('log_seq_base', { mode: 'number' }).notNull().default(0),
+    // The number of the job's last event. Each status change takes the next one in the UPDATE that
+    // makes it, which sees the row as the last writer left it, so events are numbered from 1 without
+    // gaps or duplicates even when changes race (a max(seq) + 1 read in the same statement would
+    // see only what was committed when the statement began).
+    eventSeq: integer('event_seq').notNull().default(0),
   },
   (t) => [
     // Listing: newest first, keyset-paginated on (created_at, id).
@@ -67,7 +72,7 @@ export const jobEvents = pgTable(
     jobId: uuid('job_id')
       .notNull()
       .references(() => jobs.id, { onDelete: 'cascade' }),
-    // Per-job order, assigned under the job row's lock so it has no gaps.
+    // Per-job order from 1, without gaps: the job's event_seq when the event was written.
     seq: integer('seq').notNull(),
     type: jobEventTypeEnum('type').notNull(),
     status: jobStatusEnum('status').notNull(),
