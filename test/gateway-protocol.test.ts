@@ -36,6 +36,33 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     }
   }
 
+  /**
+   * A second session on the system's PostgreSQL database, holding a job's row lock as another writer
+   * would for a moment (PostgreSQL only: PGlite serves one connection).
+   */
+  async function withRowLocker(use: (locker: { query: pg.Client['query']; lock(jobId: string): Promise<void>; release(): Promise<void>; waiters(n: number): Promise<void> }) => Promise<void>): Promise<void> {
+    const config = t.system.config.database;
+    if (config.kind !== 'postgres') throw new Error('PostgreSQL only');
+    const client = new pg.Client({ connectionString: config.url });
+    await client.connect();
+    try {
+      await use({
+        query: client.query.bind(client) as pg.Client['query'],
+        async lock(jobId) {
+          await client.query('begin');
+          await client.query('select id from jobs where id = $1 for update', [jobId]);
+        },
+        async release() {
+          await client.query('commit');
+        },
+        /** Until `n` sessions wait on a lock (on the held row, as nothing else locks here). */
+        waiters: (n) => until(async () => (await client.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`)).rowCount! >= n),
+      });
+    } finally {
+      await client.end();
+    }
+  }
+
   /** An agent past its Hello and the server's Welcome. */
   async function connectedAgent(token: string, hello: Parameters<ProtocolClient['hello']>[0] = {}): Promise<ProtocolClient> {
     const client = agent(token);
@@ -249,26 +276,18 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     const backlog = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     const rework = await createJob(org.member, org.orgId, { repoId: org.repo.id, queueType: 'rework', parentJobId: parent.id });
 
-    const config = t.system.config.database;
-    if (config.kind !== 'postgres') throw new Error('PostgreSQL only');
-    const locker = new pg.Client({ connectionString: config.url });
-    await locker.connect();
-    try {
+    await withRowLocker(async (locker) => {
       // Both workflows wait in their claim step first, so the only one left to wait on the lock is a claim.
       await until(async () => (await locker.query<{ n: number }>(`select count(*)::int as n from jobs where id = any($1) and claim_task_token is not null`, [[backlog.id, rework.id]])).rows[0]!.n === 2);
-      await locker.query('begin');
-      await locker.query('select id from jobs where id = $1 for update', [rework.id]);
+      await locker.lock(rework.id);
 
       const a = await connectedAgent(org.agentToken, { capacity: 1 });
       const first = a.next('assignment').then((m) => m.jobId);
-      const claimWaits = until(async () => (await locker.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`)).rowCount! > 0);
       // A claim that skipped the locked row has handed out the backlog job by now.
-      expect(await Promise.race([first, claimWaits.then(() => 'waiting on the lock')])).toBe('waiting on the lock');
-      await locker.query('commit');
+      expect(await Promise.race([first, locker.waiters(1).then(() => 'waiting on the lock')])).toBe('waiting on the lock');
+      await locker.release();
       expect(await first).toBe(rework.id);
-    } finally {
-      await locker.end();
-    }
+    });
   });
 
   // Two changes to one job that both wait on its row: the second must number its event after the
@@ -279,27 +298,18 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     await a.next('assignment');
 
-    const config = t.system.config.database;
-    if (config.kind !== 'postgres') throw new Error('PostgreSQL only');
-    const locker = new pg.Client({ connectionString: config.url });
-    await locker.connect();
-    const waiting = async (n: number) =>
-      until(async () => (await locker.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`)).rowCount! >= n);
-    try {
+    await withRowLocker(async (locker) => {
       // The workflow waits in its execute step, so the cancel leaves the job running until the agent stops.
       await until(async () => (await locker.query(`select 1 from jobs where id = $1 and execute_task_token is not null`, [job.id])).rowCount === 1);
-      await locker.query('begin');
-      await locker.query('select id from jobs where id = $1 for update', [job.id]);
+      await locker.lock(job.id);
       // Queued on the row in this order: a cancel (over REST), then the agent's Started.
       const cancelled = org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: job.id } } });
-      await waiting(1);
+      await locker.waiters(1);
       a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
-      await waiting(2);
-      await locker.query('commit');
+      await locker.waiters(2);
+      await locker.release();
       expect((await cancelled).response.status).toBe(202);
-    } finally {
-      await locker.end();
-    }
+    });
 
     const seen = await waitForJob(org.member, org.orgId, job.id, (j) => j.events.some((e) => e.type === 'started'));
     expect(seen.events.slice(0, 4).map((e) => [e.seq, e.type])).toEqual([
