@@ -5,15 +5,10 @@
 // reference agent's limits for Welcome's max_log_batch_lines (batchLimits in src/agent/agent.ts:
 // a few batches in flight, not waiting for each ack), pausing while the stream's buffer is full.
 // No child process, no pipe, no clone: what it measures is the gateway and the database.
-import { randomUUID } from 'node:crypto';
-import { credentials, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
-import { AgentServiceClient, JobOutcome, LogStream, type AgentMessage, type JobAssignment, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
+import { JobOutcome, LogStream, type JobAssignment, type RunningJob, type Welcome } from '../../generated/proto/agent/v1/agent.js';
 import { batchLimits } from '../../src/agent/agent.js';
 import { DEFAULT_OUTBOX_LIMITS, LogOutbox, type BatchLimits, type OutboxLimits } from '../../src/agent/log-outbox.js';
-
-// Without a local pool grpc-js would multiplex every agent of this process on one HTTP/2 connection.
-const CHANNEL_OPTIONS = { 'grpc.use_local_subchannel_pool': 1 };
-const HEARTBEAT_FALLBACK_MS = 10_000;
+import { BenchStreamAgent, type ServerPayload } from './bench-stream-agent.js';
 
 export interface PrintResult {
   lines: number;
@@ -23,38 +18,19 @@ export interface PrintResult {
   ackMs: number[];
 }
 
-export class LogAgent {
-  readonly agentId = randomUUID();
-  /** What the server objected to (notices), or how the stream ended unasked: a benchmark bug. */
-  readonly problems: string[] = [];
-  private readonly client: AgentServiceClient;
-  private readonly stream: ClientDuplexStream<AgentMessage, ServerMessage>;
+export class LogAgent extends BenchStreamAgent {
   private batchLimits: BatchLimits = batchLimits(500);
-  private heartbeats: NodeJS.Timeout | undefined;
-  private closing = false;
   private assignment: JobAssignment | undefined;
   private assignmentWaiter: ((a: JobAssignment) => void) | undefined;
   private outbox: LogOutbox | undefined;
   private onAck: (() => void) | undefined;
   private finishedWaiter: (() => void) | undefined;
 
-  private constructor(address: string, token: string) {
-    this.client = new AgentServiceClient(address, credentials.createInsecure(), CHANNEL_OPTIONS);
-    const metadata = new Metadata();
-    metadata.set('authorization', `Bearer ${token}`);
-    this.stream = this.client.connect(metadata);
-  }
-
   /** Connects with capacity 1 and resolves once the server's Welcome arrived. */
   static async connect(address: string, token: string, welcomeTimeoutMs = 30_000): Promise<LogAgent> {
     const agent = new LogAgent(address, token);
-    try {
-      await agent.open(welcomeTimeoutMs);
-      return agent;
-    } catch (err) {
-      agent.close();
-      throw err;
-    }
+    await agent.open({ name: `bench-log-${agent.agentId.slice(0, 8)}`, labels: [], capacity: 1 }, welcomeTimeoutMs);
+    return agent;
   }
 
   get maxBatchLines(): number {
@@ -138,80 +114,38 @@ export class LogAgent {
     });
   }
 
-  close(): void {
-    this.closing = true;
-    clearInterval(this.heartbeats);
-    this.stream.cancel();
-    this.client.close();
+  protected override welcomed(welcome: Welcome): void {
+    if (welcome.maxLogBatchLines > 0) this.batchLimits = batchLimits(welcome.maxLogBatchLines);
   }
 
-  private open(welcomeTimeoutMs: number): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('no Welcome in time')), welcomeTimeoutMs);
-      this.stream.on('data', (message: ServerMessage) => {
-        const payload = message.payload;
-        switch (payload?.$case) {
-          case 'welcome': {
-            clearTimeout(timer);
-            const { heartbeatInterval, maxLogBatchLines } = payload.value;
-            if (maxLogBatchLines > 0) this.batchLimits = batchLimits(maxLogBatchLines);
-            const everyMs = heartbeatInterval ? heartbeatInterval.seconds * 1000 + heartbeatInterval.nanos / 1e6 : HEARTBEAT_FALLBACK_MS;
-            this.heartbeats = setInterval(() => this.write({ $case: 'heartbeat', value: { runningJobs: this.runningJobs() } }), everyMs);
-            this.heartbeats.unref();
-            resolve();
-            return;
-          }
-          case 'assignment': {
-            const { jobId, attempt } = payload.value;
-            if (this.assignment) {
-              this.problems.push(`a second assignment (job ${jobId}) to an agent of capacity 1`);
-              return;
-            }
-            this.assignment = payload.value;
-            this.write({ $case: 'accepted', value: { jobId, attempt } });
-            this.write({ $case: 'started', value: { jobId, attempt, startedAt: new Date() } });
-            this.assignmentWaiter?.(payload.value);
-            return;
-          }
-          case 'logAck':
-            this.outbox?.ack(payload.value.ackedSeq);
-            this.onAck?.();
-            return;
-          case 'finishedAck':
-            this.finishedWaiter?.();
-            return;
-          case 'notice':
-            this.problems.push(`notice ${payload.value.code} for job ${payload.value.jobId}: ${payload.value.detail}`);
-            return;
-          case 'cancel':
-            this.problems.push(`unexpected cancel of job ${payload.value.jobId}: ${payload.value.reason}`);
-            return;
-          default:
-            return;
+  protected handle(payload: ServerPayload): void {
+    switch (payload.$case) {
+      case 'assignment': {
+        const { jobId, attempt } = payload.value;
+        if (this.assignment) {
+          this.problems.push(`a second assignment (job ${jobId}) to an agent of capacity 1`);
+          return;
         }
-      });
-      this.stream.on('error', (err: ServiceError) => {
-        clearTimeout(timer);
-        clearInterval(this.heartbeats);
-        if (!this.closing) this.problems.push(`stream ended: ${err.message}`);
-        reject(err);
-      });
-      this.stream.on('end', () => clearInterval(this.heartbeats));
-      this.write({
-        $case: 'hello',
-        value: { agentId: this.agentId, name: `bench-log-${this.agentId.slice(0, 8)}`, version: 'bench', labels: [], capacity: 1, runningJobs: [] },
-      });
-    });
+        this.assignment = payload.value;
+        this.write({ $case: 'accepted', value: { jobId, attempt } });
+        this.write({ $case: 'started', value: { jobId, attempt, startedAt: new Date() } });
+        this.assignmentWaiter?.(payload.value);
+        return;
+      }
+      case 'logAck':
+        this.outbox?.ack(payload.value.ackedSeq);
+        this.onAck?.();
+        return;
+      case 'finishedAck':
+        this.finishedWaiter?.();
+        return;
+      default:
+        return;
+    }
   }
 
-  private runningJobs() {
+  protected override runningJobs(): RunningJob[] {
     const job = this.assignment;
     return job ? [{ jobId: job.jobId, attempt: job.attempt, lastSeq: this.outbox?.lastSeq ?? 0 }] : [];
-  }
-
-  /** False when the stream's buffer is full: wait for 'drain' before writing more. */
-  private write(payload: AgentMessage['payload']): boolean {
-    if (this.closing) return true;
-    return this.stream.write({ payload });
   }
 }
