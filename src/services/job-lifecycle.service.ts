@@ -5,7 +5,7 @@ import type { Database } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import { jobs, isTerminalStatus, type JobStatus, type ReportedOutcome, type TerminalJobStatus } from '../db/schema/index.js';
 import { ConflictError, NotFoundError } from '../errors.js';
-import type { JobClaim } from '../temporal/shared.js';
+import type { AttemptRef, JobClaim } from '../temporal/shared.js';
 import { channels, type AgentCancelPayload, type JobQueuedPayload, type Notify } from './notifications.js';
 
 const unfinished: JobStatus[] = ['queued', 'assigned', 'running'];
@@ -94,7 +94,7 @@ export class JobLifecycleService {
    * its Started: the outcome is on its way to the workflow, which waits for it rather than
    * requeueing a finished job.
    */
-  async attemptStartedAt(input: { jobId: string; agentId: string; attempt: number }): Promise<number | null> {
+  async attemptStartedAt(input: AttemptRef): Promise<number | null> {
     const job = await jobsRepo.findJobById(this.deps.db, input.jobId);
     if (!job || job.agentId !== input.agentId || job.attempt !== input.attempt) return null;
     const started = job.startedAt ?? (job.reportedOutcome ? job.assignedAt : null);

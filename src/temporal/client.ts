@@ -21,29 +21,27 @@ export function createJobWorkflows(client: Client, taskQueue: string): JobWorkfl
         if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       }
     },
-    requestCancel: (input: JobWorkflowInput, reason: string) => signalJob(client, taskQueue, input, jobSignals.cancel, { reason } satisfies CancelRequest),
+    /**
+     * Signals the cancel, starting the workflow first if the outbox has not yet (signal-with-start).
+     * Resolves false when the workflow already ended: nothing is waiting for the signal any more.
+     */
+    async requestCancel(input: JobWorkflowInput, reason: string) {
+      try {
+        await client.workflow.signalWithStart(JOB_WORKFLOW_TYPE, {
+          workflowId: input.jobId,
+          taskQueue,
+          args: [input],
+          signal: jobSignals.cancel,
+          signalArgs: [{ reason } satisfies CancelRequest],
+          workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        });
+        return true;
+      } catch (err) {
+        if (err instanceof WorkflowExecutionAlreadyStartedError || err instanceof WorkflowNotFoundError) return false;
+        throw err;
+      }
+    },
   };
-}
-
-/**
- * Signals a job's workflow, starting it first if the outbox has not yet (signal-with-start). Resolves
- * false when the workflow already ended: nothing is waiting for the signal any more.
- */
-async function signalJob<T>(client: Client, taskQueue: string, input: JobWorkflowInput, signal: string, arg: T): Promise<boolean> {
-  try {
-    await client.workflow.signalWithStart(JOB_WORKFLOW_TYPE, {
-      workflowId: input.jobId,
-      taskQueue,
-      args: [input],
-      signal,
-      signalArgs: [arg],
-      workflowIdReusePolicy: 'REJECT_DUPLICATE',
-    });
-    return true;
-  } catch (err) {
-    if (err instanceof WorkflowExecutionAlreadyStartedError || err instanceof WorkflowNotFoundError) return false;
-    throw err;
-  }
 }
 
 /** Completion of the claim and execute activities by task token, for the agent gateway. */
