@@ -22,6 +22,12 @@ export const LogStreamCloseCode = {
   Normal: 1000,
   /** The server is going away; reconnect with after = last seq received. */
   GoingAway: 1001,
+  /** The client broke the WebSocket protocol (unknown opcode, unmasked frame, ...). */
+  ProtocolError: 1002,
+  /** The client sent a text frame that is not valid UTF-8. */
+  InvalidPayload: 1007,
+  /** The client sent a message larger than 4 KiB. */
+  MessageTooBig: 1009,
   /** Internal error. */
   InternalError: 1011,
   /** Invalid after or other query parameter. */

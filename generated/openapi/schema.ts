@@ -338,6 +338,9 @@ export interface paths {
          *     |------|---------|
          *     | 1000 | normal: sent after the `end` frame |
          *     | 1001 | the server is going away (shutdown, deploy); reconnect with `after` = last seq received |
+         *     | 1002 | the client broke the WebSocket protocol (an unknown opcode, an unmasked frame, ...) |
+         *     | 1007 | the client sent a text frame that is not valid UTF-8 |
+         *     | 1009 | the client sent a message larger than 4 KiB |
          *     | 1011 | internal error |
          *     | 4400 | bad request: invalid `after` or other query |
          *     | 4401 | unauthenticated: token missing, invalid or expired |
@@ -345,7 +348,8 @@ export interface paths {
          *     | 4404 | the job does not exist (or belongs to another organisation) |
          *     | 4408 | too slow: the subscriber's bounded buffer overflowed; reconnect with `after` = last seq received |
          *
-         *     The close codes are also the `LogStreamCloseCode` schema.
+         *     The close codes are also the `LogStreamCloseCode` schema. 1002, 1007 and 1009 are the client's own
+         *     fault: reconnecting with the same behaviour gets the same close.
          *
          *     **Slow viewers.** Each viewer has a bounded send buffer (`LOG_STREAM_BUFFER_BYTES`). While it reads the
          *     backlog the server waits for it; once it follows the live tail, a viewer whose buffer overflows is
@@ -531,7 +535,7 @@ export interface components {
             name: string;
             cloneUrl: components["schemas"]["CloneUrl"];
             /**
-             * @description The branch jobs start from.
+             * @description The branch jobs start from. No NUL (U+0000).
              * @default main
              */
             defaultBranch?: string;
@@ -579,7 +583,7 @@ export interface components {
         QueueType: "backlog" | "rework";
         CreateJobRequest: {
             /**
-             * @description What the agent should do. Must contain a non-whitespace character.
+             * @description What the agent should do. Must contain a non-whitespace character, and no NUL (U+0000).
              * @example Add a dark mode toggle to the settings page.
              */
             prompt: string;
@@ -610,7 +614,7 @@ export interface components {
             cancelGraceSeconds?: number;
         };
         CancelJobRequest: {
-            /** @description Why; stored on the job's `cancel_requested` event. */
+            /** @description Why; stored on the job's `cancel_requested` event. No NUL (U+0000). */
             reason?: string;
         };
         /** @example team:web */
@@ -684,7 +688,7 @@ export interface components {
         /** @enum {string} */
         LogStream: "stdout" | "stderr" | "system";
         LogLine: {
-            /** @description Per-job sequence number, gapless from 1. */
+            /** @description Per-job sequence number, gapless from 1; at most 2^53 − 1. */
             seq: number;
             /** Format: date-time */
             at: string;
@@ -739,10 +743,10 @@ export interface components {
          * @description WebSocket close codes of `streamJobLogs`.
          * @enum {integer}
          */
-        LogStreamCloseCode: 1000 | 1001 | 1011 | 4400 | 4401 | 4403 | 4404 | 4408;
+        LogStreamCloseCode: 1000 | 1001 | 1002 | 1007 | 1009 | 1011 | 4400 | 4401 | 4403 | 4404 | 4408;
         CreateAgentTokenRequest: {
             /**
-             * @description A name for people, e.g. where the agents using it run.
+             * @description A name for people, e.g. where the agents using it run. No NUL (U+0000).
              * @example build-farm-eu-1
              */
             name: string;
@@ -915,7 +919,10 @@ export interface components {
         Limit: number;
         /** @description The `nextCursor` of the previous page. Opaque. */
         Cursor: string;
-        /** @description Only log lines with a sequence number greater than this one (the last `seq` the client has). */
+        /**
+         * @description Only log lines with a sequence number greater than this one (the last `seq` the client has). At most
+         *     9007199254740991 (2^53 − 1), the largest `seq` a JSON number carries exactly and so the largest one stored.
+         */
         After: number;
     };
     requestBodies: never;
@@ -1322,7 +1329,10 @@ export interface operations {
     listJobLogs: {
         parameters: {
             query?: {
-                /** @description Only log lines with a sequence number greater than this one (the last `seq` the client has). */
+                /**
+                 * @description Only log lines with a sequence number greater than this one (the last `seq` the client has). At most
+                 *     9007199254740991 (2^53 − 1), the largest `seq` a JSON number carries exactly and so the largest one stored.
+                 */
                 after?: components["parameters"]["After"];
                 /** @description Maximum number of lines to return. */
                 limit?: number;
@@ -1402,7 +1412,10 @@ export interface operations {
     streamJobLogs: {
         parameters: {
             query?: {
-                /** @description Only log lines with a sequence number greater than this one (the last `seq` the client has). */
+                /**
+                 * @description Only log lines with a sequence number greater than this one (the last `seq` the client has). At most
+                 *     9007199254740991 (2^53 − 1), the largest `seq` a JSON number carries exactly and so the largest one stored.
+                 */
                 after?: components["parameters"]["After"];
             };
             header: {

@@ -20,6 +20,9 @@ import { healthHandlers } from './handlers/health.handlers.js';
 import { jobHandlers } from './handlers/jobs.handlers.js';
 import { logHandlers } from './handlers/logs.handlers.js';
 import { repositoryHandlers } from './handlers/repositories.handlers.js';
+import { refusingAgentTokens } from './agent-token-guard.js';
+import { lowerCaseIds } from './ids.js';
+import { registerJsonBodyParser } from './json-body.js';
 import { registerMetrics } from './metrics.js';
 import { build, renderProblem } from './problem.js';
 import { LogFanout } from './log-stream/log-fanout.js';
@@ -57,7 +60,8 @@ function route<Op extends OperationId>(handlers: ApiHandlers<RequestContext>, op
   const handler = handlers[operationId] as (input: unknown, ctx: RequestContext) => Promise<{ status: number; headers?: Record<string, string>; body?: unknown }>;
   const mediaTypes: Readonly<Record<number, string | null>> = operationRoutes[operationId].responses;
   return async (request: FastifyRequest, reply: FastifyReply) => {
-    const result = await handler({ params: request.params, query: request.query, headers: request.headers, body: request.body }, requestContext(request));
+    const params = lowerCaseIds(request.params as Record<string, unknown>);
+    const result = await handler({ params, query: request.query, headers: request.headers, body: request.body }, requestContext(request));
     reply.code(result.status);
     if (result.headers) reply.headers(result.headers);
     const mediaType = mediaTypes[result.status];
@@ -81,10 +85,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // fastify-openapi-glue wants a parser for every media type the document names, responses included
   // (it warns at start-up otherwise). No operation takes a problem as input: the preValidation hook
   // below answers such a body with 415, like any media type an operation does not declare.
-  app.addContentTypeParser('application/problem+json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+  registerJsonBodyParser(app, ['application/json', 'application/problem+json']);
+
+  const specification = loadHttpSpecification();
+  const bodyRules = requestBodyRules(specification);
+  const operationIdOf = (request: FastifyRequest) => (request.routeOptions.schema as { operationId?: string } | undefined)?.operationId ?? '';
 
   app.setErrorHandler((err, request, reply) => {
-    const { problem, headers, unexpected } = renderProblem(err, request.url);
+    const { problem, headers, unexpected } = renderProblem(err, request.url, {
+      acceptedMediaTypes: bodyRules.get(operationIdOf(request))?.mediaTypes,
+      sentMediaType: request.headers['content-type'],
+    });
     if (unexpected) request.log.error({ err }, 'request failed');
     return reply.code(problem.status).headers(headers).type('application/problem+json').send(problem);
   });
@@ -97,14 +108,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const metrics = registerMetrics(app);
 
-  const specification = loadHttpSpecification();
   const secured = securedOperationIds(specification);
-  const bodyRules = requestBodyRules(specification);
-  const operationIdOf = (request: FastifyRequest) => (request.routeOptions.schema as { operationId?: string } | undefined)?.operationId ?? '';
+  const userAuth = refusingAgentTokens(services.userAuth);
   // Authentication runs first, so a caller without a valid token learns nothing from validation
   // errors; membership and role are checked by the services, which know the organisation.
   app.addHook('onRequest', async (request) => {
-    if (secured.has(operationIdOf(request))) request.caller = await services.userAuth.authenticate(request.headers.authorization);
+    if (secured.has(operationIdOf(request))) request.caller = await userAuth.authenticate(request.headers.authorization);
   });
   // Fastify checks a body only against the schema of its own media type, so a body of another type
   // that it can still parse (text/plain), or no body at all, would reach the handler unvalidated.
@@ -140,7 +149,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     { ...config.logStream, pageLines: 1000, sweepIntervalMs: 10_000, pingIntervalMs: 30_000 },
   );
   await fanout.start();
-  await registerLogStream(app, { specification: loadSpecification(), userAuth: services.userAuth, fanout });
+  await registerLogStream(app, { specification: loadSpecification(), userAuth, fanout });
   await registerLogViewer(app);
 
   await app.register(fastifySwagger, { mode: 'static', specification: { path: specificationFile, baseDir: path.dirname(specificationFile) } });

@@ -45,7 +45,15 @@ const fastifyCodes: Record<string, ErrorCode> = {
   FST_ERR_VALIDATION: 'invalid_argument',
 };
 
-export function renderProblem(err: unknown, instance: string): RenderedProblem {
+/** What the failing route accepts, for messages that should say what to send instead. */
+export interface ProblemHints {
+  /** The media types the operation's request body may have. */
+  acceptedMediaTypes?: readonly string[];
+  /** The Content-Type the request sent. */
+  sentMediaType?: string | undefined;
+}
+
+export function renderProblem(err: unknown, instance: string, hints: ProblemHints = {}): RenderedProblem {
   const appError = unwrapAppError(err);
   if (appError) {
     const headers: Record<string, string> = {};
@@ -64,6 +72,9 @@ export function renderProblem(err: unknown, instance: string): RenderedProblem {
     return { problem: build('invalid_argument', `The request's ${part.name} ${part.plural ? 'are' : 'is'} invalid`, instance, errors), headers: {}, unexpected: false };
   }
   const code = fastifyError.code ? fastifyCodes[fastifyError.code] : undefined;
+  if (code === 'unsupported_media_type' || fastifyError.statusCode === 415) {
+    return { problem: build('unsupported_media_type', unsupportedMediaType(fastifyError, hints), instance), headers: {}, unexpected: false };
+  }
   if (code) {
     return { problem: build(code, fastifyError.message ?? errorCodes[code].title, instance), headers: {}, unexpected: false };
   }
@@ -71,10 +82,14 @@ export function renderProblem(err: unknown, instance: string): RenderedProblem {
   if (fastifyError.statusCode === 400) {
     return { problem: build('invalid_argument', fastifyError.message ?? 'Bad request', instance), headers: {}, unexpected: false };
   }
-  if (fastifyError.statusCode === 415) {
-    return { problem: build('unsupported_media_type', fastifyError.message ?? 'Unsupported media type', instance), headers: {}, unexpected: false };
-  }
   return { problem: build('internal', 'An unexpected error occurred', instance), headers: {}, unexpected: true };
+}
+
+/** Fastify names no type in its 415; the problem says which one was sent and which the operation takes. */
+function unsupportedMediaType(err: Partial<FastifyError>, hints: ProblemHints): string {
+  const sent = hints.sentMediaType ?? err.message?.match(/Unsupported Media Type:?\s*(.+)$/i)?.[1]?.trim();
+  const accepted = hints.acceptedMediaTypes?.length ? hints.acceptedMediaTypes.join(' or ') : 'application/json';
+  return `Content-Type ${sent ? `"${sent}" ` : ''}is not supported; send ${accepted}`;
 }
 
 export function build(code: ErrorCode, detail: string, instance: string, errors: FieldError[] = []): Problem {
@@ -118,6 +133,9 @@ function fieldError(base: string, issue: AjvIssue): FieldError {
     message = 'is required';
   } else if (issue.keyword === 'false schema') {
     message = 'is not allowed here';
+  } else if (issue.keyword === 'enum' && Array.isArray(params.allowedValues)) {
+    // ajv says only "must be equal to one of the allowed values"; a newcomer needs to see them.
+    message = `must be one of: ${params.allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
   }
   return { pointer: pointer || '/', message };
 }

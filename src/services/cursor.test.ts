@@ -8,6 +8,16 @@ describe('list cursors', () => {
     expect(decodeCursor(encodeCursor(position))).toEqual(position);
   });
 
+  it('accepts the last millisecond of year 9999 and refuses the one after, which PostgreSQL cannot read', () => {
+    const id = '0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b';
+    const last = new Date('9999-12-31T23:59:59.999Z');
+    expect(decodeCursor(encodeCursor({ createdAt: last, id }))).toEqual({ createdAt: last, id });
+    expect(() => decodeCursor(Buffer.from(`${last.getTime() + 1}.${id}`).toString('base64url'))).toThrow(
+      expect.objectContaining({ statusCode: 400, fieldErrors: [{ pointer: '/query/cursor', message: 'is not a valid cursor' }] }),
+    );
+    expect(() => decodeCursor(Buffer.from(`999999999999999.${id}`).toString('base64url'))).toThrow(AppError);
+  });
+
   it.each(['', 'not a cursor', 'AAAA', Buffer.from('12.not-a-uuid').toString('base64url'), Buffer.from('x.0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b').toString('base64url')])(
     'rejects %j as an invalid argument pointing at the cursor',
     (cursor) => {

@@ -14,12 +14,18 @@ export function encodeCursor(position: KeysetPosition): string {
   return Buffer.from(`${position.createdAt.getTime()}.${position.id}`, 'utf8').toString('base64url');
 }
 
+/**
+ * The last millisecond of year 9999. A later time has no RFC 3339 form (toISOString writes "+010000-…"),
+ * which PostgreSQL refuses; no row was created after it, so no cursor we issued holds one.
+ */
+const LATEST_CURSOR_TIME = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
 const invalid = () => new InvalidArgumentError('The cursor is not one this API returned', [{ pointer: '/query/cursor', message: 'is not a valid cursor' }]);
 
 export function decodeCursor(cursor: string): KeysetPosition {
   if (!/^[A-Za-z0-9_-]+$/.test(cursor)) throw invalid();
   const [millis, id, ...rest] = Buffer.from(cursor, 'base64url').toString('utf8').split('.');
-  if (rest.length > 0 || !millis || !id || !/^\d{1,15}$/.test(millis) || !UUID.test(id)) throw invalid();
+  if (rest.length > 0 || !millis || !id || !/^\d{1,15}$/.test(millis) || Number(millis) > LATEST_CURSOR_TIME || !UUID.test(id)) throw invalid();
   return { createdAt: new Date(Number(millis)), id: id.toLowerCase() };
 }
 

@@ -8,6 +8,7 @@ import type { WebSocket } from 'ws';
 import { LogStreamCloseCode, websocketOperations, type StreamJobLogsParams, type StreamJobLogsQuery } from '../../../generated/openapi/frames.js';
 import { AppError, InvalidArgumentError } from '../../errors.js';
 import type { UserAuthenticator } from '../../services/auth/user-authenticator.js';
+import { lowerCaseIds } from '../ids.js';
 import { validationFieldErrors } from '../problem.js';
 import { parameterSchemas, type OpenApiDocument } from '../specification.js';
 import { compileParameters } from '../validation.js';
@@ -31,10 +32,21 @@ export async function registerLogStream(app: FastifyInstance, deps: { specificat
       maxPayload: 4 * 1024,
       handleProtocols: (offered: Set<string>) => (offered.has(operation.subprotocol) ? operation.subprotocol : false),
     },
+    errorHandler: (err: Error, socket: WebSocket, request: FastifyRequest) => {
+      // A client that breaks the protocol (a frame over maxPayload, invalid UTF-8, an unknown opcode)
+      // has already been sent ws's close (1009, 1007, 1002) and the socket ends with it: its fault, not
+      // ours, so no error-level line with a stack that any signed-in client could repeat at will.
+      if (isProtocolViolation(err)) {
+        request.log.info({ code: err.code, reason: err.message }, 'log stream viewer broke the WebSocket protocol');
+        return;
+      }
+      request.log.error({ err }, 'log stream socket failed');
+      socket.terminate();
+    },
   });
 
   const checked = (request: FastifyRequest): { params: StreamJobLogsParams; query: StreamJobLogsQuery } => {
-    const params = { ...(request.params as object) };
+    const params = lowerCaseIds({ ...(request.params as object) });
     const query = { ...(request.query as object) };
     if (!validParams(params)) throw new InvalidArgumentError('Invalid path parameters', validationFieldErrors('/params', validParams.errors ?? []));
     if (!validQuery(query)) throw new InvalidArgumentError('Invalid query parameters', validationFieldErrors('/query', validQuery.errors ?? []));
@@ -62,6 +74,12 @@ export async function registerLogStream(app: FastifyInstance, deps: { specificat
       }
     },
   });
+}
+
+/** ws's errors for a peer's protocol violations all carry a `WS_ERR_…` code. */
+function isProtocolViolation(err: Error): err is Error & { code: string } {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('WS_ERR_');
 }
 
 /** The bearer token of a `bearer.<token>` subprotocol (what browsers can send), else the header. */
