@@ -175,11 +175,26 @@ describe.each(drivers)('bad input on %s', (driver) => {
       for (const [method, path] of [
         ['GET', '/v1/nothing-here'],
         ['GET', '/v2/orgs/x/jobs'],
-        ['PUT', `/v1/orgs/${org.orgId}/jobs`],
-        ['DELETE', `/v1/orgs/${org.orgId}/jobs/${org.job.id}`],
+        ['POST', `/v1/orgs/${org.orgId}/jobs/${org.job.id}/retry`],
       ] as const) {
         await expectProblem(await org.raw(method, path), 404, 'not_found');
         await expectProblem(await t.fetch(path, { method }), 404, 'not_found');
+      }
+    });
+
+    it('answers a known path asked with a method it does not have with a 405 problem naming the methods it has', async () => {
+      const org = await populatedOrg();
+      for (const [method, path, allow] of [
+        ['PUT', `/v1/orgs/${org.orgId}/jobs`, 'GET, HEAD, POST'],
+        ['DELETE', `/v1/orgs/${org.orgId}/jobs/${org.job.id}`, 'GET, HEAD'],
+        ['PATCH', `/v1/orgs/${org.orgId}/repositories/${org.repo.id}`, 'DELETE, GET, HEAD'],
+        ['PUT', '/healthz', 'GET, HEAD'],
+      ] as const) {
+        for (const response of [await org.raw(method, path), await t.fetch(path, { method })]) {
+          const problem = await expectProblem(response, 405, 'method_not_allowed');
+          expect(response.headers.get('allow'), path).toBe(allow);
+          expect(problem.detail).toContain(allow);
+        }
       }
       expect((await org.owner.GET('/v1/orgs/{orgId}/jobs/{jobId}', { params: { path: { orgId: org.orgId, jobId: org.job.id } } })).data?.status).toBe('queued');
     });

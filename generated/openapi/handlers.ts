@@ -21,7 +21,8 @@ export type GetHealthInput = {
 
 /** Every response `getHealth` declares, by status. */
 export type GetHealthResult =
-  | { status: 200; body: operations['getHealth']['responses'][200]['content']['application/json'] };
+  | { status: 200; body: operations['getHealth']['responses'][200]['content']['application/json'] }
+  | { status: 431; body: Problem };
 
 /** Input of `getReadiness` (GET /readyz). */
 export type GetReadinessInput = {
@@ -34,6 +35,7 @@ export type GetReadinessInput = {
 /** Every response `getReadiness` declares, by status. */
 export type GetReadinessResult =
   | { status: 200; body: operations['getReadiness']['responses'][200]['content']['application/json'] }
+  | { status: 431; body: Problem }
   | { status: 503; body: operations['getReadiness']['responses'][503]['content']['application/json'] };
 
 /** Input of `createRepository` (POST /v1/orgs/{orgId}/repositories). */
@@ -53,7 +55,9 @@ export type CreateRepositoryResult =
   | { status: 404; body: Problem }
   | { status: 409; body: Problem }
   | { status: 413; body: Problem }
-  | { status: 415; body: Problem };
+  | { status: 414; body: Problem }
+  | { status: 415; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `listRepositories` (GET /v1/orgs/{orgId}/repositories). */
 export type ListRepositoriesInput = {
@@ -69,7 +73,9 @@ export type ListRepositoriesResult =
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
-  | { status: 404; body: Problem };
+  | { status: 404; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `getRepository` (GET /v1/orgs/{orgId}/repositories/{repoId}). */
 export type GetRepositoryInput = {
@@ -85,7 +91,9 @@ export type GetRepositoryResult =
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
-  | { status: 404; body: Problem };
+  | { status: 404; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `deleteRepository` (DELETE /v1/orgs/{orgId}/repositories/{repoId}). */
 export type DeleteRepositoryInput = {
@@ -102,7 +110,9 @@ export type DeleteRepositoryResult =
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
   | { status: 404; body: Problem }
-  | { status: 409; body: Problem };
+  | { status: 409; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `createJob` (POST /v1/orgs/{orgId}/jobs). */
 export type CreateJobInput = {
@@ -120,8 +130,10 @@ export type CreateJobResult =
   | { status: 403; body: Problem }
   | { status: 404; body: Problem }
   | { status: 413; body: Problem }
+  | { status: 414; body: Problem }
   | { status: 415; body: Problem }
   | { status: 429; headers: { 'Retry-After': operations['createJob']['responses'][429]['headers']['Retry-After'] }; body: Problem }
+  | { status: 431; body: Problem }
   | { status: 503; body: Problem };
 
 /** Input of `listJobs` (GET /v1/orgs/{orgId}/jobs). */
@@ -138,7 +150,9 @@ export type ListJobsResult =
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
-  | { status: 404; body: Problem };
+  | { status: 404; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `getJob` (GET /v1/orgs/{orgId}/jobs/{jobId}). */
 export type GetJobInput = {
@@ -154,7 +168,9 @@ export type GetJobResult =
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
-  | { status: 404; body: Problem };
+  | { status: 404; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `cancelJob` (POST /v1/orgs/{orgId}/jobs/{jobId}/cancel). */
 export type CancelJobInput = {
@@ -173,7 +189,9 @@ export type CancelJobResult =
   | { status: 404; body: Problem }
   | { status: 409; body: Problem }
   | { status: 413; body: Problem }
+  | { status: 414; body: Problem }
   | { status: 415; body: Problem }
+  | { status: 431; body: Problem }
   | { status: 503; body: Problem };
 
 /** Input of `listJobLogs` (GET /v1/orgs/{orgId}/jobs/{jobId}/logs). */
@@ -190,7 +208,9 @@ export type ListJobLogsResult =
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
-  | { status: 404; body: Problem };
+  | { status: 404; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `downloadJobLog` (GET /v1/orgs/{orgId}/jobs/{jobId}/logs/download). */
 export type DownloadJobLogInput = {
@@ -206,7 +226,9 @@ export type DownloadJobLogResult =
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
-  | { status: 404; body: Problem };
+  | { status: 404; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `createAgentToken` (POST /v1/orgs/{orgId}/agent-tokens). */
 export type CreateAgentTokenInput = {
@@ -224,7 +246,9 @@ export type CreateAgentTokenResult =
   | { status: 403; body: Problem }
   | { status: 404; body: Problem }
   | { status: 413; body: Problem }
-  | { status: 415; body: Problem };
+  | { status: 414; body: Problem }
+  | { status: 415; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `listAgentTokens` (GET /v1/orgs/{orgId}/agent-tokens). */
 export type ListAgentTokensInput = {
@@ -240,7 +264,9 @@ export type ListAgentTokensResult =
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
-  | { status: 404; body: Problem };
+  | { status: 404; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `revokeAgentToken` (POST /v1/orgs/{orgId}/agent-tokens/{tokenId}/revoke). */
 export type RevokeAgentTokenInput = {
@@ -256,7 +282,9 @@ export type RevokeAgentTokenResult =
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
-  | { status: 404; body: Problem };
+  | { status: 404; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
 
 /** Input of `listAgents` (GET /v1/orgs/{orgId}/agents). */
 export type ListAgentsInput = {
@@ -272,7 +300,9 @@ export type ListAgentsResult =
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
-  | { status: 404; body: Problem };
+  | { status: 404; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
 
 /** What the HTTP layer implements: one handler per operationId, given the validated request. */
 export interface ApiHandlers<Ctx> {
@@ -360,20 +390,20 @@ export interface OperationRoute {
 
 /** Where each operation lives and what each of its responses carries, for the code that sends results. */
 export const operationRoutes = {
-  getHealth: { method: 'GET', path: '/healthz', responses: { 200: 'application/json' } },
-  getReadiness: { method: 'GET', path: '/readyz', responses: { 200: 'application/json', 503: 'application/json' } },
-  createRepository: { method: 'POST', path: '/v1/orgs/{orgId}/repositories', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 413: 'application/problem+json', 415: 'application/problem+json' } },
-  listRepositories: { method: 'GET', path: '/v1/orgs/{orgId}/repositories', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json' } },
-  getRepository: { method: 'GET', path: '/v1/orgs/{orgId}/repositories/{repoId}', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json' } },
-  deleteRepository: { method: 'DELETE', path: '/v1/orgs/{orgId}/repositories/{repoId}', responses: { 204: null, 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json' } },
-  createJob: { method: 'POST', path: '/v1/orgs/{orgId}/jobs', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 413: 'application/problem+json', 415: 'application/problem+json', 429: 'application/problem+json', 503: 'application/problem+json' } },
-  listJobs: { method: 'GET', path: '/v1/orgs/{orgId}/jobs', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json' } },
-  getJob: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json' } },
-  cancelJob: { method: 'POST', path: '/v1/orgs/{orgId}/jobs/{jobId}/cancel', responses: { 202: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 413: 'application/problem+json', 415: 'application/problem+json', 503: 'application/problem+json' } },
-  listJobLogs: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}/logs', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json' } },
-  downloadJobLog: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}/logs/download', responses: { 200: 'text/plain', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json' } },
-  createAgentToken: { method: 'POST', path: '/v1/orgs/{orgId}/agent-tokens', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 413: 'application/problem+json', 415: 'application/problem+json' } },
-  listAgentTokens: { method: 'GET', path: '/v1/orgs/{orgId}/agent-tokens', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json' } },
-  revokeAgentToken: { method: 'POST', path: '/v1/orgs/{orgId}/agent-tokens/{tokenId}/revoke', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json' } },
-  listAgents: { method: 'GET', path: '/v1/orgs/{orgId}/agents', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json' } },
+  getHealth: { method: 'GET', path: '/healthz', responses: { 200: 'application/json', 431: 'application/problem+json' } },
+  getReadiness: { method: 'GET', path: '/readyz', responses: { 200: 'application/json', 431: 'application/problem+json', 503: 'application/json' } },
+  createRepository: { method: 'POST', path: '/v1/orgs/{orgId}/repositories', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 431: 'application/problem+json' } },
+  listRepositories: { method: 'GET', path: '/v1/orgs/{orgId}/repositories', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
+  getRepository: { method: 'GET', path: '/v1/orgs/{orgId}/repositories/{repoId}', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
+  deleteRepository: { method: 'DELETE', path: '/v1/orgs/{orgId}/repositories/{repoId}', responses: { 204: null, 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
+  createJob: { method: 'POST', path: '/v1/orgs/{orgId}/jobs', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 429: 'application/problem+json', 431: 'application/problem+json', 503: 'application/problem+json' } },
+  listJobs: { method: 'GET', path: '/v1/orgs/{orgId}/jobs', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
+  getJob: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
+  cancelJob: { method: 'POST', path: '/v1/orgs/{orgId}/jobs/{jobId}/cancel', responses: { 202: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 431: 'application/problem+json', 503: 'application/problem+json' } },
+  listJobLogs: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}/logs', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
+  downloadJobLog: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}/logs/download', responses: { 200: 'text/plain', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
+  createAgentToken: { method: 'POST', path: '/v1/orgs/{orgId}/agent-tokens', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 431: 'application/problem+json' } },
+  listAgentTokens: { method: 'GET', path: '/v1/orgs/{orgId}/agent-tokens', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
+  revokeAgentToken: { method: 'POST', path: '/v1/orgs/{orgId}/agent-tokens/{tokenId}/revoke', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
+  listAgents: { method: 'GET', path: '/v1/orgs/{orgId}/agents', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
 } as const satisfies Record<OperationId, OperationRoute>;

@@ -6,12 +6,13 @@ import { Readable } from 'node:stream';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { Client } from '@temporalio/client';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Socket } from 'node:net';
+import Fastify, { type ConnectionError, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import openapiGlue from 'fastify-openapi-glue';
 import type { Logger } from 'pino';
 import { operationIds, operationRoutes, type ApiHandlers, type OperationId } from '../../generated/openapi/handlers.js';
 import type { Config } from '../config.js';
-import { AppError, InvalidArgumentError, UnauthenticatedError } from '../errors.js';
+import { AppError, InvalidArgumentError, UnauthenticatedError, UnavailableError } from '../errors.js';
 import type { DatabaseHandle } from '../db/client.js';
 import type { Services } from '../services/index.js';
 import { requestContext, type RequestContext } from './context.js';
@@ -24,7 +25,7 @@ import { refusingAgentTokens } from './agent-token-guard.js';
 import { lowerCaseIds } from './ids.js';
 import { registerJsonBodyParser } from './json-body.js';
 import { registerMetrics } from './metrics.js';
-import { build, renderProblem } from './problem.js';
+import { build, clientErrorResponse, renderProblem, type ProblemHints } from './problem.js';
 import { LogFanout } from './log-stream/log-fanout.js';
 import { registerLogStream } from './log-stream/log-stream.route.js';
 import { registerLogViewer } from './log-viewer/log-viewer.plugin.js';
@@ -70,6 +71,15 @@ function route<Op extends OperationId>(handlers: ApiHandlers<RequestContext>, op
   };
 }
 
+/** A Fastify route URL (`/v1/orgs/:orgId/jobs`, `/docs/*`) as a regular expression over request paths. */
+function routePattern(url: string): RegExp {
+  const source = url
+    .split(/(:[A-Za-z0-9_]+|\*)/)
+    .map((part) => (part === '*' ? '.*' : part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('');
+  return new RegExp(`^${source}$`);
+}
+
 function isAsyncIterable(body: unknown): body is AsyncIterable<unknown> {
   return typeof body === 'object' && body !== null && Symbol.asyncIterator in body;
 }
@@ -79,8 +89,42 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: config.bodyLimitBytes,
-    return503OnClosing: true,
+    // Fastify's own answers are plain JSON; these go through the one problem renderer instead.
+    return503OnClosing: false,
+    frameworkErrors: (err, request, reply) => sendProblem(err, request, reply),
+    clientErrorHandler: (err: ConnectionError, socket: Socket) => {
+      // As Fastify's default: a reset connection has nobody to answer; anything else hears why.
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      if (socket.writable) socket.write(clientErrorResponse(err));
+      socket.destroy(err);
+    },
   });
+  const sendProblem = (err: unknown, request: FastifyRequest, reply: FastifyReply, hints: ProblemHints = {}) => {
+    const { problem, headers, unexpected } = renderProblem(err, request.url, hints);
+    if (unexpected) request.log.error({ err }, 'request failed');
+    return reply.code(problem.status).headers(headers).type('application/problem+json').send(problem);
+  };
+
+  // A replica that is shutting down finishes what it has and refuses the rest with a problem that
+  // says to retry (a keep-alive connection may still bring requests after close began).
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!closing) return;
+    reply.header('connection', 'close');
+    throw new UnavailableError('This server is shutting down; retry the request');
+  });
+
+  // Every route, as Fastify knows it, so that a known path asked with another method is a 405 naming
+  // the methods it has, not a 404 (HEAD routes come with GET ones).
+  const routes: { pattern: RegExp; methods: string[] }[] = [];
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    routes.push({ pattern: routePattern(route.url), methods });
+  });
+  const allowedMethods = (pathname: string) => [...new Set(routes.filter((r) => r.pattern.test(pathname)).flatMap((r) => r.methods))].sort();
   app.setValidatorCompiler(validatorCompiler);
   // fastify-openapi-glue wants a parser for every media type the document names, responses included
   // (it warns at start-up otherwise). No operation takes a problem as input: the preValidation hook
@@ -91,20 +135,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const bodyRules = requestBodyRules(specification);
   const operationIdOf = (request: FastifyRequest) => (request.routeOptions.schema as { operationId?: string } | undefined)?.operationId ?? '';
 
-  app.setErrorHandler((err, request, reply) => {
-    const { problem, headers, unexpected } = renderProblem(err, request.url, {
-      acceptedMediaTypes: bodyRules.get(operationIdOf(request))?.mediaTypes,
-      sentMediaType: request.headers['content-type'],
-    });
-    if (unexpected) request.log.error({ err }, 'request failed');
-    return reply.code(problem.status).headers(headers).type('application/problem+json').send(problem);
-  });
-  app.setNotFoundHandler((request, reply) =>
-    reply
-      .code(404)
-      .type('application/problem+json')
-      .send(build('not_found', `No route ${request.method} ${request.url.split('?')[0]}`, request.url)),
+  app.setErrorHandler((err, request, reply) =>
+    sendProblem(err, request, reply, { acceptedMediaTypes: bodyRules.get(operationIdOf(request))?.mediaTypes, sentMediaType: request.headers['content-type'] }),
   );
+  app.setNotFoundHandler((request, reply) => {
+    const pathname = request.url.split('?')[0] ?? '/';
+    const allowed = allowedMethods(pathname);
+    if (allowed.length === 0) return reply.code(404).type('application/problem+json').send(build('not_found', `No route ${request.method} ${pathname}`, request.url));
+    return reply
+      .code(405)
+      .header('allow', allowed.join(', '))
+      .type('application/problem+json')
+      .send(build('method_not_allowed', `${request.method} is not allowed on ${pathname}; it takes ${allowed.join(', ')}`, request.url));
+  });
 
   const metrics = registerMetrics(app);
 

@@ -1,7 +1,22 @@
 // Renders every failure as an RFC 9457 problem. Known failures (AppError, Fastify's request errors,
 // schema validation, security) keep their meaning; anything else is a 500 whose detail never leaks.
+// Fastify's framework errors (bad URL, overlong path segment, no route, oversized headers) come here too.
+import http from 'node:http';
 import type { FastifyError } from 'fastify';
 import { AppError, errorCodes, problemType, type ErrorCode, type FieldError } from '../errors.js';
+
+/**
+ * Failures of HTTP framing itself, which no service raises and no other transport has, so they stay
+ * out of the canonical code table in errors.ts. Their problem types follow its URN scheme.
+ */
+const httpOnlyCodes = {
+  method_not_allowed: { http: 405, title: 'Method not allowed' },
+  request_timeout: { http: 408, title: 'Request timeout' },
+  uri_too_long: { http: 414, title: 'URI too long' },
+  request_header_fields_too_large: { http: 431, title: 'Request header fields too large' },
+} as const;
+
+export type ProblemCode = ErrorCode | keyof typeof httpOnlyCodes;
 
 export interface Problem {
   type: string;
@@ -9,7 +24,7 @@ export interface Problem {
   status: number;
   detail: string;
   instance?: string;
-  code: ErrorCode;
+  code: ProblemCode;
   errors?: FieldError[];
 }
 
@@ -33,6 +48,12 @@ const requestParts: Record<string, { name: string; plural: boolean; pointer: str
   querystring: { name: 'query parameters', plural: true, pointer: '/query' },
   params: { name: 'path parameters', plural: true, pointer: '/params' },
   headers: { name: 'headers', plural: true, pointer: '/headers' },
+};
+
+/** Fastify's own request errors, by their `code`, with a detail that does not echo the request back. */
+const fastifyDetails: Record<string, { code: ProblemCode; detail: string }> = {
+  FST_ERR_BAD_URL: { code: 'invalid_argument', detail: 'The URL path is not valid: it has a malformed percent-encoding' },
+  FST_ERR_MAX_PARAM_LENGTH: { code: 'uri_too_long', detail: 'A path segment is longer than 100 characters; ids are uuids' },
 };
 
 /** Fastify's own request errors, by their `code`. */
@@ -71,6 +92,12 @@ export function renderProblem(err: unknown, instance: string, hints: ProblemHint
     const errors = validationFieldErrors(part.pointer, fastifyError.validation);
     return { problem: build('invalid_argument', `The request's ${part.name} ${part.plural ? 'are' : 'is'} invalid`, instance, errors), headers: {}, unexpected: false };
   }
+  const known = fastifyError.code ? fastifyDetails[fastifyError.code] : undefined;
+  if (known) {
+    // A 414's URL is the overlong thing itself: its instance keeps the start of each long segment only.
+    const shown = known.code === 'uri_too_long' ? instance.replace(/[^/?]{101,}/g, (segment) => `${segment.slice(0, 100)}...`) : instance;
+    return { problem: build(known.code, known.detail, shown), headers: {}, unexpected: false };
+  }
   const code = fastifyError.code ? fastifyCodes[fastifyError.code] : undefined;
   if (code === 'unsupported_media_type' || fastifyError.statusCode === 415) {
     return { problem: build('unsupported_media_type', unsupportedMediaType(fastifyError, hints), instance), headers: {}, unexpected: false };
@@ -92,9 +119,57 @@ function unsupportedMediaType(err: Partial<FastifyError>, hints: ProblemHints): 
   return `Content-Type ${sent ? `"${sent}" ` : ''}is not supported; send ${accepted}`;
 }
 
-export function build(code: ErrorCode, detail: string, instance: string, errors: FieldError[] = []): Problem {
-  const { http, title } = errorCodes[code];
-  return { type: problemType(code), title, status: http, detail, instance, code, ...(errors.length ? { errors } : {}) };
+export function build(code: ProblemCode, detail: string, instance: string, errors: FieldError[] = []): Problem {
+  const { http: status, title } = isHttpOnly(code) ? httpOnlyCodes[code] : errorCodes[code];
+  const type = isHttpOnly(code) ? `urn:agent-jobs:problem:${code.replaceAll('_', '-')}` : problemType(code);
+  return { type, title, status, detail, instance: problemInstance(instance), code, ...(errors.length ? { errors } : {}) };
+}
+
+function isHttpOnly(code: ProblemCode): code is keyof typeof httpOnlyCodes {
+  return Object.hasOwn(httpOnlyCodes, code);
+}
+
+/** Longer than any path of the API with its query (a stray token in it included); past it, not worth echoing. */
+const MAX_INSTANCE_LENGTH = 4096;
+
+/**
+ * The request path as `instance` (a URI reference): a malformed percent-escape, which is what makes
+ * a URL bad, is escaped itself; characters a URI cannot hold are percent-encoded; an overlong one is cut.
+ */
+export function problemInstance(url: string): string {
+  const escaped = url.replace(/%(?![0-9A-Fa-f]{2})/g, '%25').replace(/[^A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]/gu, percentEncode);
+  if (escaped.length <= MAX_INSTANCE_LENGTH) return escaped;
+  // Never cut inside a percent-escape.
+  return escaped.slice(0, MAX_INSTANCE_LENGTH).replace(/%[0-9A-Fa-f]?$/, '');
+}
+
+function percentEncode(character: string): string {
+  return [...Buffer.from(character, 'utf8')].map((byte) => `%${byte.toString(16).toUpperCase().padStart(2, '0')}`).join('');
+}
+
+/**
+ * The raw HTTP answer to a request Node could not parse (headers too large, a malformed request line),
+ * which never reaches Fastify's routing or error handler. The URL is whatever request line came through.
+ */
+export function clientErrorResponse(err: { code?: string; rawPacket?: unknown }): string {
+  // Node hands over the bytes it had read as a Buffer (Fastify's type says otherwise).
+  const target = (Buffer.isBuffer(err.rawPacket) ? err.rawPacket : Buffer.alloc(0))
+    .toString('latin1').match(/^[A-Z]+ (\S+) HTTP\//)?.[1] ?? '/';
+  const problem =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? build('request_header_fields_too_large', 'The request headers are larger than the server accepts (16 KiB)', target)
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? build('request_timeout', 'The request did not arrive in time', target)
+        : build('invalid_argument', 'The request is not valid HTTP', target);
+  const body = JSON.stringify(problem);
+  return [
+    `HTTP/1.1 ${problem.status} ${http.STATUS_CODES[problem.status]}`,
+    'Content-Type: application/problem+json; charset=utf-8',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    'Connection: close',
+    '',
+    body,
+  ].join('\r\n');
 }
 
 /**

@@ -63,8 +63,7 @@ export async function assertMatchesContract(method: string, url: string, respons
   const { pathname } = new URL(url);
   const route = routes.find((r) => r.method === method && r.pattern.test(pathname));
   if (!route) {
-    // Undocumented paths may only answer the not-found problem.
-    if (response.status !== 404) throw new ContractViolation(`${method} ${pathname} answered ${response.status} but openapi.yaml has no such operation`);
+    await assertUndocumentedRequest(method, pathname, response);
     return;
   }
   const { operation } = route;
@@ -99,6 +98,29 @@ export async function assertMatchesContract(method: string, url: string, respons
   const seen = checkedResponses.get(operation.operationId) ?? new Set<number>();
   seen.add(response.status);
   checkedResponses.set(operation.operationId, seen);
+}
+
+/**
+ * A request openapi.yaml has no operation for: a path it has, with another method, is a 405 problem
+ * whose Allow names the declared methods (HEAD with GET); any other path is a 404 problem. Either may
+ * instead be refused for its framing (a bad or overlong URL, oversized headers) before routing.
+ */
+async function assertUndocumentedRequest(method: string, pathname: string, response: Response): Promise<void> {
+  const declared = routes.filter((r) => r.pattern.test(pathname)).map((r) => r.method);
+  const expected = declared.length > 0 ? 405 : 404;
+  if (![expected, 400, 414, 431].includes(response.status)) {
+    throw new ContractViolation(`${method} ${pathname} answered ${response.status}, but openapi.yaml has no such operation: expected ${expected}`);
+  }
+  if ((response.headers.get('content-type') ?? '').split(';')[0] !== 'application/problem+json') {
+    throw new ContractViolation(`${method} ${pathname} answered ${response.status} without a problem`);
+  }
+  const validate = ajv.getSchema('openapi#/components/schemas/Problem');
+  const body: unknown = await response.json();
+  if (!validate?.(body)) throw new ContractViolation(`${method} ${pathname} ${response.status}: the body is not a Problem: ${ajv.errorsText(validate?.errors)}`);
+  if (response.status === 405) {
+    const allow = (response.headers.get('allow') ?? '').split(',').map((m) => m.trim()).filter(Boolean);
+    for (const m of declared) if (!allow.includes(m)) throw new ContractViolation(`${method} ${pathname} 405: Allow "${allow.join(', ')}" leaves out ${m}`);
+  }
 }
 
 /** A fetch that checks every response against the contract before handing it back. */
