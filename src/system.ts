@@ -73,6 +73,28 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
     services.workflowStarter.start();
     cleanup.push(() => services.workflowStarter.stop());
 
+    // The gateway starts before the worker: it records its start, from which agents' silence counts
+    // (the lease rule), before the workflows it hosts can look at any agent's silence.
+    let grpcPort: number | undefined;
+    if (runs(config, 'gateway')) {
+      const gateway = new AgentGateway(services.gateway, database, {
+        replica: config.replicaId,
+        heartbeatIntervalMs: config.agents.heartbeatIntervalMs,
+        leaseMs: config.jobs.agentSilenceTimeoutMs,
+        leaseMarginMs: config.agents.heartbeatIntervalMs,
+        helloTimeoutMs: 10_000,
+        maxLogBatchLines: 500,
+        sweepIntervalMs: config.agents.sweepIntervalMs,
+      }, logger);
+      await gateway.start();
+      const grpc = await startGrpcEndpoint(config.host, config.grpcPort, (server) => gateway.register(server));
+      cleanup.push(() => grpc.stop());
+      // Runs before the endpoint stops: agents hear GoAway and reconnect to another replica.
+      cleanup.push(() => gateway.stop());
+      grpcPort = grpc.port;
+      logger.info({ port: grpc.port }, 'gRPC endpoint listening');
+    }
+
     if (runs(config, 'worker')) {
       installTemporalLogging(logger);
       const running: RunningWorker = await startWorker({
@@ -87,25 +109,6 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
         await running.done;
       });
       logger.info({ taskQueue: config.temporal.taskQueue }, 'Temporal worker running');
-    }
-
-    let grpcPort: number | undefined;
-    if (runs(config, 'gateway')) {
-      const gateway = new AgentGateway(services.gateway, database, {
-        replica: config.replicaId,
-        heartbeatIntervalMs: config.agents.heartbeatIntervalMs,
-        silenceTimeoutMs: config.jobs.agentSilenceTimeoutMs,
-        helloTimeoutMs: 10_000,
-        maxLogBatchLines: 500,
-        sweepIntervalMs: config.agents.sweepIntervalMs,
-      }, logger);
-      await gateway.start();
-      const grpc = await startGrpcEndpoint(config.host, config.grpcPort, (server) => gateway.register(server));
-      cleanup.push(() => grpc.stop());
-      // Runs before the endpoint stops: agents hear GoAway and reconnect to another replica.
-      cleanup.push(() => gateway.stop());
-      grpcPort = grpc.port;
-      logger.info({ port: grpc.port }, 'gRPC endpoint listening');
     }
 
     let httpUrl: string | undefined;

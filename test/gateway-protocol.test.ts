@@ -140,7 +140,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
   it('ends a stream whose first message is not Hello with INVALID_ARGUMENT', async () => {
     const org = await orgWithAgentToken();
     const a = agent(org.agentToken);
-    a.send({ $case: 'heartbeat', value: { runningJobs: [] } });
+    a.send({ $case: 'heartbeat', value: { seq: 1, runningJobs: [] } });
     const ended = await a.closed();
     expect(ended !== 'ok' && ended.code).toBe(status.INVALID_ARGUMENT);
   });
@@ -344,7 +344,8 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
   it('requeues the job of an agent that goes silent, and runs it again as attempt 2 elsewhere', async () => {
     const org = await orgWithAgentToken();
     const first = await connectedAgent(org.agentToken);
-    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    // The job goes to another agent once the first has surely stopped it: lease, then this grace.
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, cancelGraceSeconds: 1 });
     await first.next('assignment');
     first.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
     await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');

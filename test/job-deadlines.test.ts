@@ -8,7 +8,7 @@ import { ProtocolClient } from './support/protocol-client.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('job deadlines on %s', (driver) => {
-  const t = useTestSystem({ driver, env: { JOB_QUEUE_TIMEOUT: '3s', JOB_START_TIMEOUT: '2s', JOB_RUN_TIMEOUT: '4s', AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '10s' } });
+  const t = useTestSystem({ driver, env: { JOB_QUEUE_TIMEOUT: '3s', JOB_START_TIMEOUT: '2s', JOB_RUN_TIMEOUT: '4s', AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '4s' } });
   const clients: ProtocolClient[] = [];
   afterEach(() => {
     for (const c of clients.splice(0)) c.close();
@@ -34,18 +34,26 @@ describe.each(drivers)('job deadlines on %s', (driver) => {
     expect(done.events.map((e) => e.type)).toEqual(['created', 'timed_out']);
   });
 
-  it('ends a cancelled job after its own grace period when the agent does not confirm', async () => {
+  it('keeps a cancelled job cancelling while its agent may still run it, kills it after the grace, and ends it once the agent confirms or its lease runs out', async () => {
     const { agent, ...org } = await orgWithAgent();
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, cancelGraceSeconds: 1 });
     await agent.next('assignment');
+    agent.send({ $case: 'accepted', value: { jobId: job.id, attempt: 1 } });
     agent.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
     await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
 
     await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: job.id } }, body: { reason: 'wrong branch' } });
     expect(await agent.next('cancel')).toMatchObject({ jobId: job.id, attempt: 1, reason: 'wrong branch', grace: { seconds: 1, nanos: 0 } });
-    // The agent never answers: the job ends anyway, once the grace period is over.
-    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'cancelled', 30_000);
-    expect(done).toMatchObject({ failureReason: 'wrong branch' });
+    // The agent does not confirm within the grace: it is told to kill the run now…
+    expect(await agent.next('cancel', 30_000)).toMatchObject({ jobId: job.id, attempt: 1, grace: { seconds: 0, nanos: 0 } });
+    // …and while it is heard, its command may still run: the job is cancelling, not cancelled.
+    const cancelling = await waitForJob(org.member, org.orgId, job.id, (j) => j.cancelRequestedAt !== null);
+    expect(cancelling.status).toBe('running');
+
+    // The agent goes silent: once its lease has surely run out (it stopped the run by itself), the job ends.
+    agent.close();
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'cancelled', 60_000);
+    expect(done).toMatchObject({ failureReason: 'wrong branch', attempt: 1 });
     expect(done.events.map((e) => e.type)).toEqual(['created', 'assigned', 'started', 'cancel_requested', 'cancelled']);
   });
 

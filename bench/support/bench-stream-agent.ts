@@ -75,7 +75,8 @@ export abstract class BenchStreamAgent {
             const interval = payload.value.heartbeatInterval;
             const everyMs = interval ? interval.seconds * 1000 + interval.nanos / 1e6 : HEARTBEAT_FALLBACK_MS;
             this.welcomed(payload.value);
-            this.heartbeats = setInterval(() => this.write({ $case: 'heartbeat', value: { runningJobs: this.runningJobs() } }), everyMs);
+            let seq = 0;
+            this.heartbeats = setInterval(() => this.write({ $case: 'heartbeat', value: { seq: ++seq, runningJobs: this.runningJobs() } }), everyMs);
             this.heartbeats.unref();
             resolve();
             return;

@@ -4,7 +4,8 @@
 import { JobOutcome, NoticeCode, type CancelJob, type Heartbeat, type Hello, type JobAssignment, type JobFinished, type JobRejected, type Notice, type RunningJob, type Welcome } from '../../generated/proto/agent/v1/agent.js';
 import { agentLog } from './agent-log.js';
 import type { AgentPayload, OutboundChannel, SessionHandler, SessionPayload } from './connection.js';
-import { durationToMs } from './durations.js';
+import { durationToMs, formatMs } from './durations.js';
+import { AgentLease } from './lease.js';
 import { JobRun, type JobRunContext, type RunResult } from './job-runner.js';
 import { LogOutbox, type BatchLimits, type OutboxLimits } from './log-outbox.js';
 import type { JobLogSink } from './output-capture.js';
@@ -63,6 +64,7 @@ export class Agent implements SessionHandler {
   private awaitingDrain = false;
   private shuttingDown = false;
   private idleWaiters: (() => void)[] = [];
+  private readonly lease = new AgentLease((leaseMs) => this.leaseExpired(leaseMs));
 
   constructor(private readonly settings: AgentSettings) {}
 
@@ -75,7 +77,12 @@ export class Agent implements SessionHandler {
   }
 
   heartbeat(): Heartbeat {
-    return { runningJobs: this.runningJobs() };
+    // The connection numbers it.
+    return { runningJobs: this.runningJobs(), seq: 0 };
+  }
+
+  answered(sentAt: number, leaseMs: number | undefined): void {
+    if (leaseMs !== undefined) this.lease.renew(sentAt, leaseMs);
   }
 
   welcomed(welcome: Welcome, channel: OutboundChannel): void {
@@ -119,6 +126,11 @@ export class Agent implements SessionHandler {
       }
       case 'notice':
         return this.notice(payload.value);
+      case 'drop': {
+        const job = this.find(payload.value.jobId, payload.value.attempt);
+        if (job) this.drop(job, `the server took the run back: ${payload.value.reason}`);
+        return;
+      }
     }
   }
 
@@ -154,6 +166,7 @@ export class Agent implements SessionHandler {
   /** Kills every run at once, without grace or report: the agent is going down hard. */
   abandonAll(): void {
     this.shuttingDown = true;
+    this.lease.stop();
     for (const job of this.jobs.values()) job.run.abandon();
   }
 
@@ -172,6 +185,20 @@ export class Agent implements SessionHandler {
     });
   }
 
+  /**
+   * The server has not answered for the whole lease: it may give these jobs to another agent once
+   * the runs' grace is over too, so every run still going is stopped now, as a give-back (SIGTERM,
+   * grace, SIGKILL). Finished runs are kept: their outcome still counts if the server takes it.
+   */
+  private leaseExpired(leaseMs: number): void {
+    const why = `lease expired: no answer from the server for ${formatMs(leaseMs)}`;
+    for (const job of this.jobs.values()) {
+      if (job.finished || job.givenBack) continue;
+      agentLog.warn('stopping a run: its lease expired', { jobId: job.jobId, attempt: job.attempt, lease: formatMs(leaseMs) });
+      job.run.giveBack(why, job.run.cancelGraceMs);
+    }
+  }
+
   // ---- server messages -------------------------------------------------------------------------
 
   private assign(assignment: JobAssignment, origin: OutboundChannel): void {
@@ -183,6 +210,8 @@ export class Agent implements SessionHandler {
       return;
     }
     if (this.shuttingDown) return this.reject(origin, assignment, 'the agent is shutting down');
+    // The server's answers stopped long enough for the runs to be void: take no new one until they resume.
+    if (!this.lease.valid) return this.reject(origin, assignment, 'the agent\'s lease has expired');
     // A newer attempt of a job held at an older one: the server has moved on from the old run.
     if (existing) this.drop(existing, `superseded by attempt ${attempt}`);
     const running = this.activeJobCount();

@@ -8,11 +8,12 @@ import { agentLog } from './agent-log.js';
 import { DEFAULT_BACKOFF, fullJitterDelayMs, goAwayDelayMs, type BackoffPolicy } from './backoff.js';
 import type { ServerTarget } from './cli-options.js';
 import { durationToMs, formatMs } from './durations.js';
+import { AgentLease } from './lease.js';
 
 export type AgentPayload = NonNullable<AgentMessage['payload']>;
 export type ServerPayload = NonNullable<ServerMessage['payload']>;
-/** Server messages the handler sees; Welcome and GoAway are the connection's own. */
-export type SessionPayload = Exclude<ServerPayload, { $case: 'welcome' | 'goAway' }>;
+/** Server messages the handler sees; Welcome, GoAway and HeartbeatAck are the connection's own. */
+export type SessionPayload = Exclude<ServerPayload, { $case: 'welcome' | 'goAway' | 'heartbeatAck' }>;
 
 /** Where the handler writes: one welcomed stream. */
 export interface OutboundChannel {
@@ -31,6 +32,12 @@ export interface SessionHandler {
   hello(): Hello;
   heartbeat(): Heartbeat;
   welcomed(welcome: Welcome, channel: OutboundChannel): void;
+  /**
+   * The server answered what the agent sent at `sentAt` (AgentLease.now()): a Hello (by its
+   * Welcome) or a Heartbeat (by its HeartbeatAck). `leaseMs` is the lease that stream's Welcome
+   * named; undefined for a server from before leases.
+   */
+  answered(sentAt: number, leaseMs: number | undefined): void;
   received(payload: SessionPayload, channel: OutboundChannel): void;
   /** The stream the handler was writing to is gone; keep everything until the next welcomed(). */
   disconnected(): void;
@@ -72,6 +79,12 @@ class StreamSession implements OutboundChannel {
   ended = false;
   heartbeatTimer: NodeJS.Timeout | undefined;
   welcomeTimer: NodeJS.Timeout | undefined;
+  /** When the Hello went out, and each unanswered Heartbeat (by seq), on the lease's clock. */
+  helloSentAt = 0;
+  readonly heartbeatsSentAt = new Map<number, number>();
+  private lastHeartbeatSeq = 0;
+  /** The lease the Welcome named. */
+  leaseMs: number | undefined;
 
   constructor(
     readonly sessionNumber: number,
@@ -90,6 +103,12 @@ class StreamSession implements OutboundChannel {
   onceDrained(listener: () => void): void {
     this.call.once('drain', listener);
   }
+
+  sendHeartbeat(heartbeat: Heartbeat): void {
+    const seq = ++this.lastHeartbeatSeq;
+    this.heartbeatsSentAt.set(seq, AgentLease.now());
+    this.write({ $case: 'heartbeat', value: { ...heartbeat, seq } });
+  }
 }
 
 export class AgentConnection {
@@ -102,6 +121,8 @@ export class AgentConnection {
   private sessionCount = 0;
   private stopping = false;
   private ended = false;
+  /** The lease the last Welcome named: reconnects are tried often enough to come back well within it. */
+  private leaseMs: number | undefined;
   private resolveEnd: (end: ConnectionEnd) => void = () => {};
   private readonly endPromise = new Promise<ConnectionEnd>((resolve) => {
     this.resolveEnd = resolve;
@@ -161,6 +182,7 @@ export class AgentConnection {
       agentLog.warn('no Welcome from the server; trying again', { stream: sessionNumber, waited: formatMs(WELCOME_TIMEOUT_MS) });
       session.call.cancel();
     }, WELCOME_TIMEOUT_MS);
+    session.helloSentAt = AgentLease.now();
     session.write({ $case: 'hello', value: this.handler.hello() });
   }
 
@@ -176,6 +198,13 @@ export class AgentConnection {
       return;
     }
     if (payload.$case === 'goAway') return this.onGoAway(session, payload.value.reason, durationToMs(payload.value.reconnectAfter) ?? 0);
+    if (payload.$case === 'heartbeatAck') {
+      const sentAt = session.heartbeatsSentAt.get(payload.value.seq);
+      // Acks come in order: every heartbeat up to this one is answered or never will be.
+      for (const seq of session.heartbeatsSentAt.keys()) if (seq <= payload.value.seq) session.heartbeatsSentAt.delete(seq);
+      if (sentAt !== undefined) this.handler.answered(sentAt, session.leaseMs);
+      return;
+    }
     // Messages from a stream being replaced are still true (acks, cancels), so they count too.
     this.handler.received(payload, session);
   }
@@ -191,8 +220,18 @@ export class AgentConnection {
     this.current = session;
     if (this.opening === session) this.opening = undefined;
     const heartbeatMs = durationToMs(welcome.heartbeatInterval) || this.settings.heartbeatFallbackMs;
-    agentLog.info('connected', { stream: session.sessionNumber, session: welcome.sessionId, replica: welcome.replica, heartbeat: formatMs(heartbeatMs), maxLogBatchLines: welcome.maxLogBatchLines });
-    session.heartbeatTimer = setInterval(() => session.write({ $case: 'heartbeat', value: this.handler.heartbeat() }), heartbeatMs);
+    session.leaseMs = durationToMs(welcome.leaseDuration) || undefined;
+    this.leaseMs = session.leaseMs;
+    agentLog.info('connected', {
+      stream: session.sessionNumber,
+      session: welcome.sessionId,
+      replica: welcome.replica,
+      heartbeat: formatMs(heartbeatMs),
+      lease: session.leaseMs !== undefined ? formatMs(session.leaseMs) : 'none',
+      maxLogBatchLines: welcome.maxLogBatchLines,
+    });
+    session.heartbeatTimer = setInterval(() => session.sendHeartbeat(this.handler.heartbeat()), heartbeatMs);
+    this.handler.answered(session.helloSentAt, session.leaseMs);
     this.handler.welcomed(welcome, session);
     // After a GoAway the old stream is closed only now that the new one carries the session.
     if (previous && !previous.ended) {
@@ -244,7 +283,10 @@ export class AgentConnection {
     if (this.opening || this.reconnectTimer) return;
     // An old stream ended after its replacement took over: nothing to do.
     if (this.current && !this.current.goingAway) return;
-    const delayMs = fullJitterDelayMs(this.failedAttempts++, this.settings.backoff ?? DEFAULT_BACKOFF);
+    const policy = this.settings.backoff ?? DEFAULT_BACKOFF;
+    // Runs go on only while the lease holds: a server back within it must hear from the agent in time.
+    const capMs = this.leaseMs !== undefined ? Math.min(policy.capMs, Math.max(policy.baseMs, Math.floor(this.leaseMs / 4))) : policy.capMs;
+    const delayMs = fullJitterDelayMs(this.failedAttempts++, { ...policy, capMs });
     agentLog.info('reconnecting', { in: formatMs(delayMs), failedAttempts: this.failedAttempts });
     this.openAfter(delayMs);
   }

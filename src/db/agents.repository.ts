@@ -1,7 +1,7 @@
 // The SQL of agent tokens and agents.
 import { and, asc, desc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { Executor } from './client.js';
-import { agents, agentTokens, jobs, type AgentRow, type AgentTokenRow, type JobRow } from './schema/index.js';
+import { agents, agentTokens, gatewayStarts, jobs, type AgentRow, type AgentTokenRow, type JobRow } from './schema/index.js';
 
 export async function insertAgentToken(db: Executor, values: typeof agentTokens.$inferInsert): Promise<AgentTokenRow> {
   const [row] = await db.insert(agentTokens).values(values).returning();
@@ -75,10 +75,20 @@ export async function revokedTokenIds(db: Executor, tokenIds: string[]): Promise
  */
 export async function upsertConnectedAgent(
   db: Executor,
-  agent: { id: string; orgId: string; tokenId: string; name: string; version: string | null; labels: string[]; capacity: number; replica: string; sessionId: string },
+  agent: { id: string; orgId: string; tokenId: string; name: string; version: string | null; labels: string[]; capacity: number; replica: string; sessionId: string; leaseMs: number; leaseMarginMs: number },
 ): Promise<AgentRow | undefined> {
   const now = sql`now()`;
-  const live = { tokenId: agent.tokenId, name: agent.name, version: agent.version, labels: agent.labels, capacity: agent.capacity, replica: agent.replica, sessionId: agent.sessionId };
+  const live = {
+    tokenId: agent.tokenId,
+    name: agent.name,
+    version: agent.version,
+    labels: agent.labels,
+    capacity: agent.capacity,
+    replica: agent.replica,
+    sessionId: agent.sessionId,
+    leaseMs: agent.leaseMs,
+    leaseMarginMs: agent.leaseMarginMs,
+  };
   const [row] = await db
     .insert(agents)
     .values({ ...agent, connectedAt: now, lastHeartbeatAt: now, disconnectedAt: null })
@@ -99,11 +109,65 @@ export async function markAgentDisconnected(db: Executor, agentId: string, sessi
     .where(and(eq(agents.id, agentId), eq(agents.sessionId, sessionId)));
 }
 
-export async function touchAgentHeartbeat(db: Executor, agentId: string, sessionId: string): Promise<void> {
-  await db
+/**
+ * Records that the agent was heard on this session, by the database's clock (the lease rule counts
+ * from it). False when the session is no longer the agent's current one (a newer stream took over).
+ */
+export async function recordAgentHeard(db: Executor, agentId: string, sessionId: string): Promise<boolean> {
+  const rows = await db
     .update(agents)
     .set({ lastHeartbeatAt: sql`now()` })
-    .where(and(eq(agents.id, agentId), eq(agents.sessionId, sessionId)));
+    .where(and(eq(agents.id, agentId), eq(agents.sessionId, sessionId)))
+    .returning({ id: agents.id });
+  return rows.length > 0;
+}
+
+/** A gateway replica has started: every agent's silence counts from now at the earliest. */
+export async function recordGatewayStart(db: Executor, replica: string): Promise<void> {
+  await db
+    .insert(gatewayStarts)
+    .values({ replica, startedAt: sql`now()` })
+    .onConflictDoUpdate({ target: gatewayStarts.replica, set: { startedAt: sql`now()` } });
+}
+
+/** What the lease rule needs to know of a live attempt's agent (see agent.proto). */
+export interface AttemptLease {
+  /** How long the agent has gone unheard, by the database's clock: since its last recorded Hello or
+   * Heartbeat, or since the latest gateway start, whichever is later. */
+  silentMs: number;
+  /** The lease and margin the agent was given in its last Welcome (null: an agent from before leases). */
+  leaseMs: number | null;
+  leaseMarginMs: number | null;
+  /** The run's cancel grace, which the agent waits out after its lease before SIGKILL. */
+  cancelGraceMs: number;
+}
+
+/** The lease of the agent holding this attempt; undefined when the attempt is no longer live with that agent. */
+export async function attemptLease(db: Executor, attempt: { jobId: string; agentId: string; attempt: number }): Promise<AttemptLease | undefined> {
+  const [row] = await db
+    .select({
+      silentMs: sql<string | null>`extract(epoch from (now() - greatest(${agents.lastHeartbeatAt}, (select max(${gatewayStarts.startedAt}) from ${gatewayStarts})))) * 1000`,
+      leaseMs: agents.leaseMs,
+      leaseMarginMs: agents.leaseMarginMs,
+      timeouts: jobs.timeouts,
+    })
+    .from(jobs)
+    .innerJoin(agents, eq(agents.id, jobs.agentId))
+    .where(and(eq(jobs.id, attempt.jobId), eq(jobs.agentId, attempt.agentId), eq(jobs.attempt, attempt.attempt), inArray(jobs.status, ['assigned', 'running'])));
+  if (!row) return undefined;
+  return {
+    // Never heard at all (and no gateway start recorded): silent for as long as can be.
+    silentMs: row.silentMs === null ? Number.MAX_SAFE_INTEGER : Math.max(0, Number(row.silentMs)),
+    leaseMs: row.leaseMs,
+    leaseMarginMs: row.leaseMarginMs,
+    cancelGraceMs: row.timeouts.cancelGraceMs,
+  };
+}
+
+/** The live attempts of these jobs: who holds each (for a heartbeat naming runs the server may have moved). */
+export async function liveHolders(db: Executor, jobIds: string[]): Promise<{ id: string; agentId: string | null; attempt: number; status: JobRow['status'] }[]> {
+  if (jobIds.length === 0) return [];
+  return db.select({ id: jobs.id, agentId: jobs.agentId, attempt: jobs.attempt, status: jobs.status }).from(jobs).where(inArray(jobs.id, jobIds));
 }
 
 /** The jobs an agent holds now: assigned to it and not finished. */

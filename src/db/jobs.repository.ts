@@ -7,7 +7,7 @@
 import { and, asc, count, desc, eq, inArray, isNull, notInArray, sql, type AnyColumn, type SQL } from 'drizzle-orm';
 import type { PgUpdateSetSource } from 'drizzle-orm/pg-core';
 import type { Executor } from './client.js';
-import { jobEvents, jobs, repositories, terminalJobStatuses, workflowStarts, type JobEventRow, type JobEventType, type JobRow, type JobStatus, type NewJobRow, type QueueType, type ReportedOutcome } from './schema/index.js';
+import { jobEvents, jobs, repositories, terminalJobStatuses, workflowStarts, type JobEventRow, type JobEventType, type JobRow, type JobStatus, type NewJobRow, type QueueType, type ReportedOutcome, type StopRequest } from './schema/index.js';
 
 export interface JobListFilter {
   statuses?: readonly JobStatus[] | undefined;
@@ -195,4 +195,17 @@ export async function recordOutcome(db: Executor, jobId: string, holder: { orgId
 /** Updates bookkeeping columns that are no status change (task tokens, reported outcomes). */
 export async function updateJob(tx: Executor, jobId: string, patch: Partial<Pick<NewJobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome'>>): Promise<void> {
   await tx.update(jobs).set(patch).where(eq(jobs.id, jobId));
+}
+
+/**
+ * Records that the agent running this attempt was asked to stop it, while the attempt is live.
+ * Returns the job (for its agent), or undefined when that attempt is no longer live.
+ */
+export async function recordStopRequest(db: Executor, jobId: string, request: StopRequest): Promise<JobRow | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({ stopRequest: request })
+    .where(and(eq(jobs.id, jobId), eq(jobs.attempt, request.attempt), inArray(jobs.status, ['assigned', 'running'])))
+    .returning();
+  return row;
 }

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { AgentServiceService, type AgentServiceServer } from '../../generated/proto/agent/v1/agent.js';
 import type { DatabaseHandle } from '../db/client.js';
 import type { AgentGatewayService } from '../services/agent-gateway.service.js';
-import { channels, type AgentCancelPayload, type AgentSessionOpenedPayload, type JobQueuedPayload, type TokenRevokedPayload } from '../services/notifications.js';
+import { channels, type AgentCancelPayload, type AgentDropPayload, type AgentSessionOpenedPayload, type JobQueuedPayload, type TokenRevokedPayload } from '../services/notifications.js';
 import { AgentSession, type AgentStream, type SessionSettings } from './agent-session.js';
 
 export interface AgentGatewayOptions extends SessionSettings {
@@ -54,11 +54,17 @@ export class AgentGateway {
     await listen<AgentCancelPayload>(channels.agentCancel, ({ agentId, jobId, attempt, reason, graceMs }) => {
       this.sessions.get(agentId)?.sendCancel(jobId, attempt, reason, graceMs);
     });
+    await listen<AgentDropPayload>(channels.agentDrop, ({ agentId, jobId, attempt, reason }) => {
+      this.sessions.get(agentId)?.sendDrop(jobId, attempt, reason);
+    });
     await listen<TokenRevokedPayload>(channels.tokenRevoked, ({ tokenId }) => this.endSessionsOfToken(tokenId));
     await listen<AgentSessionOpenedPayload>(channels.agentSessionOpened, ({ agentId, sessionId }) => {
       const session = this.sessions.get(agentId);
       if (session?.ref && session.ref.sessionId !== sessionId) session.end(status.ABORTED, 'superseded by a newer stream of the same agent');
     });
+    // Before any agent is welcomed: agents that were connected to a gateway that went away get a
+    // fresh silence period from now to find this one (see the lease rule in agent.proto).
+    await this.service.gatewayStarted(this.options.replica);
     this.sweep = setInterval(() => void this.sweepSessions(), this.options.sweepIntervalMs);
     this.sweep.unref();
   }

@@ -5,7 +5,7 @@ import { Metadata, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type LogBatch, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
 import { AppError } from '../errors.js';
-import { LogSequenceGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment } from '../services/agent-gateway.service.js';
+import { LogSequenceGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment, type RunRef } from '../services/agent-gateway.service.js';
 import type { LogStream as StoredStream } from '../db/schema/index.js';
 import type { JobOutcome as WorkflowOutcome } from '../temporal/shared.js';
 import { durationOf } from './durations.js';
@@ -27,8 +27,13 @@ export interface PumpPass {
 export interface SessionSettings {
   replica: string;
   heartbeatIntervalMs: number;
-  /** No message for this long ends the stream (the agent is lost). */
-  silenceTimeoutMs: number;
+  /**
+   * The agent's lease (Welcome.lease_duration): it stops its runs when the server has not answered
+   * it for this long. Also how long a stream may carry nothing before the server ends it.
+   */
+  leaseMs: number;
+  /** What the server adds to the lease and a run's grace before giving a silent agent's job away. */
+  leaseMarginMs: number;
   helloTimeoutMs: number;
   maxLogBatchLines: number;
 }
@@ -65,8 +70,17 @@ const streams: Record<LogStream, StoredStream> = {
 export class AgentSession {
   ref: AgentSessionRef | undefined;
   private credentials: AgentCredentials | undefined;
-  /** Jobs this agent runs now (job id → attempt), as far as this session knows. */
+  /**
+   * The agent's slots (job id → attempt): the runs its last Heartbeat (or Hello) listed, plus the
+   * assignments sent since then, as the protocol counts them against its capacity.
+   */
   readonly running = new Map<string, number>();
+  /** Assignments sent on this stream that the agent has not answered yet (JobAccepted or JobRejected). */
+  private readonly unanswered = new Map<string, number>();
+  /** Runs the agent accepted on this stream, or kept at Hello: every later Heartbeat must list them. */
+  private readonly owed = new Map<string, number>();
+  /** Stop requests sent on this stream (`job:attempt:grace`): a heartbeat repeats only one the agent was not sent. */
+  private readonly stopsSent = new Set<string>();
   private queue: Promise<void> = Promise.resolve();
   /** The LogBatch at the end of the queue, not yet being stored: later lines of its run join it. */
   private waitingBatch: { batch: LogBatch; text: number } | undefined;
@@ -142,6 +156,7 @@ export class AgentSession {
           if (this.closed) break; // the workflow's start timeout will requeue it
           result = 'claimed';
           this.running.set(assignment.jobId, assignment.attempt);
+          this.unanswered.set(assignment.jobId, assignment.attempt);
           this.send({ $case: 'assignment', value: toAssignmentMessage(assignment) });
         }
       } while (this.pumpAgain);
@@ -158,7 +173,15 @@ export class AgentSession {
   }
 
   sendCancel(jobId: string, attempt: number, reason: string, graceMs: number): void {
+    this.stopsSent.add(`${jobId}:${attempt}:${graceMs}`);
     this.send({ $case: 'cancel', value: { jobId, attempt, reason, grace: durationOf(graceMs) } });
+  }
+
+  /** The run is no longer the agent's: it drops it, and its slot is free now. */
+  sendDrop(jobId: string, attempt: number, reason: string): void {
+    if (this.running.get(jobId) !== attempt) return;
+    this.send({ $case: 'drop', value: { jobId, attempt, reason } });
+    this.released(jobId, attempt);
   }
 
   /** Server going away: tell the agent to reconnect elsewhere, then end the stream. */
@@ -193,6 +216,8 @@ export class AgentSession {
    * message is ever extended.
    */
   private receive(message: AgentMessage): void {
+    // Heard, whatever the message and however long it waits behind others: the stream is alive.
+    if (this.ref) this.armSilence(this.settings.leaseMs, `no message for ${this.settings.leaseMs} ms`);
     const payload = message.payload;
     if (payload?.$case !== 'logBatch') {
       this.waitingBatch = undefined;
@@ -253,15 +278,20 @@ export class AgentSession {
       if (payload?.$case !== 'hello') throw new StreamEnded(status.INVALID_ARGUMENT, 'the first message must be Hello');
       return this.hello(payload.value);
     }
-    this.armSilence(this.settings.silenceTimeoutMs, `no message for ${this.settings.silenceTimeoutMs} ms`);
     if (!payload) return this.notice(NoticeCode.NOTICE_CODE_INVALID_MESSAGE, '', 0, 'a message with no payload');
     const ref = this.ref;
     try {
       switch (payload.$case) {
         case 'hello':
           throw new StreamEnded(status.INVALID_ARGUMENT, 'Hello may only be the first message');
-        case 'accepted':
+        case 'accepted': {
+          const { jobId, attempt } = payload.value;
+          if (this.unanswered.get(jobId) === attempt) {
+            this.unanswered.delete(jobId);
+            this.owed.set(jobId, attempt);
+          }
           return;
+        }
         case 'rejected':
           try {
             await this.service.rejected(ref, payload.value.jobId, payload.value.attempt, payload.value.reason);
@@ -272,7 +302,7 @@ export class AgentSession {
         case 'started':
           return await this.service.started(ref, payload.value.jobId, payload.value.attempt, payload.value.startedAt ?? new Date());
         case 'heartbeat':
-          return await this.service.heartbeat(ref);
+          return await this.heartbeat(ref, payload.value.seq, payload.value.runningJobs);
         case 'logBatch': {
           const batch = payload.value;
           const ackedSeq = await this.service.storeLogs(ref, {
@@ -314,8 +344,34 @@ export class AgentSession {
    * the job (a job requeued past its start deadline is reported cancelled after it moved on).
    */
   private released(jobId: string, attempt: number): void {
+    if (this.unanswered.get(jobId) === attempt) this.unanswered.delete(jobId);
+    if (this.owed.get(jobId) === attempt) this.owed.delete(jobId);
     if (this.running.get(jobId) !== attempt) return;
     this.running.delete(jobId);
+    void this.pump();
+  }
+
+  /**
+   * Records the heartbeat, then acknowledges it (renewing the agent's lease only once the database
+   * has it), settles what the agent's list says, and takes the list as the truth about its slots.
+   */
+  private async heartbeat(ref: AgentSessionRef, seq: number, listed: readonly RunRef[]): Promise<void> {
+    const runs = listed.map(({ jobId, attempt }) => ({ jobId, attempt }));
+    const verdict = await this.service.heartbeat(ref, { runs, owed: [...this.owed].map(([jobId, attempt]) => ({ jobId, attempt })) });
+    if (!verdict.current) throw new StreamEnded(status.ABORTED, 'superseded by a newer stream of the same agent');
+    this.send({ $case: 'heartbeatAck', value: { seq } });
+    this.service.pulse(verdict.executeTokens);
+    for (const run of verdict.lost) this.released(run.jobId, run.attempt);
+    const dropped = new Set<string>();
+    for (const run of verdict.drop) {
+      dropped.add(run.jobId);
+      this.send({ $case: 'drop', value: { jobId: run.jobId, attempt: run.attempt, reason: run.reason } });
+    }
+    // A stop the workflow recorded whose notification this stream never carried (it was lost, or sent while the agent was away).
+    for (const stop of verdict.stop) if (!this.stopsSent.has(`${stop.jobId}:${stop.attempt}:${stop.graceMs}`)) this.sendCancel(stop.jobId, stop.attempt, stop.reason, stop.graceMs);
+    this.running.clear();
+    for (const run of runs) if (!dropped.has(run.jobId)) this.running.set(run.jobId, run.attempt);
+    for (const [jobId, attempt] of this.unanswered) this.running.set(jobId, attempt);
     void this.pump();
   }
 
@@ -331,12 +387,15 @@ export class AgentSession {
         capacity: hello.capacity,
         runningJobs: hello.runningJobs.map((j) => ({ jobId: j.jobId, attempt: j.attempt })),
       },
-      this.settings.replica,
+      { replica: this.settings.replica, leaseMs: this.settings.leaseMs, leaseMarginMs: this.settings.leaseMarginMs },
     );
     this.ref = session;
-    for (const kept of reconciliation.keep) this.running.set(kept.jobId, kept.attempt);
+    for (const kept of reconciliation.keep) {
+      this.running.set(kept.jobId, kept.attempt);
+      this.owed.set(kept.jobId, kept.attempt);
+    }
     this.hooks.opened(this);
-    this.armSilence(this.settings.silenceTimeoutMs, `no message for ${this.settings.silenceTimeoutMs} ms`);
+    this.armSilence(this.settings.leaseMs, `no message for ${this.settings.leaseMs} ms`);
     this.send({
       $case: 'welcome',
       value: {
@@ -345,9 +404,13 @@ export class AgentSession {
         heartbeatInterval: durationOf(this.settings.heartbeatIntervalMs),
         maxLogBatchLines: this.settings.maxLogBatchLines,
         cancelJobIds: reconciliation.cancel,
+        leaseDuration: durationOf(this.settings.leaseMs),
+        leaseMargin: durationOf(this.settings.leaseMarginMs),
       },
     });
     for (const kept of reconciliation.keep) this.send({ $case: 'logAck', value: { jobId: kept.jobId, attempt: kept.attempt, ackedSeq: kept.ackedSeq } });
+    // A stop asked for while the agent was away (its gateway was down, say) is told now.
+    for (const kept of reconciliation.keep) if (kept.stop) this.sendCancel(kept.jobId, kept.attempt, kept.stop.reason, kept.stop.graceMs);
     this.log.info({ agentId: session.agentId, orgId: session.orgId, capacity: session.capacity, kept: reconciliation.keep.length }, 'agent connected');
     void this.pump();
   }

@@ -8,11 +8,11 @@ import { claimNextJob } from '../db/dispatch.repository.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as logsRepo from '../db/logs.repository.js';
 import * as reposRepo from '../db/repositories.repository.js';
-import type { JobRow, LogStream, ReportedOutcome } from '../db/schema/index.js';
+import { isTerminalStatus, type JobRow, type LogStream, type ReportedOutcome, type StopRequest } from '../db/schema/index.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PermissionDeniedError, UnauthenticatedError } from '../errors.js';
 import type { JobOutcome, JobTimeouts } from '../temporal/shared.js';
 import { hashAgentSecret } from './agent-tokens.service.js';
-import type { JobStepCompletions } from './workflow-ports.js';
+import type { CompletionResult, JobStepCompletions } from './workflow-ports.js';
 
 export interface AgentCredentials {
   tokenId: string;
@@ -48,8 +48,11 @@ export interface Assignment {
 }
 
 export interface Reconciliation {
-  /** Jobs the agent keeps, with the last log line (in the attempt's numbering) already stored. */
-  keep: { jobId: string; attempt: number; ackedSeq: number }[];
+  /**
+   * Jobs the agent keeps, with the last log line (in the attempt's numbering) already stored, and
+   * the stop it was asked for while away, if any.
+   */
+  keep: { jobId: string; attempt: number; ackedSeq: number; stop: StopRequest | null }[];
   /** Jobs the agent still runs but no longer holds: it must stop them. */
   cancel: string[];
 }
@@ -59,6 +62,41 @@ export interface LogBatchInput {
   attempt: number;
   firstSeq: number;
   lines: { at: Date; stream: LogStream; text: string }[];
+}
+
+/** What a gateway tells the agents it welcomes (recorded with each agent: the lease rule counts with them). */
+export interface GatewayTerms {
+  replica: string;
+  leaseMs: number;
+  leaseMarginMs: number;
+}
+
+/** A run, as the agent names it. */
+export interface RunRef {
+  jobId: string;
+  attempt: number;
+}
+
+/** What the agent's Heartbeat says, with what its stream knows. */
+export interface HeartbeatReport {
+  /** The runs the agent lists. */
+  runs: RunRef[];
+  /** Runs the agent accepted (or kept at Hello) on this stream: it must list each until it ends. */
+  owed: RunRef[];
+}
+
+/** What the gateway does about a heartbeat, once it is recorded. */
+export interface HeartbeatVerdict {
+  /** False: the session is no longer the agent's current one (a newer stream took over). */
+  current: boolean;
+  /** Listed runs that are no longer the agent's: it must drop them. */
+  drop: (RunRef & { reason: string })[];
+  /** Runs the agent must stop that it may not have been told about (or a cancel it missed). */
+  stop: (RunRef & StopRequest)[];
+  /** Owed runs the agent no longer lists: given back to the queue as lost. */
+  lost: RunRef[];
+  /** The execute-step task tokens of the runs the agent holds, to heartbeat on Temporal. */
+  executeTokens: string[];
 }
 
 export interface FinishedInput {
@@ -81,8 +119,14 @@ export class LogSequenceGapError extends ConflictError {
   }
 }
 
+/** How a workflow step completion is retried in the background while Temporal is away. */
+const COMPLETION_RETRY_MS = [500, 1000, 2000, 5000, 10_000, 20_000, 30_000];
+
 export class AgentGatewayService {
-  constructor(private readonly deps: { db: Database; completions: JobStepCompletions }) {}
+  /** Temporal heartbeats under way, by task token: one at a time each, so an outage piles none up. */
+  private readonly pulsing = new Set<string>();
+
+  constructor(private readonly deps: { db: Database; completions: JobStepCompletions; log: (msg: string, err?: unknown) => void }) {}
 
   async authenticate(secret: string | undefined): Promise<AgentCredentials> {
     if (!secret) throw new UnauthenticatedError('Missing agent token (metadata "authorization: Bearer <token>")');
@@ -115,7 +159,7 @@ export class AgentGatewayService {
    * it keeps what is still its own, is told to stop the rest, and jobs it held but no longer
    * mentions (it restarted and lost them) go back to the queue at once.
    */
-  async connect(credentials: AgentCredentials, hello: AgentHello, replica: string): Promise<{ session: AgentSessionRef; reconciliation: Reconciliation }> {
+  async connect(credentials: AgentCredentials, hello: AgentHello, gateway: GatewayTerms): Promise<{ session: AgentSessionRef; reconciliation: Reconciliation }> {
     this.validateHello(hello);
     const sessionId = randomUUID();
     const registered = await agentsRepo.upsertConnectedAgent(this.deps.db, {
@@ -126,8 +170,10 @@ export class AgentGatewayService {
       version: hello.version.slice(0, 100) || null,
       labels: [...new Set(hello.labels)],
       capacity: hello.capacity,
-      replica,
+      replica: gateway.replica,
       sessionId,
+      leaseMs: gateway.leaseMs,
+      leaseMarginMs: gateway.leaseMarginMs,
     });
     if (!registered) throw new PermissionDeniedError(`Agent id ${hello.agentId} belongs to another organisation`);
     const session: AgentSessionRef = { ...credentials, agentId: hello.agentId, sessionId, labels: registered.labels, capacity: registered.capacity };
@@ -138,14 +184,20 @@ export class AgentGatewayService {
     for (const job of held) {
       if (claimed.get(job.id) === job.attempt) {
         const stored = await logsRepo.lastSeq(this.deps.db, job.id);
-        reconciliation.keep.push({ jobId: job.id, attempt: job.attempt, ackedSeq: Math.max(0, stored - job.logSeqBase) });
+        const stop = job.stopRequest?.attempt === job.attempt ? job.stopRequest : null;
+        reconciliation.keep.push({ jobId: job.id, attempt: job.attempt, ackedSeq: Math.max(0, stored - job.logSeqBase), stop });
       } else {
-        await this.giveBack(job, 'the agent reconnected without this job (it restarted or lost it)');
+        await this.report(session, job.id, job.attempt, { kind: 'agent_lost', reason: 'the agent reconnected without this job (it restarted or lost it)' });
       }
     }
     const keptIds = new Set(reconciliation.keep.map((k) => k.jobId));
     reconciliation.cancel = [...claimed.keys()].filter((jobId) => !keptIds.has(jobId));
     return { session, reconciliation };
+  }
+
+  /** A gateway starts: every agent's silence counts from now at the earliest (see the lease rule). */
+  async gatewayStarted(replica: string): Promise<void> {
+    await agentsRepo.recordGatewayStart(this.deps.db, replica);
   }
 
   async disconnect(session: AgentSessionRef): Promise<void> {
@@ -195,11 +247,55 @@ export class AgentGatewayService {
     // Running already: a repeat (the agent resent it after a reconnect).
   }
 
-  /** A heartbeat keeps every job the agent runs alive in its workflow (Temporal heartbeat). */
-  async heartbeat(session: AgentSessionRef): Promise<void> {
-    await agentsRepo.touchAgentHeartbeat(this.deps.db, session.agentId, session.sessionId);
+  /**
+   * Records that the agent was heard (what its lease counts from: see agent.proto) and reconciles
+   * what it lists with what it holds. The gateway acknowledges the heartbeat only after this, so a
+   * lease the agent counts as renewed is one the database has recorded.
+   */
+  async heartbeat(session: AgentSessionRef, report: HeartbeatReport): Promise<HeartbeatVerdict> {
+    const verdict: HeartbeatVerdict = { current: true, drop: [], stop: [], lost: [], executeTokens: [] };
+    if (!(await agentsRepo.recordAgentHeard(this.deps.db, session.agentId, session.sessionId))) return { ...verdict, current: false };
     const held = await agentsRepo.listHeldJobRows(this.deps.db, session.agentId);
-    await Promise.all(held.filter((job) => job.executeTaskToken).map((job) => this.deps.completions.heartbeatExecution(job.executeTaskToken!)));
+    const listed = new Map(report.runs.map((run) => [run.jobId, run.attempt]));
+    const owed = new Map(report.owed.map((run) => [run.jobId, run.attempt]));
+    for (const job of held) {
+      if (listed.get(job.id) === job.attempt) {
+        if (job.stopRequest?.attempt === job.attempt) verdict.stop.push({ jobId: job.id, ...job.stopRequest });
+        if (job.executeTaskToken) verdict.executeTokens.push(job.executeTaskToken);
+      } else if (owed.get(job.id) === job.attempt && !job.reportedOutcome) {
+        // Accepted on this stream, so listed by every heartbeat sent after: the agent lost it.
+        await this.report(session, job.id, job.attempt, { kind: 'agent_lost', reason: 'the agent no longer lists this run in its heartbeats' });
+        verdict.lost.push({ jobId: job.id, attempt: job.attempt });
+      }
+    }
+    const heldIds = new Set(held.map((job) => `${job.id}:${job.attempt}`));
+    const others = report.runs.filter((run) => !heldIds.has(`${run.jobId}:${run.attempt}`));
+    if (others.length) {
+      const holders = new Map((await agentsRepo.liveHolders(this.deps.db, others.map((r) => r.jobId).filter((id) => UUID.test(id)))).map((h) => [h.id, h]));
+      for (const run of others) {
+        const holder = holders.get(run.jobId);
+        // A run of its own that has ended (its JobFinished acknowledged, or on its way) is still its to report.
+        if (holder && holder.agentId === session.agentId && holder.attempt === run.attempt && isTerminalStatus(holder.status)) continue;
+        verdict.drop.push({ ...run, reason: holder ? 'the job is no longer this run\'s: it went back to the queue or to another agent' : 'no such job' });
+      }
+    }
+    return verdict;
+  }
+
+  /**
+   * Records the agent's heartbeat on each execute step it holds, so Temporal's heartbeat timeout
+   * does not fire while the agent is heard. Never awaited by the stream: a Temporal outage must not
+   * hold up the agent's logs or acks. When these are lost, the workflow asks the database instead.
+   */
+  pulse(executeTokens: readonly string[]): void {
+    for (const token of executeTokens) {
+      if (this.pulsing.has(token)) continue;
+      this.pulsing.add(token);
+      this.deps.completions
+        .heartbeatExecution(token)
+        .catch((err: unknown) => this.deps.log('could not record an agent heartbeat on Temporal; the workflow will check the database', err))
+        .finally(() => this.pulsing.delete(token));
+    }
   }
 
   /** Stores a batch idempotently and returns the attempt's last stored line number (the ack). */
@@ -211,12 +307,19 @@ export class AgentGatewayService {
       this.heldJob(this.deps.db, session, batch.jobId, batch.attempt, { allowFinished: true }),
       UUID.test(batch.jobId) ? logsRepo.lastSeq(this.deps.db, batch.jobId) : 0,
     ]);
+    // A run given up (by the agent, or by its heartbeats no longer listing it) is the queue's again.
+    if (job.reportedOutcome?.kind === 'agent_lost' || job.reportedOutcome?.kind === 'rejected') {
+      throw new NotFoundError(`Job ${batch.jobId} attempt ${batch.attempt} was given back; it is no longer this agent's`);
+    }
     const stored = Math.max(0, last - job.logSeqBase);
     if (batch.firstSeq > stored + 1) throw new LogSequenceGapError(job.id, stored, batch.firstSeq);
     // Lines up to `stored` are a resend: only the rest is new.
     const skip = Math.max(0, stored - batch.firstSeq + 1);
     const fresh = batch.lines.slice(skip).map((line, i) => ({ seq: job.logSeqBase + batch.firstSeq + skip + i, at: line.at, stream: line.stream, text: line.text }));
-    await logsRepo.insertLines(this.deps.db, job.id, fresh);
+    // Fenced: the job may have gone back to the queue since it was read, and then this run may add nothing.
+    if (!(await logsRepo.insertLines(this.deps.db, job.id, fresh, { agentId: session.agentId, attempt: batch.attempt }))) {
+      throw new NotFoundError(`Job ${batch.jobId} attempt ${batch.attempt} held by this agent`);
+    }
     return Math.max(stored, batch.firstSeq + batch.lines.length - 1);
   }
 
@@ -239,6 +342,13 @@ export class AgentGatewayService {
     await this.report(session, jobId, attempt, job.status === 'running' ? { kind: 'agent_lost', reason: because } : { kind: 'rejected', reason: because });
   }
 
+  /**
+   * Records the agent's report of an attempt in the database (fenced by the attempt: a stale run
+   * changes nothing), then moves the workflow's execute step on. The record is what counts: the
+   * completion goes to Temporal in the background, retried while Temporal is away, so a report never
+   * waits on Temporal; should it never arrive, the execute step finds the record when the workflow
+   * next asks (its heartbeat timeout, then the database's view of the lease).
+   */
   private async report(session: AgentSessionRef, jobId: string, attempt: number, outcome: ReportedOutcome): Promise<void> {
     const recorded = UUID.test(jobId) ? await jobsRepo.recordOutcome(this.deps.db, jobId, { ...session, attempt }, outcome) : undefined;
     if (!recorded) {
@@ -248,16 +358,26 @@ export class AgentGatewayService {
     }
     const token = recorded.executeTaskToken;
     if (!token) return;
-    if (outcome.kind === 'agent_lost' || outcome.kind === 'rejected') await this.deps.completions.failExecution(token, outcome);
-    else await this.deps.completions.completeExecution(token, outcome);
+    const complete =
+      outcome.kind === 'agent_lost' || outcome.kind === 'rejected'
+        ? () => this.deps.completions.failExecution(token, outcome)
+        : () => this.deps.completions.completeExecution(token, outcome);
+    void this.completeInBackground(jobId, complete);
   }
 
-  /** Ends an attempt the agent no longer runs, so the workflow requeues it now rather than on silence. */
-  private async giveBack(job: JobRow, reason: string): Promise<void> {
-    if (job.executeTaskToken) {
-      await this.deps.completions.failExecution(job.executeTaskToken, { kind: 'agent_lost', reason });
-    } else {
-      await jobsRepo.updateJob(this.deps.db, job.id, { reportedOutcome: { kind: 'agent_lost', reason } });
+  private async completeInBackground(jobId: string, complete: () => Promise<CompletionResult>): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await complete();
+        return;
+      } catch (err) {
+        const delay = COMPLETION_RETRY_MS[attempt];
+        if (delay === undefined) {
+          this.deps.log(`could not tell the workflow of job ${jobId} about its agent's report; it will find the report itself`, err);
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, delay).unref());
+      }
     }
   }
 

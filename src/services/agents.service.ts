@@ -4,7 +4,7 @@ import * as agentsRepo from '../db/agents.repository.js';
 import type { AgentRow } from '../db/schema/index.js';
 import { requireOrgRole, type Caller } from './access.js';
 
-export interface Agent extends Omit<AgentRow, 'sessionId' | 'disconnectedAt'> {
+export interface Agent extends Omit<AgentRow, 'sessionId' | 'disconnectedAt' | 'leaseMs' | 'leaseMarginMs'> {
   state: 'connected' | 'disconnected';
   runningJobIds: string[];
 }
@@ -17,7 +17,7 @@ export class AgentsService {
     const rows = await agentsRepo.listAgents(this.db, orgId, state);
     if (rows.length === 0) return [];
     const held = await agentsRepo.listHeldJobs(this.db, orgId, rows.map((r) => r.id));
-    return rows.map(({ sessionId, disconnectedAt: _gone, ...agent }) => ({
+    return rows.map(({ sessionId, disconnectedAt: _gone, leaseMs: _lease, leaseMarginMs: _margin, ...agent }) => ({
       ...agent,
       state: sessionId ? 'connected' : 'disconnected',
       runningJobIds: held.filter((j) => j.agentId === agent.id).map((j) => j.id),

@@ -57,6 +57,6 @@ export function createServices(deps: {
     logs: new LogsService(db),
     agentTokens: new AgentTokensService({ db, notify }),
     agents: new AgentsService(db),
-    gateway: new AgentGatewayService({ db, completions }),
+    gateway: new AgentGatewayService({ db, completions, log: deps.log }),
   };
 }

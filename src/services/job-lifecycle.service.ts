@@ -2,11 +2,13 @@
 // idempotent: Temporal may run an activity twice.
 import { sql } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
+import * as agentsRepo from '../db/agents.repository.js';
 import * as jobsRepo from '../db/jobs.repository.js';
+import * as logsRepo from '../db/logs.repository.js';
 import { jobs, isTerminalStatus, type JobStatus, type ReportedOutcome, type TerminalJobStatus } from '../db/schema/index.js';
 import { ConflictError, NotFoundError } from '../errors.js';
-import type { AttemptRef, JobClaim } from '../temporal/shared.js';
-import { channels, type AgentCancelPayload, type JobQueuedPayload, type Notify } from './notifications.js';
+import type { AttemptRef, JobClaim, LeaseQuery } from '../temporal/shared.js';
+import { channels, type AgentCancelPayload, type AgentDropPayload, type JobQueuedPayload, type Notify } from './notifications.js';
 
 const unfinished: JobStatus[] = ['queued', 'assigned', 'running'];
 
@@ -64,28 +66,56 @@ export class JobLifecycleService {
 
   /**
    * Back to the queue. A lost agent's attempt stays counted; an attempt the agent declined before
-   * starting is taken back (`uncount`), so the next claim numbers the same attempt again.
+   * starting is taken back (`uncount`), so the next claim numbers the same attempt again. The log
+   * gets a line of the server's saying where the attempt ended and why, and the agent, if it is
+   * still connected, is told to drop the run (which frees its slot at once).
    */
   async requeue(jobId: string, reason: string, options: { uncount: boolean } = { uncount: false }): Promise<void> {
-    const row = await jobsRepo.transition(
-      this.deps.db,
-      jobId,
-      ['assigned', 'running'],
-      'queued',
-      {
-        agentId: null,
-        assignedAt: null,
-        startedAt: null,
-        claimTaskToken: null,
-        executeTaskToken: null,
-        reportedOutcome: null,
-        ...(options.uncount ? { attempt: sql`greatest(${jobs.attempt} - 1, 0)` } : {}),
-      },
-      { type: 'requeued', detail: reason },
-    );
-    // Announced again, for dispatchers on every replica. (A repeated activity finds the job queued
-    // already, or claimed again: nothing to announce.)
-    if (row) await this.publish<JobQueuedPayload>(channels.jobQueued, { orgId: row.orgId, jobId });
+    const moved = await this.deps.db.transaction(async (tx) => {
+      const before = await jobsRepo.findJobById(tx, jobId);
+      const row = await jobsRepo.transition(
+        tx,
+        jobId,
+        ['assigned', 'running'],
+        'queued',
+        {
+          agentId: null,
+          assignedAt: null,
+          startedAt: null,
+          claimTaskToken: null,
+          executeTaskToken: null,
+          reportedOutcome: null,
+          stopRequest: null,
+          ...(options.uncount ? { attempt: sql`greatest(${jobs.attempt} - 1, 0)` } : {}),
+        },
+        { type: 'requeued', detail: reason },
+      );
+      if (!row || !before) return undefined;
+      const what = options.uncount ? `attempt ${before.attempt} was not started` : `attempt ${before.attempt} ended without a result`;
+      await logsRepo.appendServerLine(tx, jobId, `${what}: ${reason}; the job goes back to the queue`);
+      return { row, before };
+    });
+    // A repeated activity finds the job queued already, or claimed again: nothing to announce.
+    if (!moved) return;
+    const { row, before } = moved;
+    if (before.agentId) await this.publish<AgentDropPayload>(channels.agentDrop, { jobId, agentId: before.agentId, attempt: before.attempt, reason: `the job went back to the queue: ${reason}` });
+    // Announced again, for dispatchers on every replica.
+    await this.publish<JobQueuedPayload>(channels.jobQueued, { orgId: row.orgId, jobId });
+  }
+
+  /**
+   * How long until the agent holding this attempt has surely stopped it by itself under the lease
+   * rule (see agent.proto): its lease, the run's cancel grace and the margin, counted from when it
+   * was last heard or a gateway last started. 0 or less: the server may give the job to another
+   * agent. Null when the attempt is no longer live with that agent (its report is on the row).
+   */
+  async leaseRemaining(input: LeaseQuery): Promise<number | null> {
+    const lease = await agentsRepo.attemptLease(this.deps.db, input);
+    if (!lease) return null;
+    // An agent from before leases stops nothing by itself: the silence timeout alone decides.
+    const leaseMs = lease.leaseMs ?? input.fallbackLeaseMs;
+    const requeueAfterMs = lease.leaseMs === null ? leaseMs : leaseMs + lease.cancelGraceMs + (lease.leaseMarginMs ?? 0);
+    return Math.ceil(requeueAfterMs - lease.silentMs);
   }
 
   /**
@@ -101,10 +131,14 @@ export class JobLifecycleService {
     return started?.getTime() ?? null;
   }
 
-  /** Asks whichever replica holds the agent's stream to send it a cancel. */
+  /**
+   * Asks the agent running the attempt to stop it. Recorded on the job first, so an agent that
+   * misses the notification (its gateway was down, or it was reconnecting) is told again when it
+   * reconnects or next heartbeats; then announced to whichever replica holds the agent's stream.
+   */
   async cancelOnAgent(input: { jobId: string; attempt: number; reason: string; graceMs: number }): Promise<void> {
-    const job = await jobsRepo.findJobById(this.deps.db, input.jobId);
-    if (!job?.agentId || isTerminalStatus(job.status)) return;
+    const job = await jobsRepo.recordStopRequest(this.deps.db, input.jobId, { attempt: input.attempt, reason: input.reason, graceMs: input.graceMs });
+    if (!job?.agentId) return;
     await this.publish<AgentCancelPayload>(channels.agentCancel, { ...input, agentId: job.agentId });
   }
 

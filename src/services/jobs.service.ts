@@ -1,10 +1,12 @@
 // What people do with jobs: submit, list, look at, cancel. The job's life after submission belongs
 // to its workflow; this service only starts it and passes on cancellation requests.
+import { sql } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as reposRepo from '../db/repositories.repository.js';
+import * as outbox from '../db/workflow-starts.repository.js';
 import { isTerminalStatus, type JobEventRow, type JobRow, type JobStatus, type QueueType } from '../db/schema/index.js';
-import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, UnavailableError } from '../errors.js';
+import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../errors.js';
 import type { JobTimeouts } from '../temporal/shared.js';
 import { requireOrgRole, type Caller } from './access.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
@@ -12,7 +14,7 @@ import { channels, type JobQueuedPayload, type Notify } from './notifications.js
 import type { JobWorkflows } from './workflow-ports.js';
 
 /** The job as callers see it: the row without the workflow's bookkeeping. */
-export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'logSeqBase' | 'eventSeq' | 'timeouts'> & { cancelGraceSeconds: number };
+export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'stopRequest' | 'logSeqBase' | 'eventSeq' | 'timeouts'> & { cancelGraceSeconds: number };
 export type JobEvent = JobEventRow;
 
 export interface SubmitJobInput {
@@ -46,7 +48,7 @@ export interface JobsServiceDeps {
 const DEFAULT_MAX_ATTEMPTS = 3;
 
 export function toJob(row: JobRow): Job {
-  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, logSeqBase: _base, eventSeq: _events, timeouts, ...job } = row;
+  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, stopRequest: _stop, logSeqBase: _base, eventSeq: _events, timeouts, ...job } = row;
   return { ...job, cancelGraceSeconds: Math.round(timeouts.cancelGraceMs / 1000) };
 }
 
@@ -123,8 +125,10 @@ export class JobsService {
   }
 
   /**
-   * Records the request and hands it to the workflow, which ends a queued job at once and asks the
-   * agent to stop a running one. Asking twice is harmless; asking after the end is a conflict.
+   * Records the request, and in the same transaction a cancel in the workflow outbox, so a recorded
+   * cancel always reaches the workflow (which ends a queued job at once and asks the agent to stop
+   * a running one), even if Temporal is away or this process dies right after answering. Asking
+   * again is harmless (the cancel is sent again); asking after the end is a conflict.
    */
   async cancel(caller: Caller, orgId: string, jobId: string, reason: string | undefined): Promise<Job> {
     requireOrgRole(caller, orgId, 'Member');
@@ -134,16 +138,18 @@ export class JobsService {
       const row = await jobsRepo.lockJob(tx, orgId, jobId);
       if (!row) throw new NotFoundError(`Job ${jobId}`);
       if (isTerminalStatus(row.status)) throw new ConflictError(`The job already finished (${row.status})`);
-      if (row.cancelRequestedAt) return row;
-      return jobsRepo.transition(tx, jobId, [row.status], row.status, { cancelRequestedAt: new Date() }, { type: 'cancel_requested', detail: because });
+      // The first reason stands: the workflow keeps the first cancel it is sent.
+      if (row.cancelRequestedAt) {
+        await outbox.enqueueCancel(tx, jobId, because);
+        return row;
+      }
+      // The database's clock, as for every other timestamp of the job and its events.
+      const moved = await jobsRepo.transition(tx, jobId, [row.status], row.status, { cancelRequestedAt: sql`now()` }, { type: 'cancel_requested', detail: because });
+      await outbox.enqueueCancel(tx, jobId, because);
+      return moved;
     });
     if (!requested) throw new NotFoundError(`Job ${jobId}`);
-
-    const delivered = await this.deps.workflows.requestCancel({ jobId, maxAttempts: requested.maxAttempts, timeouts: requested.timeouts }, because);
-    const current = (await jobsRepo.findJob(db, orgId, jobId)) ?? requested;
-    if (!delivered && !isTerminalStatus(current.status)) {
-      throw new UnavailableError('The job workflow could not be reached; the cancellation is recorded, try again');
-    }
-    return toJob(current);
+    this.deps.kickStarter();
+    return toJob(requested);
   }
 }

@@ -11,6 +11,8 @@ export const channels = {
   logAppended: 'log_appended',
   /** A job must be stopped on the agent running it, wherever that agent's stream is held. */
   agentCancel: 'agent_cancel',
+  /** A run is no longer its agent's (the job went back to the queue): the agent drops it, its slot is free. */
+  agentDrop: 'agent_drop',
   /** An agent token was revoked: streams authenticated with it end. */
   tokenRevoked: 'agent_token_revoked',
   /** An agent opened a stream: a replica holding an older stream of the same agent ends it. */
@@ -41,6 +43,13 @@ export interface AgentCancelPayload {
   attempt: number;
   reason: string;
   graceMs: number;
+}
+
+export interface AgentDropPayload {
+  jobId: string;
+  agentId: string;
+  attempt: number;
+  reason: string;
 }
 
 export interface TokenRevokedPayload {

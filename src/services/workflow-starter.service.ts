@@ -1,6 +1,6 @@
-// Starts the workflows of newly stored jobs from the outbox, off the request path: a create answers
-// once the job and its outbox row are committed, and this starter (on any replica) starts the
-// workflow right after, retrying with backoff while Temporal is unreachable.
+// Delivers the workflow outbox off the request path: a create (or a cancel) answers once the job and
+// its outbox row are committed, and this starter (on any replica) starts the workflow (or signals
+// the cancel) right after, retrying with backoff while Temporal is unreachable.
 import type { Database } from '../db/client.js';
 import * as outbox from '../db/workflow-starts.repository.js';
 import type { JobWorkflows } from './workflow-ports.js';
@@ -61,11 +61,14 @@ export class WorkflowStarter {
       if (leased.length === 0) return;
       await Promise.all(
         leased.map(async (job) => {
+          const input = { jobId: job.id, maxAttempts: job.maxAttempts, timeouts: job.timeouts };
           try {
-            await this.deps.workflows.start({ jobId: job.id, maxAttempts: job.maxAttempts, timeouts: job.timeouts });
-            await outbox.completeWorkflowStart(this.deps.db, job.id);
+            // A cancel to a workflow that already ended has nothing left to stop: delivered all the same.
+            if (job.cancelReason !== null) await this.deps.workflows.requestCancel(input, job.cancelReason);
+            else await this.deps.workflows.start(input);
+            await outbox.completeWorkflowStart(this.deps.db, job);
           } catch (err) {
-            this.deps.log(`could not start the workflow of job ${job.id}; will retry`, err);
+            this.deps.log(`could not ${job.cancelReason !== null ? 'deliver the cancel to' : 'start'} the workflow of job ${job.id}; will retry`, err);
             await outbox.deferWorkflowStart(this.deps.db, job.id, err instanceof Error ? err.message : String(err), 2000);
           }
         }),

@@ -64,6 +64,16 @@ export interface JobActivities {
   finishJob(input: FinishJobInput): Promise<void>;
   /** When the agent reported this attempt started (epoch ms), or null if it has not. */
   attemptStartedAt(input: AttemptRef): Promise<number | null>;
+  /**
+   * Milliseconds until the agent holding the attempt has surely stopped it under the lease rule
+   * (0 or less: it has), or null when the attempt is no longer live with that agent.
+   */
+  leaseRemaining(input: LeaseQuery): Promise<number | null>;
+}
+
+export interface LeaseQuery extends AttemptRef {
+  /** The silence timeout to go by for an agent that was given no lease (one from before leases). */
+  fallbackLeaseMs: number;
 }
 
 export interface AttemptRef {

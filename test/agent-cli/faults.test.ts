@@ -170,45 +170,88 @@ describe(`the reference agent on ${driver}`, () => {
     expect(done.attempt).toBe(2);
   });
 
-  it('finishes a job across a server restart: the agent reconnects and reports to the new process', async () => {
+  /** A server that can be stopped and started again on the same data, with these settings. */
+  async function restartable(env: Record<string, string>) {
     const databaseUrl = driver === 'postgres' ? await createTestDatabase() : undefined;
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-jobs-restart-'));
     const grpcPort = String(await freePort());
     const taskQueue = `jobs-restart-${Date.now()}`;
-    const start = () => startTestSystem({ driver, dataDir, taskQueue, ...(databaseUrl ? { databaseUrl } : {}), env: { ...FAST, GRPC_PORT: grpcPort } });
-    let server = await start();
+    const start = () => startTestSystem({ driver, dataDir, taskQueue, ...(databaseUrl ? { databaseUrl } : {}), env: { ...env, GRPC_PORT: grpcPort } });
+    return { start, grpcAddress: `127.0.0.1:${grpcPort}`, remove: () => fs.rm(dataDir, { recursive: true, force: true }) };
+  }
+
+  it('finishes a job across a server restart within the lease: the agent reconnects and reports the same attempt to the new process', async () => {
+    // A lease far longer than any restart: the run is the agent's throughout.
+    const deployment = await restartable({ ...FAST, AGENT_SILENCE_TIMEOUT: '60s' });
+    let server = await deployment.start();
     try {
       const org = await setup(server);
       const gate = path.join(scratch, `gate-${org.orgId}`);
       // The command waits for the test to open the gate, so the restart happens mid-job.
-      await agent(org.agentToken, `echo before; while [ ! -f ${gate} ]; do sleep 0.1; done; echo after`, { server: `127.0.0.1:${grpcPort}` });
+      await agent(org.agentToken, `echo before; while [ ! -f ${gate} ]; do sleep 0.1; done; echo after`, { server: deployment.grpcAddress });
       const job = await createJob(org.member, org.orgId, { repoId: org.repository.id });
       await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running', 30_000);
 
       await server.stop();
-      server = await start();
+      server = await deployment.start();
       await fs.writeFile(gate, '');
 
       const member = server.client(org.tokens.member);
       const done = await waitForJob(member, org.orgId, job.id, (j) => j.status === 'succeeded', 45_000);
       expect(done.attempt).toBe(1);
+      expect(done.events.map((e) => e.type)).toEqual(['created', 'assigned', 'started', 'succeeded']);
       const text = await logText(org, job.id, server);
       expect(text).toContain('before');
       expect(text).toContain('after');
     } finally {
       for (const a of agents.splice(0)) await a.dispose();
       await server.stop();
-      await fs.rm(dataDir, { recursive: true, force: true });
+      await deployment.remove();
+    }
+  });
+
+  it('keeps a run that finished while the server was down for longer than the lease: reported when the server is back, it is the outcome', async () => {
+    // Lease 6s, grace 1s, margin 0.5s: the job could go to another agent 7.5s after the agent was
+    // last heard; the server stays down longer than that, so only the restarted gateway's grace
+    // (the silence counts from its start) keeps the finished run.
+    const deployment = await restartable({ ...FAST, AGENT_SILENCE_TIMEOUT: '6s', JOB_CANCEL_GRACE: '1s' });
+    let server = await deployment.start();
+    try {
+      const org = await setup(server);
+      const gate = path.join(scratch, `finish-gate-${org.orgId}`);
+      const finished = path.join(scratch, `finished-${org.orgId}`);
+      await agent(org.agentToken, `echo before; while [ ! -f ${gate} ]; do sleep 0.1; done; echo after; touch ${finished}`, { server: deployment.grpcAddress });
+      const job = await createJob(org.member, org.orgId, { repoId: org.repository.id });
+      await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running', 30_000);
+
+      await server.stop();
+      const stoppedAt = Date.now();
+      // The command ends while no server runs; the server stays away well past lease + grace + margin.
+      await fs.writeFile(gate, '');
+      await waitForFile(finished, { empty: true });
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, 10_000 - (Date.now() - stoppedAt))));
+      server = await deployment.start();
+
+      const member = server.client(org.tokens.member);
+      const done = await waitForJob(member, org.orgId, job.id, (j) => j.status === 'succeeded' || j.status === 'failed' || j.attempt > 1, 45_000);
+      expect(done).toMatchObject({ status: 'succeeded', attempt: 1, exitCode: 0 });
+      expect(await logText(org, job.id, server)).toContain('after');
+    } finally {
+      for (const a of agents.splice(0)) await a.dispose();
+      await server.stop();
+      await deployment.remove();
     }
   });
 });
 
-async function waitForFile(file: string): Promise<number[]> {
+async function waitForFile(file: string, options: { empty?: boolean } = {}): Promise<number[]> {
   let content = '';
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
+    const exists = await fs.stat(file).then(() => true, () => false);
     content = await fs.readFile(file, 'utf8').catch(() => '');
     if (content.trim()) return content.trim().split(/\s+/).map(Number);
+    if (options.empty && exists) return [];
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`${file} was never written`);

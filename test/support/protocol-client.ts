@@ -17,6 +17,12 @@ export class ProtocolClient {
   /** The status the stream ended with, once it has. */
   ended: ServiceError | 'ok' | undefined;
   private heartbeats: NodeJS.Timeout | undefined;
+  private heartbeatSeq = 0;
+  /**
+   * The runs this client holds, as a conforming agent lists them in every Heartbeat: named in Hello,
+   * or accepted or started since, until rejected, dropped, or their JobFinished is acknowledged.
+   */
+  readonly held = new Map<string, { attempt: number; lastSeq: number }>();
 
   constructor(address: string, token: string | undefined, agentId: string = randomUUID()) {
     this.agentId = agentId;
@@ -25,7 +31,10 @@ export class ProtocolClient {
     if (token) metadata.set('authorization', `Bearer ${token}`);
     this.stream = this.client.connect(metadata);
     this.stream.on('data', (message: ServerMessage) => {
-      if (message.payload) this.inbox.push(message.payload);
+      if (message.payload) {
+        this.inbox.push(message.payload);
+        this.track(message.payload);
+      }
       this.wake();
     });
     this.stream.on('error', (err: ServiceError) => {
@@ -40,15 +49,45 @@ export class ProtocolClient {
   }
 
   send(payload: AgentMessage['payload']): void {
+    switch (payload?.$case) {
+      case 'accepted':
+      case 'started':
+        if (this.held.get(payload.value.jobId)?.attempt !== payload.value.attempt) this.held.set(payload.value.jobId, { attempt: payload.value.attempt, lastSeq: 0 });
+        break;
+      case 'logBatch': {
+        const run = this.held.get(payload.value.jobId);
+        if (run?.attempt === payload.value.attempt) run.lastSeq = Math.max(run.lastSeq, payload.value.firstSeq + payload.value.lines.length - 1);
+        break;
+      }
+      case 'rejected':
+        if (this.held.get(payload.value.jobId)?.attempt === payload.value.attempt) this.held.delete(payload.value.jobId);
+        break;
+    }
     this.stream.write({ payload });
+  }
+
+  /** Sends a Heartbeat listing what this client holds, numbered as the protocol asks. */
+  heartbeat(): number {
+    const seq = ++this.heartbeatSeq;
+    this.send({ $case: 'heartbeat', value: { seq, runningJobs: [...this.held].map(([jobId, run]) => ({ jobId, attempt: run.attempt, lastSeq: run.lastSeq })) } });
+    return seq;
+  }
+
+  private track(payload: Payload): void {
+    const forget = (jobId: string, attempt?: number) => {
+      if (attempt === undefined || this.held.get(jobId)?.attempt === attempt) this.held.delete(jobId);
+    };
+    if (payload.$case === 'finishedAck' || payload.$case === 'drop') forget(payload.value.jobId, payload.value.attempt);
+    if (payload.$case === 'welcome') for (const jobId of payload.value.cancelJobIds) forget(jobId);
   }
 
   /** Says Hello, then heartbeats every `heartbeatMs` as a live agent does (0: stay silent). */
   hello(options: { labels?: string[]; capacity?: number; runningJobs?: { jobId: string; attempt: number; lastSeq: number }[]; heartbeatMs?: number } = {}): void {
     const heartbeatMs = options.heartbeatMs ?? 500;
+    for (const run of options.runningJobs ?? []) this.held.set(run.jobId, { attempt: run.attempt, lastSeq: run.lastSeq });
     if (heartbeatMs > 0) {
       this.heartbeats = setInterval(() => {
-        if (!this.ended) this.send({ $case: 'heartbeat', value: { runningJobs: [] } });
+        if (!this.ended) this.heartbeat();
       }, heartbeatMs);
     }
     this.send({

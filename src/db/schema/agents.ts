@@ -38,10 +38,25 @@ export const agents = pgTable(
     sessionId: uuid('session_id'),
     connectedAt: timestamptz('connected_at'),
     disconnectedAt: timestamptz('disconnected_at'),
+    // When a gateway last recorded hearing the agent (its Hello or a Heartbeat), by the database's
+    // clock: what the lease rule counts from (see agent.proto). Written before it is acknowledged.
     lastHeartbeatAt: timestamptz('last_heartbeat_at'),
+    // The lease this agent was given in its last Welcome, and the margin the server adds: the lease
+    // rule counts with the figures the agent itself was told, whatever the configuration is now.
+    leaseMs: integer('lease_ms'),
+    leaseMarginMs: integer('lease_margin_ms'),
   },
   (t) => [index('agents_org_idx').on(t.orgId)],
 );
+
+/**
+ * When each gateway replica last started. While no gateway runs, no agent can be heard, so the
+ * lease rule counts an agent's silence from the later of its last heartbeat and the latest start.
+ */
+export const gatewayStarts = pgTable('gateway_starts', {
+  replica: text('replica').primaryKey(),
+  startedAt: timestamptz('started_at').notNull().defaultNow(),
+});
 
 export type AgentTokenRow = typeof agentTokens.$inferSelect;
 export type AgentRow = typeof agents.$inferSelect;

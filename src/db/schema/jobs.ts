@@ -39,6 +39,10 @@ export const jobs = pgTable(
     // What the agent reported before executeJob had recorded its token (a job can finish that fast):
     // executeJob returns it as soon as it starts.
     reportedOutcome: jsonb('reported_outcome').$type<ReportedOutcome>(),
+    // The workflow asked the agent to stop this attempt (cancel, run timeout, start deadline). Kept
+    // so that an agent that missed the request (its gateway was down, the notification was lost)
+    // is told again when it reconnects or next heartbeats.
+    stopRequest: jsonb('stop_request').$type<StopRequest>(),
     // Agents number each attempt's log lines from 1; stored lines are numbered from this base, so a
     // retried job's log continues after the lines of earlier attempts.
     logSeqBase: bigint('log_seq_base', { mode: 'number' }).notNull().default(0),
@@ -61,6 +65,13 @@ export const jobs = pgTable(
     check('jobs_rework_has_parent', sql`(${t.queueType} = 'rework') = (${t.parentJobId} is not null)`),
   ],
 );
+
+/** What the agent running an attempt was asked: stop it, with this grace before SIGKILL. */
+export interface StopRequest {
+  attempt: number;
+  reason: string;
+  graceMs: number;
+}
 
 /** An outcome the agent reported, or the agent giving the attempt back (lost: counted; rejected: not). */
 export type ReportedOutcome = JobOutcome | { kind: 'agent_lost'; reason: string } | { kind: 'rejected'; reason: string };

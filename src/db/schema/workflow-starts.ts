@@ -3,8 +3,10 @@ import { timestamptz } from './columns.js';
 import { jobs } from './jobs.js';
 
 /**
- * The transactional outbox of workflow starts: a row is written in the same transaction as its job,
- * so a stored job always gets its workflow, even if the process dies right after answering 201.
+ * The transactional outbox of what must reach a job's workflow: its start, written in the same
+ * transaction as the job, so a stored job always gets its workflow even if the process dies right
+ * after answering 201; and a cancel, written with the job's cancel_requested event, so a recorded
+ * cancel always reaches the workflow even if Temporal is away or the process dies after answering.
  */
 export const workflowStarts = pgTable('workflow_starts', {
   jobId: uuid('job_id')
@@ -14,4 +16,7 @@ export const workflowStarts = pgTable('workflow_starts', {
   notBefore: timestamptz('not_before').notNull().defaultNow(),
   attempts: integer('attempts').notNull().default(0),
   lastError: text('last_error'),
+  // Set: deliver a cancel with this reason (signal-with-start, so it also starts a workflow that
+  // has not started yet). Null: only start the workflow.
+  cancelReason: text('cancel_reason'),
 });

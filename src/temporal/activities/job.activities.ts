@@ -38,5 +38,6 @@ export function createJobActivities(deps: { lifecycle: JobLifecycleService }): J
     finishJob: ({ jobId, status, exitCode, reason }) => translated(() => lifecycle.finish(jobId, status, { exitCode, reason })),
     cancelOnAgent: (input) => translated(() => lifecycle.cancelOnAgent(input)),
     attemptStartedAt: (input) => translated(() => lifecycle.attemptStartedAt(input)),
+    leaseRemaining: (input) => translated(() => lifecycle.leaseRemaining(input)),
   };
 }

@@ -55,6 +55,14 @@ const patches = {
    * run timers once it is decided.
    */
   leanJobLife: 'lean-job-life',
+  /**
+   * The lease rule (agent.proto): when the agent-silence heartbeat timeout fires, ask the database
+   * how long the agent has really gone unheard (Temporal misses heartbeats while it or the gateway
+   * is away) and requeue only once the agent has surely stopped the run by itself; and a cancel
+   * whose grace ran out waits for the agent to confirm, or for its lease to run out, before the
+   * job says cancelled.
+   */
+  agentLease: 'agent-lease',
 } as const;
 
 /** Why an attempt ended without an outcome from the agent: the job goes back to the queue. */
@@ -137,18 +145,41 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
     return undefined;
   }
 
+  /**
+   * Waits for the agent's report of the attempt. A heartbeat timeout is only a prompt: the database
+   * knows when the agent was last heard (Temporal misses heartbeats while it or the gateway is
+   * away, and a restarted gateway gives agents time to come back), so the attempt is lost only once
+   * the lease rule says the agent has surely stopped it; until then the workflow waits again.
+   */
+  async function awaitAgent(claimed: JobClaim, scope: CancellationScope): Promise<AttemptResult> {
+    for (;;) {
+      const result = await scope.run(() => agent.executeJob(jobId, claimed)).then(
+        (outcome): AttemptResult | 'silent' => outcome,
+        (err: unknown): AttemptResult | 'silent' => {
+          if (isHeartbeatTimeout(err)) return 'silent';
+          if (failureType(err) === AGENT_LOST_FAILURE) return { kind: 'agent_lost', reason: failureMessage(err) };
+          if (failureType(err) === AGENT_REJECTED_FAILURE) return { kind: 'rejected', reason: failureMessage(err) };
+          if (isCancellation(err)) return { kind: 'cancel_requested' };
+          throw err;
+        },
+      );
+      if (result !== 'silent') return result;
+      const silentFor = `agent went silent for ${timeouts.agentSilenceMs} ms`;
+      if (!patched(patches.agentLease)) return { kind: 'agent_lost', reason: silentFor };
+      const remainingMs = await CancellationScope.nonCancellable(() =>
+        bookkeeping().leaseRemaining({ jobId, agentId: claimed.agentId, attempt: claimed.attempt, fallbackLeaseMs: timeouts.agentSilenceMs }),
+      );
+      if (remainingMs === null || remainingMs <= 0) return { kind: 'agent_lost', reason: `${silentFor}, and its lease has run out` };
+      // Heard since, or a gateway started since: wait for its report again.
+    }
+  }
+
   async function execute(claimed: JobClaim): Promise<AttemptResult> {
     const scope = new CancellationScope();
-    const running = scope.run(() => agent.executeJob(jobId, claimed)).then(
-      (outcome): AttemptResult => outcome,
-      (err: unknown): AttemptResult => {
-        if (isHeartbeatTimeout(err)) return { kind: 'agent_lost', reason: `agent went silent for ${timeouts.agentSilenceMs} ms` };
-        if (failureType(err) === AGENT_LOST_FAILURE) return { kind: 'agent_lost', reason: failureMessage(err) };
-        if (failureType(err) === AGENT_REJECTED_FAILURE) return { kind: 'rejected', reason: failureMessage(err) };
-        if (isCancellation(err)) return { kind: 'cancel_requested' };
-        throw err;
-      },
-    );
+    let settled = false;
+    const running = awaitAgent(claimed, scope).finally(() => {
+      settled = true;
+    });
     // The attempt's deadlines: cancelled once it is decided, so none outlives it to wake the
     // workflow for nothing (a requeued job would otherwise carry its first attempt's timers).
     const timers = new CancellationScope();
@@ -173,6 +204,12 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
       await CancellationScope.nonCancellable(async () => {
         await bookkeeping().cancelOnAgent({ jobId, attempt: claimed.attempt, reason, graceMs: timeouts.cancelGraceMs });
         await Promise.race([running, sleep(timeouts.cancelGraceMs)]);
+        // The command may still run (the agent missed the cancel, or cannot be reached): the job is
+        // not ended until the agent confirms it stopped, or its lease has surely run out.
+        if (!settled && patched(patches.agentLease)) {
+          await bookkeeping().cancelOnAgent({ jobId, attempt: claimed.attempt, reason: `${reason} (grace of ${timeouts.cancelGraceMs} ms over: kill it now)`, graceMs: 0 });
+          await running;
+        }
       });
       scope.cancel();
       return result;

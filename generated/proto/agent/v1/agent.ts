@@ -50,6 +50,29 @@ export const protobufFileName = "agent/v1/agent.proto";
  *     JobFinished (JobFinishedAck), and reports every job it still holds in
  *     Hello when it reconnects.
  *
+ * The lease: at most one live run per job. An agent may run a job only while
+ * its lease is valid. The lease is renewed by the server's answers: Welcome
+ * renews it from the moment the agent sent its Hello, and each HeartbeatAck
+ * from the moment the agent sent the Heartbeat it answers (Heartbeat.seq).
+ * The lease runs out Welcome.lease_duration after the send time of the last
+ * answered Hello or Heartbeat, counted on the agent's own monotonic clock.
+ * When it runs out, the agent stops every run it has not finished by itself,
+ * as for a CancelJob (SIGTERM, the run's cancel_grace, SIGKILL), and gives
+ * those jobs back (JobRejected) once it reaches a server again. Runs that had
+ * finished before the lease ran out are kept and reported as usual: their
+ * JobFinished is the job's outcome if the server still gives the run to this
+ * agent when it hears from it again.
+ *
+ * The server, for its part, gives a silent agent's job to another agent only
+ * once that lease has surely run out on the agent's side: after
+ * lease_duration + the job's cancel_grace + Welcome.lease_margin have passed
+ * since it last heard the agent (a Hello or a Heartbeat it recorded), or since
+ * a gateway of the control plane last started, whichever is later. It
+ * answers a Hello or Heartbeat only once it has recorded it durably, so every
+ * renewal the agent counts is one the server counts too. Because the agent
+ * counts from when it sent, and the server from when it received, neither
+ * clock skew nor network delay can make the two overlap.
+ *
  * Timestamps set by the agent (started_at, finished_at, LogLine.at) are read
  * from the agent's clock and stored as reported. Durations the server sends
  * count from when the agent receives the message, so clock skew between
@@ -339,6 +362,12 @@ export interface ServerMessage {
     | //
     /** The outcome of a job is durably recorded: the agent may forget it. */
     { $case: "finishedAck"; value: JobFinishedAck }
+    | //
+    /** A Heartbeat is durably recorded: the agent's lease is renewed. */
+    { $case: "heartbeatAck"; value: HeartbeatAck }
+    | //
+    /** A run is no longer the agent's: drop it at once. */
+    { $case: "drop"; value: DropJob }
     | undefined;
 }
 
@@ -408,7 +437,8 @@ export interface JobAccepted {
  * JobRejected says the agent gives an assigned job back. The job goes back to
  * the queue for another agent. Declined before JobStarted, the attempt is not
  * counted; given back after JobStarted (the agent is shutting down and stopped
- * the run), it counts like a lost agent's, since the run did begin.
+ * the run, or its lease ran out and it stopped the run), it counts like a
+ * lost agent's, since the run did begin.
  */
 export interface JobRejected {
   /** The job from the JobAssignment. */
@@ -478,18 +508,66 @@ export interface LogLine {
 
 /**
  * Heartbeat tells the server the agent is alive and what it holds. The agent
- * sends one every Welcome.heartbeat_interval, whatever else it is sending.
- * When heartbeats stop for several intervals the server considers the agent
- * lost: its stream is ended and its jobs go back to the queue.
+ * sends one every Welcome.heartbeat_interval, whatever else it is sending,
+ * and the server answers each with a HeartbeatAck once it has recorded it:
+ * that renews the agent's lease (see the lease rule at the top of this file).
+ *
+ * The list is the truth about the agent's slots. The server counts against
+ * Hello.capacity the runs listed here plus the assignments it has sent since
+ * that the agent has not yet answered with JobAccepted or JobRejected. A run
+ * the agent accepted on this stream (JobAccepted sent before this Heartbeat)
+ * but no longer lists, though the server has not recorded its end, is
+ * treated as lost: the job goes back to the queue at once, the attempt
+ * counted. A listed run the server has given to someone else is answered
+ * with DropJob.
  */
 export interface Heartbeat {
   /**
    * Every job run the agent holds at this moment: those it was assigned and
-   * accepted, is running, or has finished without a JobFinishedAck. A job the
-   * server believes the agent runs but which is missing here is treated as
-   * lost.
+   * accepted, is running, or has finished without a JobFinishedAck.
    */
   runningJobs: RunningJob[];
+  /**
+   * Numbers this stream's heartbeats from 1, so that a HeartbeatAck names the
+   * one it answers. The agent remembers when it sent each (by its monotonic
+   * clock) until answered. 0 (an agent that does not count) is still
+   * answered, but renews no lease.
+   */
+  seq: number;
+}
+
+/**
+ * HeartbeatAck answers one Heartbeat, once the server has durably recorded
+ * that it heard the agent. The agent's lease now runs until the send time of
+ * that Heartbeat + Welcome.lease_duration. Acks come in the order of the
+ * heartbeats; one lost with a dropped stream is not resent (the next
+ * stream's Welcome renews the lease instead).
+ */
+export interface HeartbeatAck {
+  /** The Heartbeat.seq answered. */
+  seq: number;
+}
+
+/**
+ * DropJob says a run is no longer the agent's: the server has put the job
+ * back in the queue (for instance its start deadline passed) or given it to
+ * another agent. The agent kills the run at once, without grace, drops its
+ * unacknowledged log lines and sends nothing more about it (no JobFinished,
+ * no JobRejected). The server frees the run's slot as it sends this. Like
+ * Welcome.cancel_job_ids, it is also the answer to a Heartbeat listing a run
+ * that is no longer the agent's. Repeats, and DropJob for a run the agent
+ * does not hold, are ignored.
+ */
+export interface DropJob {
+  /** The job. */
+  jobId: string;
+  /**
+   * The attempt to drop. A DropJob for another attempt than the one the
+   * agent holds is ignored.
+   */
+  attempt: number;
+  /** Why, in words, for the agent's log. */
+  reason: string;
 }
 
 /**
@@ -553,6 +631,22 @@ export interface Welcome {
    * nothing more about them.
    */
   cancelJobIds: string[];
+  /**
+   * How long the agent's lease lasts after the send time of the last Hello
+   * or Heartbeat the server answered (see the lease rule at the top of this
+   * file). Also how long the server keeps a stream on which nothing arrives.
+   * Unset (a server that predates leases): the agent keeps no lease.
+   */
+  leaseDuration:
+    | Duration
+    | undefined;
+  /**
+   * The margin the server adds, beyond lease_duration and a run's
+   * cancel_grace, before it gives a silent agent's job to another agent: it
+   * covers an agent whose timers fire late and the time to reap a killed
+   * process. For the agent's information; it changes nothing it does.
+   */
+  leaseMargin: Duration | undefined;
 }
 
 /**
@@ -931,6 +1025,12 @@ export const ServerMessage: MessageFns<ServerMessage> = {
       case "finishedAck":
         JobFinishedAck.encode(message.payload.value, writer.uint32(58).fork()).join();
         break;
+      case "heartbeatAck":
+        HeartbeatAck.encode(message.payload.value, writer.uint32(66).fork()).join();
+        break;
+      case "drop":
+        DropJob.encode(message.payload.value, writer.uint32(74).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1004,6 +1104,22 @@ export const ServerMessage: MessageFns<ServerMessage> = {
             message.payload = { $case: "finishedAck", value: JobFinishedAck.decode(reader, reader.uint32()) };
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.payload = { $case: "heartbeatAck", value: HeartbeatAck.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.payload = { $case: "drop", value: DropJob.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1038,6 +1154,12 @@ export const ServerMessage: MessageFns<ServerMessage> = {
         ? { $case: "finishedAck", value: JobFinishedAck.fromJSON(object.finishedAck) }
         : isSet(object.finished_ack)
         ? { $case: "finishedAck", value: JobFinishedAck.fromJSON(object.finished_ack) }
+        : isSet(object.heartbeatAck)
+        ? { $case: "heartbeatAck", value: HeartbeatAck.fromJSON(object.heartbeatAck) }
+        : isSet(object.heartbeat_ack)
+        ? { $case: "heartbeatAck", value: HeartbeatAck.fromJSON(object.heartbeat_ack) }
+        : isSet(object.drop)
+        ? { $case: "drop", value: DropJob.fromJSON(object.drop) }
         : undefined,
     };
   },
@@ -1058,6 +1180,10 @@ export const ServerMessage: MessageFns<ServerMessage> = {
       obj.notice = Notice.toJSON(message.payload.value);
     } else if (message.payload?.$case === "finishedAck") {
       obj.finishedAck = JobFinishedAck.toJSON(message.payload.value);
+    } else if (message.payload?.$case === "heartbeatAck") {
+      obj.heartbeatAck = HeartbeatAck.toJSON(message.payload.value);
+    } else if (message.payload?.$case === "drop") {
+      obj.drop = DropJob.toJSON(message.payload.value);
     }
     return obj;
   },
@@ -1107,6 +1233,18 @@ export const ServerMessage: MessageFns<ServerMessage> = {
       case "finishedAck": {
         if (object.payload?.value !== undefined && object.payload?.value !== null) {
           message.payload = { $case: "finishedAck", value: JobFinishedAck.fromPartial(object.payload.value) };
+        }
+        break;
+      }
+      case "heartbeatAck": {
+        if (object.payload?.value !== undefined && object.payload?.value !== null) {
+          message.payload = { $case: "heartbeatAck", value: HeartbeatAck.fromPartial(object.payload.value) };
+        }
+        break;
+      }
+      case "drop": {
+        if (object.payload?.value !== undefined && object.payload?.value !== null) {
+          message.payload = { $case: "drop", value: DropJob.fromPartial(object.payload.value) };
         }
         break;
       }
@@ -1911,13 +2049,16 @@ export const LogLine: MessageFns<LogLine> = {
 };
 
 function createBaseHeartbeat(): Heartbeat {
-  return { runningJobs: [] };
+  return { runningJobs: [], seq: 0 };
 }
 
 export const Heartbeat: MessageFns<Heartbeat> = {
   encode(message: Heartbeat, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.runningJobs) {
       RunningJob.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.seq !== 0) {
+      writer.uint32(16).uint64(message.seq);
     }
     return writer;
   },
@@ -1943,6 +2084,14 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.runningJobs.push(RunningJob.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1962,6 +2111,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
         : globalThis.Array.isArray(object?.running_jobs)
         ? object.running_jobs.map((e: any) => RunningJob.fromJSON(e))
         : [],
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
     };
   },
 
@@ -1969,6 +2119,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     const obj: any = {};
     if (message.runningJobs?.length) {
       obj.runningJobs = message.runningJobs.map((e) => RunningJob.toJSON(e));
+    }
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
     }
     return obj;
   },
@@ -1979,6 +2132,179 @@ export const Heartbeat: MessageFns<Heartbeat> = {
   fromPartial<I extends Exact<DeepPartial<Heartbeat>, I>>(object: I): Heartbeat {
     const message = createBaseHeartbeat();
     message.runningJobs = object.runningJobs?.map((e) => RunningJob.fromPartial(e)) || [];
+    message.seq = object.seq ?? 0;
+    return message;
+  },
+};
+
+function createBaseHeartbeatAck(): HeartbeatAck {
+  return { seq: 0 };
+}
+
+export const HeartbeatAck: MessageFns<HeartbeatAck> = {
+  encode(message: HeartbeatAck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0) {
+      writer.uint32(8).uint64(message.seq);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeartbeatAck {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeartbeatAck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HeartbeatAck {
+    return { seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0 };
+  },
+
+  toJSON(message: HeartbeatAck): unknown {
+    const obj: any = {};
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HeartbeatAck>, I>>(base?: I): HeartbeatAck {
+    return HeartbeatAck.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HeartbeatAck>, I>>(object: I): HeartbeatAck {
+    const message = createBaseHeartbeatAck();
+    message.seq = object.seq ?? 0;
+    return message;
+  },
+};
+
+function createBaseDropJob(): DropJob {
+  return { jobId: "", attempt: 0, reason: "" };
+}
+
+export const DropJob: MessageFns<DropJob> = {
+  encode(message: DropJob, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(16).uint32(message.attempt);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DropJob {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDropJob();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DropJob {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: DropJob): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DropJob>, I>>(base?: I): DropJob {
+    return DropJob.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DropJob>, I>>(object: I): DropJob {
+    const message = createBaseDropJob();
+    message.jobId = object.jobId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -2177,7 +2503,15 @@ export const JobFinished: MessageFns<JobFinished> = {
 };
 
 function createBaseWelcome(): Welcome {
-  return { sessionId: "", replica: "", heartbeatInterval: undefined, maxLogBatchLines: 0, cancelJobIds: [] };
+  return {
+    sessionId: "",
+    replica: "",
+    heartbeatInterval: undefined,
+    maxLogBatchLines: 0,
+    cancelJobIds: [],
+    leaseDuration: undefined,
+    leaseMargin: undefined,
+  };
 }
 
 export const Welcome: MessageFns<Welcome> = {
@@ -2196,6 +2530,12 @@ export const Welcome: MessageFns<Welcome> = {
     }
     for (const v of message.cancelJobIds) {
       writer.uint32(42).string(v!);
+    }
+    if (message.leaseDuration !== undefined) {
+      Duration.encode(message.leaseDuration, writer.uint32(50).fork()).join();
+    }
+    if (message.leaseMargin !== undefined) {
+      Duration.encode(message.leaseMargin, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -2253,6 +2593,22 @@ export const Welcome: MessageFns<Welcome> = {
             message.cancelJobIds.push(reader.string());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.leaseDuration = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.leaseMargin = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2288,6 +2644,16 @@ export const Welcome: MessageFns<Welcome> = {
         : globalThis.Array.isArray(object?.cancel_job_ids)
         ? object.cancel_job_ids.map((e: any) => globalThis.String(e))
         : [],
+      leaseDuration: isSet(object.leaseDuration)
+        ? Duration.fromJSON(object.leaseDuration)
+        : isSet(object.lease_duration)
+        ? Duration.fromJSON(object.lease_duration)
+        : undefined,
+      leaseMargin: isSet(object.leaseMargin)
+        ? Duration.fromJSON(object.leaseMargin)
+        : isSet(object.lease_margin)
+        ? Duration.fromJSON(object.lease_margin)
+        : undefined,
     };
   },
 
@@ -2308,6 +2674,12 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.cancelJobIds?.length) {
       obj.cancelJobIds = message.cancelJobIds;
     }
+    if (message.leaseDuration !== undefined) {
+      obj.leaseDuration = Duration.toJSON(message.leaseDuration);
+    }
+    if (message.leaseMargin !== undefined) {
+      obj.leaseMargin = Duration.toJSON(message.leaseMargin);
+    }
     return obj;
   },
 
@@ -2323,6 +2695,12 @@ export const Welcome: MessageFns<Welcome> = {
       : undefined;
     message.maxLogBatchLines = object.maxLogBatchLines ?? 0;
     message.cancelJobIds = object.cancelJobIds?.map((e) => e) || [];
+    message.leaseDuration = (object.leaseDuration !== undefined && object.leaseDuration !== null)
+      ? Duration.fromPartial(object.leaseDuration)
+      : undefined;
+    message.leaseMargin = (object.leaseMargin !== undefined && object.leaseMargin !== null)
+      ? Duration.fromPartial(object.leaseMargin)
+      : undefined;
     return message;
   },
 };
@@ -3267,9 +3645,9 @@ export const AgentServiceService = {
    *                        arrives, or Hello itself is invalid (empty
    *                        agent_id, for instance).
    *   DEADLINE_EXCEEDED    no Hello soon after the stream opened, or no
-   *                        Heartbeat for several heartbeat intervals (the
-   *                        agent is considered lost and its jobs are
-   *                        requeued).
+   *                        message at all for Welcome.lease_duration. The
+   *                        stream ends; the agent's jobs are requeued only
+   *                        under the lease rule above.
    *   ABORTED              superseded by a newer stream with the same
    *                        agent_id.
    *   UNAVAILABLE          the server is shutting down (after GoAway).
@@ -3322,9 +3700,9 @@ export interface AgentServiceServer extends UntypedServiceImplementation {
    *                        arrives, or Hello itself is invalid (empty
    *                        agent_id, for instance).
    *   DEADLINE_EXCEEDED    no Hello soon after the stream opened, or no
-   *                        Heartbeat for several heartbeat intervals (the
-   *                        agent is considered lost and its jobs are
-   *                        requeued).
+   *                        message at all for Welcome.lease_duration. The
+   *                        stream ends; the agent's jobs are requeued only
+   *                        under the lease rule above.
    *   ABORTED              superseded by a newer stream with the same
    *                        agent_id.
    *   UNAVAILABLE          the server is shutting down (after GoAway).
@@ -3369,9 +3747,9 @@ export interface AgentServiceClient extends Client {
    *                        arrives, or Hello itself is invalid (empty
    *                        agent_id, for instance).
    *   DEADLINE_EXCEEDED    no Hello soon after the stream opened, or no
-   *                        Heartbeat for several heartbeat intervals (the
-   *                        agent is considered lost and its jobs are
-   *                        requeued).
+   *                        message at all for Welcome.lease_duration. The
+   *                        stream ends; the agent's jobs are requeued only
+   *                        under the lease rule above.
    *   ABORTED              superseded by a newer stream with the same
    *                        agent_id.
    *   UNAVAILABLE          the server is shutting down (after GoAway).
