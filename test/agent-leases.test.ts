@@ -25,7 +25,7 @@ describe.each(drivers)('agent leases on %s', (driver) => {
     return { ...org, repo, agent, welcome };
   }
 
-  async function logTexts(org: Awaited<ReturnType<typeof orgWithAgent>>, jobId: string): Promise<string[]> {
+  async function logTexts(org: Pick<Awaited<ReturnType<typeof orgWithAgent>>, 'orgId' | 'member'>, jobId: string): Promise<string[]> {
     const { data } = await org.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: org.orgId, jobId }, query: {} } });
     return data!.items.map((line) => line.text);
   }

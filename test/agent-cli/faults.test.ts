@@ -11,6 +11,7 @@ import { processAlive, startAgent, waitUntil, type AgentProcess } from '../suppo
 import { createJob, createOrg, createRepository, waitForJob } from '../support/factories.js';
 import { createGitRepository } from '../support/git-fixture.js';
 import { createTestDatabase, drivers, dropTestDatabases, startTestSystem, type TestSystem } from '../support/system.js';
+import { startCuttableProxy } from '../support/tcp-proxy.js';
 
 // Agent processes are heavy for two cores: one driver is enough here (PostgreSQL when there is one).
 const driver = drivers[0]!;
@@ -152,6 +153,42 @@ describe(`the reference agent on ${driver}`, () => {
     expect(text).toContain('first');
     expect(text).toContain('the job goes back to the server');
     expect(text).toContain('second attempt');
+  });
+
+  it('never runs a job twice at once: an agent whose link is cut for longer than its lease stops the run itself before the job goes to another agent', async () => {
+    const org = await setup();
+    const records = path.join(scratch, `records-${org.orgId}`);
+    // Each run records its start and its end by this machine's clock, so overlap is seen from outside the system.
+    const exec = [
+      `echo "start $JOB_ATTEMPT $(date +%s%N)" >> ${records}`,
+      `trap 'echo "end $JOB_ATTEMPT $(date +%s%N)" >> ${records}; exit 143' TERM`,
+      `if [ "$JOB_ATTEMPT" = 1 ]; then echo first; while true; do sleep 0.1; done; fi`,
+      `echo second; echo "end $JOB_ATTEMPT $(date +%s%N)" >> ${records}`,
+    ].join('\n');
+    const link = await startCuttableProxy(t.grpcAddress);
+    try {
+      const cutOff = await agent(org.agentToken, exec, { server: link.address });
+      const job = await createJob(org.member, org.orgId, { repoId: org.repository.id });
+      await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running', 30_000);
+      await waitForFile(records);
+
+      // The link goes down and stays down; both ends live on. Another agent is ready to take work.
+      link.partition();
+      await agent(org.agentToken, exec);
+      const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded', 60_000);
+      expect(done.attempt).toBe(2);
+      expect(cutOff.output()).toContain('lease expired');
+
+      const events = (await fs.readFile(records, 'utf8')).trim().split('\n').map((line) => line.split(' '));
+      const at = (kind: string, attempt: string) => BigInt(events.find(([k, a]) => k === kind && a === attempt)?.[2] ?? '-1');
+      expect(at('end', '1')).toBeGreaterThan(0n);
+      // Attempt 1 had stopped before attempt 2 began.
+      expect(at('end', '1')).toBeLessThan(at('start', '2'));
+      expect(await logText(org, job.id)).toContain('attempt 1 ended without a result');
+    } finally {
+      link.heal();
+      await link.close();
+    }
   });
 
   it('stops an agent whose token is revoked, and its job runs again elsewhere', async () => {

@@ -6,13 +6,21 @@ export interface CuttableProxy {
   address: string;
   /** Destroys every open connection (both sides) and returns how many sockets it cut. */
   cut(): number;
+  /** Cuts every connection and refuses new ones until heal(): the link is down while both ends live on. */
+  partition(): void;
+  heal(): void;
   close(): Promise<void>;
 }
 
 export async function startCuttableProxy(target: string): Promise<CuttableProxy> {
   const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
   const sockets = new Set<net.Socket>();
+  let partitioned = false;
   const server = net.createServer((client) => {
+    if (partitioned) {
+      client.destroy();
+      return;
+    }
     const upstream = net.connect(port, host);
     for (const socket of [client, upstream]) {
       sockets.add(socket);
@@ -31,6 +39,13 @@ export async function startCuttableProxy(target: string): Promise<CuttableProxy>
       const count = sockets.size;
       for (const socket of sockets) socket.destroy();
       return count;
+    },
+    partition() {
+      partitioned = true;
+      for (const socket of sockets) socket.destroy();
+    },
+    heal() {
+      partitioned = false;
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
