@@ -712,6 +712,14 @@ export interface Repository {
  * (or the outcome it actually reached, if the run ended first). A CancelJob
  * for a run the agent has not started yet ends it before it starts. Repeats,
  * and CancelJob for a run the agent does not hold, are ignored.
+ *
+ * The job is shown as cancelling, not cancelled, until the agent's
+ * JobFinished arrives or its lease has surely run out. When the grace is
+ * over without a JobFinished, the server sends CancelJob again with a zero
+ * grace (the first may have been lost); an agent already stopping the run
+ * may treat it as a repeat, since it kills the run when its grace ends. A
+ * CancelJob the agent could not receive (its stream was down) is sent again
+ * after its next Hello that lists the run.
  */
 export interface CancelJob {
   /** The job. */
