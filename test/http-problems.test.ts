@@ -82,9 +82,10 @@ describe.each(drivers)('problems for every error on %s', (driver) => {
     expect(JSON.parse(answer.body)).toMatchObject({ status: 400, code: 'invalid_argument' });
   });
 
-  it('answers TRACE and OPTIONS on a known path with 405 and the methods it has', async () => {
+  it('answers TRACE, OPTIONS and QUERY on a known path with 405 and the methods it has, whatever their body', async () => {
     const org = await createPopulatedOrg(t);
-    for (const method of ['TRACE', 'OPTIONS']) {
+    // QUERY carries a body, and Fastify wants its Content-Type before it finds there is no such route.
+    for (const method of ['TRACE', 'OPTIONS', 'QUERY']) {
       const answer = await rawExchange(t.url, `${method} /v1/orgs/${org.orgId}/jobs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
       expect(answer.status, method).toBe(405);
       expect(answer.headers.get('allow')).toBe('GET, HEAD, POST');

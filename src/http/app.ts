@@ -135,10 +135,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const bodyRules = requestBodyRules(specification);
   const operationIdOf = (request: FastifyRequest) => (request.routeOptions.schema as { operationId?: string } | undefined)?.operationId ?? '';
 
-  app.setErrorHandler((err, request, reply) =>
-    sendProblem(err, request, reply, { acceptedMediaTypes: bodyRules.get(operationIdOf(request))?.mediaTypes, sentMediaType: request.headers['content-type'] }),
-  );
-  app.setNotFoundHandler((request, reply) => {
+  app.setErrorHandler((err, request, reply) => {
+    // Fastify parses a body before it runs the not-found handler, so a request with no route can fail on
+    // its body first (QUERY without a Content-Type); that there is no route is the answer that matters.
+    if (request.is404 && !(err instanceof AppError)) return noRoute(request, reply);
+    return sendProblem(err, request, reply, { acceptedMediaTypes: bodyRules.get(operationIdOf(request))?.mediaTypes, sentMediaType: request.headers['content-type'] });
+  });
+  const noRoute = (request: FastifyRequest, reply: FastifyReply) => {
     const pathname = request.url.split('?')[0] ?? '/';
     const allowed = allowedMethods(pathname);
     if (allowed.length === 0) return reply.code(404).type('application/problem+json').send(build('not_found', `No route ${request.method} ${pathname}`, request.url));
@@ -147,7 +150,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       .header('allow', allowed.join(', '))
       .type('application/problem+json')
       .send(build('method_not_allowed', `${request.method} is not allowed on ${pathname}; it takes ${allowed.join(', ')}`, request.url));
-  });
+  };
+  app.setNotFoundHandler(noRoute);
 
   const metrics = registerMetrics(app);
 

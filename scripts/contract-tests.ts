@@ -1,0 +1,88 @@
+// `npm run test:contract`: property-based contract tests. Starts the real system (the same startSystem
+// as `npm start`) on a fresh PostgreSQL database (DATABASE_URL, required) with its embedded Temporal dev
+// server, mints dev access tokens for people of two organisations (a Member and an Admin of the first, an
+// Admin of the second), and runs Schemathesis (schemathesis.toml: every check, every phase, a fixed seed,
+// a time budget) against openapi.yaml. Exits with Schemathesis's status.
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { pino } from 'pino';
+import { loadConfig } from '../src/config.js';
+import type { OrgRole } from '../src/services/access.js';
+import { loadOrCreateDevKeys } from '../src/services/auth/dev-keys.js';
+import { mintDevToken } from '../src/services/auth/dev-tokens.js';
+import { startSystem } from '../src/system.js';
+import { freePort } from '../src/temporal/dev-server.js';
+
+const adminUrl = process.env.DATABASE_URL;
+if (!adminUrl) {
+  console.error('contract tests: set DATABASE_URL to a PostgreSQL server (they run on a fresh database of it)');
+  process.exit(2);
+}
+
+const database = `contract_${randomUUID().replaceAll('-', '')}`;
+async function admin(statement: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
+}
+
+const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-jobs-contract-'));
+await admin(`create database ${database}`);
+const databaseUrl = new URL(adminUrl);
+databaseUrl.pathname = `/${database}`;
+
+const config = loadConfig({
+  ...process.env,
+  NODE_ENV: 'test',
+  HOST: '127.0.0.1',
+  PORT: '0',
+  GRPC_PORT: '0',
+  DATA_DIR: dataDir,
+  DATABASE_URL: databaseUrl.toString(),
+  TEMPORAL_DEV_PORT: String(await freePort()),
+  LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+});
+const system = await startSystem(config, pino({ level: config.logLevel }));
+let status = 1;
+try {
+  if (config.auth.mode !== 'dev' || !system.httpUrl) throw new Error('contract tests need dev auth and the HTTP API');
+  const keys = loadOrCreateDevKeys(config.auth.keyDir);
+  const issuer = config.auth.issuer;
+  const [orgA, orgB] = [randomUUID(), randomUUID()];
+  const token = (userId: string, orgs: Record<string, OrgRole>) =>
+    mintDevToken(keys.privateKeyPem, issuer, { userId, orgs: Object.entries(orgs).map(([orgId, role]) => ({ orgId, role })), expiresInSeconds: 3600 });
+  // Schemathesis tries the people in this order and keeps, per operation, the first one it admits: the
+  // Member meets every Admin-only operation's 403 before the Admin is used. The two Admins are the peers
+  // whose objects must stay invisible to each other (object_level_authorization).
+  const people: [string, string][] = [
+    ['member-a', await token('member-a', { [orgA]: 'Member' })],
+    ['admin-a', await token('admin-a', { [orgA]: 'Admin' })],
+    ['admin-b', await token('admin-b', { [orgB]: 'Admin' })],
+  ];
+  const authFile = path.join(dataDir, 'schemathesis-auth.json');
+  await fs.writeFile(authFile, JSON.stringify({ auth: people.map(([name, secret]) => ({ name, fixedHeaders: [{ name: 'Authorization', value: `Bearer ${secret}` }] })) }));
+
+  // schemathesis.toml, beside openapi.yaml, holds everything else; it names the organisation by this variable.
+  status = await run('schemathesis', ['run', 'openapi.yaml', '--url', system.httpUrl, '--auth-wfc', authFile, ...process.argv.slice(2)], { ...process.env, CONTRACT_ORG_ID: orgA });
+} finally {
+  await system.stop();
+  await admin(`drop database if exists ${database} with (force)`).catch(() => {});
+  await fs.rm(dataDir, { recursive: true, force: true });
+}
+process.exit(status);
+
+function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: 'inherit', env });
+    child.on('error', (err) => reject(new Error(`${command}: ${err.message} (.ci/run installs it: python3 -m pip install schemathesis==4.32.5)`)));
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+  });
+}
