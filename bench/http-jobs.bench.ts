@@ -11,7 +11,7 @@ import * as reposRepo from '../src/db/repositories.repository.js';
 import { jobs } from '../src/db/schema/index.js';
 import { channels, type JobQueuedPayload } from '../src/services/notifications.js';
 import { createJobWorkflows } from '../src/temporal/client.js';
-import type { JobTimeouts } from '../src/temporal/shared.js';
+import type { JobTimeouts } from '../src/domain/job.js';
 import { closedLoop, measure, settle, withOtherLoad, type LoadResult, type LoadSpec } from './support/load.js';
 import type { BenchReport, Benchmark, ScenarioRow } from './support/report.js';
 import { fmt } from './support/report.js';

@@ -7,7 +7,7 @@ import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type Lo
 import { AppError } from '../errors.js';
 import { LogSequenceGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment, type RunRef } from '../services/agent-gateway.service.js';
 import type { LogStream as StoredStream } from '../db/schema/index.js';
-import type { JobOutcome as WorkflowOutcome } from '../temporal/shared.js';
+import type { JobOutcome as ReportedEnd } from '../domain/job.js';
 import { durationOf } from './durations.js';
 
 export type AgentStream = ServerDuplexStream<AgentMessage, ServerMessage>;
@@ -429,7 +429,7 @@ function bearer(metadata: Metadata): string | undefined {
   return match?.[1];
 }
 
-function toOutcome(finished: Extract<AgentMessage['payload'], { $case: 'finished' }>['value']): WorkflowOutcome {
+function toOutcome(finished: Extract<AgentMessage['payload'], { $case: 'finished' }>['value']): ReportedEnd {
   switch (finished.outcome) {
     case JobOutcome.JOB_OUTCOME_SUCCEEDED:
       return { kind: 'succeeded', exitCode: finished.exitCode ?? 0 };

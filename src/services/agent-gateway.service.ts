@@ -10,7 +10,7 @@ import * as logsRepo from '../db/logs.repository.js';
 import * as reposRepo from '../db/repositories.repository.js';
 import { isTerminalStatus, type JobRow, type LogStream, type ReportedOutcome, type StopRequest } from '../db/schema/index.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PermissionDeniedError, UnauthenticatedError } from '../errors.js';
-import type { JobOutcome, JobTimeouts } from '../temporal/shared.js';
+import type { JobOutcome, JobTimeouts } from '../domain/job.js';
 import { hashAgentSecret } from './agent-tokens.service.js';
 import type { CompletionResult, JobStepCompletions } from './workflow-ports.js';
 

@@ -7,10 +7,10 @@ import * as reposRepo from '../db/repositories.repository.js';
 import * as outbox from '../db/workflow-starts.repository.js';
 import { isTerminalStatus, type JobEventRow, type JobRow, type JobStatus, type QueueType } from '../db/schema/index.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../errors.js';
-import type { JobTimeouts } from '../temporal/shared.js';
+import type { JobTimeouts } from '../domain/job.js';
 import { requireOrgRole, type Caller } from './access.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
-import { channels, type JobQueuedPayload, type Notify } from './notifications.js';
+import type { Publish } from './notifications.js';
 import type { JobWorkflows } from './workflow-ports.js';
 
 /** The job as callers see it: the row without the workflow's bookkeeping. */
@@ -37,7 +37,7 @@ export interface ListJobsInput {
 
 export interface JobsServiceDeps {
   db: Database;
-  notify: Notify;
+  publish: Publish;
   /** Asks the outbox starter to start what was just committed (it also sweeps on its own). */
   kickStarter: () => void;
   workflows: JobWorkflows;
@@ -86,7 +86,7 @@ export class JobsService {
     });
     this.deps.kickStarter();
     // Dispatchers may assign it right away; its claim step completes at once when it finds it assigned.
-    await this.deps.notify(channels.jobQueued, JSON.stringify({ orgId, jobId: row.id } satisfies JobQueuedPayload));
+    await this.deps.publish('job_queued', { orgId, jobId: row.id });
     return toJob(row);
   }
 

@@ -1,6 +1,7 @@
 // The ports through which the domain reaches a job's workflow. Implemented over Temporal in
 // src/temporal/; services depend only on these shapes.
-import type { JobClaim, JobOutcome, JobTimeouts } from '../temporal/shared.js';
+import type { AttemptLoss, JobOutcome, JobTimeouts } from '../domain/job.js';
+import type { JobClaim } from '../temporal/shared.js';
 
 export interface JobWorkflowStart {
   jobId: string;
@@ -29,7 +30,7 @@ export interface JobStepCompletions {
   completeClaim(taskToken: string, claim: JobClaim): Promise<CompletionResult>;
   completeExecution(taskToken: string, outcome: JobOutcome): Promise<CompletionResult>;
   /** Ends the attempt without an outcome: the job goes back to the queue (a rejection does not count the attempt). */
-  failExecution(taskToken: string, why: { kind: 'agent_lost' | 'rejected'; reason: string }): Promise<CompletionResult>;
+  failExecution(taskToken: string, why: AttemptLoss): Promise<CompletionResult>;
   /** Records an agent heartbeat against the execute step: Temporal's heartbeat timeout is agent silence. */
   heartbeatExecution(taskToken: string): Promise<CompletionResult>;
 }

@@ -1,23 +1,12 @@
 // The names and shapes both sides of Temporal agree on: the client that starts and cancels job
 // workflows, the workflow code, and the worker that hosts the activities. Imports nothing at runtime
 // except plain values, so the workflow bundle can include it.
+import type { JobOutcome, JobTimeouts, TerminalJobStatus } from '../domain/job.js';
+
 export const JOB_WORKFLOW_TYPE = 'jobWorkflow';
 
-export type JobEndStatus = 'succeeded' | 'failed' | 'cancelled' | 'timed_out';
-
-/** Per-job limits, fixed when the job is created so a configuration change never rewrites a running job. */
-export interface JobTimeouts {
-  /** From queued (or requeued) until an agent accepts the job. */
-  queueMs: number;
-  /** From assignment until the agent reports the job started. */
-  startMs: number;
-  /** From start until the agent reports the job finished. */
-  runMs: number;
-  /** Longest gap between agent heartbeats before the agent counts as lost. */
-  agentSilenceMs: number;
-  /** How long an agent has to stop a cancelled job before it is force-cancelled. */
-  cancelGraceMs: number;
-}
+/** What the job workflow returns: how the job ended. */
+export type JobEndStatus = TerminalJobStatus;
 
 export interface JobWorkflowInput {
   jobId: string;
@@ -30,11 +19,6 @@ export interface JobClaim {
   agentId: string;
   attempt: number;
 }
-
-export type JobOutcome =
-  | { kind: 'succeeded'; exitCode: number }
-  | { kind: 'failed'; exitCode: number | null; reason: string }
-  | { kind: 'cancelled'; reason: string };
 
 export interface FinishJobInput {
   jobId: string;

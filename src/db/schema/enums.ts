@@ -1,29 +1,21 @@
+// The database enums of the job's vocabulary, which lives in src/domain/job.ts (re-exported here for
+// the repositories, which speak the schema's names).
 import { pgEnum } from 'drizzle-orm/pg-core';
+import { jobEventTypes, jobStatuses, logStreams, queueTypes } from '../../domain/job.js';
 
-export const jobStatuses = ['queued', 'assigned', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'] as const;
-export type JobStatus = (typeof jobStatuses)[number];
-export const terminalJobStatuses = ['succeeded', 'failed', 'cancelled', 'timed_out'] as const satisfies readonly JobStatus[];
-export type TerminalJobStatus = (typeof terminalJobStatuses)[number];
-export const isTerminalStatus = (status: JobStatus): status is TerminalJobStatus => (terminalJobStatuses as readonly JobStatus[]).includes(status);
-
-export const queueTypes = ['backlog', 'rework'] as const;
-export type QueueType = (typeof queueTypes)[number];
-
-export const jobEventTypes = [
-  'created',
-  'assigned',
-  'started',
-  'requeued',
-  'cancel_requested',
-  'succeeded',
-  'failed',
-  'cancelled',
-  'timed_out',
-] as const;
-export type JobEventType = (typeof jobEventTypes)[number];
-
-export const logStreams = ['stdout', 'stderr', 'system'] as const;
-export type LogStream = (typeof logStreams)[number];
+export {
+  isTerminalStatus,
+  jobEventTypes,
+  jobStatuses,
+  logStreams,
+  queueTypes,
+  terminalJobStatuses,
+  type JobEventType,
+  type JobStatus,
+  type LogStream,
+  type QueueType,
+  type TerminalJobStatus,
+} from '../../domain/job.js';
 
 export const jobStatusEnum = pgEnum('job_status', jobStatuses);
 export const queueTypeEnum = pgEnum('queue_type', queueTypes);

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { bigint, bigserial, check, index, integer, jsonb, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
-import type { JobOutcome, JobTimeouts } from '../../temporal/shared.js';
+import type { JobTimeouts, ReportedOutcome, StopRequest } from '../../domain/job.js';
 import { timestamptz } from './columns.js';
 import { jobEventTypeEnum, jobStatusEnum, queueTypeEnum } from './enums.js';
 import { repositories } from './repositories.js';
@@ -66,15 +66,7 @@ export const jobs = pgTable(
   ],
 );
 
-/** What the agent running an attempt was asked: stop it, with this grace before SIGKILL. */
-export interface StopRequest {
-  attempt: number;
-  reason: string;
-  graceMs: number;
-}
-
-/** An outcome the agent reported, or the agent giving the attempt back (lost: counted; rejected: not). */
-export type ReportedOutcome = JobOutcome | { kind: 'agent_lost'; reason: string } | { kind: 'rejected'; reason: string };
+export type { ReportedOutcome, StopRequest } from '../../domain/job.js';
 
 export const jobEvents = pgTable(
   'job_events',

@@ -5,7 +5,8 @@ import { CompleteAsyncError, Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { AppError } from '../../errors.js';
 import type { JobLifecycleService } from '../../services/job-lifecycle.service.js';
-import { AGENT_LOST_FAILURE, AGENT_REJECTED_FAILURE, type JobActivities, type JobClaim, type JobOutcome } from '../shared.js';
+import type { JobOutcome } from '../../domain/job.js';
+import { AGENT_LOST_FAILURE, AGENT_REJECTED_FAILURE, type JobActivities, type JobClaim } from '../shared.js';
 
 /** An AppError no retry can fix becomes a non-retryable failure; anything else is retried. */
 async function translated<T>(work: () => Promise<T>): Promise<T> {

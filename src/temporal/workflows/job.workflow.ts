@@ -29,10 +29,10 @@ import {
   type JobActivities,
   type JobClaim,
   type JobEndStatus,
-  type JobOutcome,
   type JobWorkflowInput,
   type StartedSignal,
 } from '../shared.js';
+import type { AttemptLoss, JobOutcome } from '../../domain/job.js';
 
 export const cancelSignal = defineSignal<[CancelRequest]>(jobSignals.cancel);
 export const startedSignal = defineSignal<[StartedSignal]>(jobSignals.started);
@@ -65,13 +65,7 @@ const patches = {
   agentLease: 'agent-lease',
 } as const;
 
-/** Why an attempt ended without an outcome from the agent: the job goes back to the queue. */
-interface AgentLost {
-  kind: 'agent_lost' | 'rejected';
-  reason: string;
-}
-
-type AttemptResult = JobOutcome | AgentLost | { kind: 'timed_out'; reason: string } | { kind: 'cancel_requested' };
+type AttemptResult = JobOutcome | AttemptLoss | { kind: 'timed_out'; reason: string } | { kind: 'cancel_requested' };
 
 export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus> {
   const { jobId, timeouts } = input;
