@@ -10,6 +10,7 @@ import { AgentGateway } from './grpc/agent-gateway.js';
 import { startGrpcEndpoint } from './grpc/server.js';
 import { buildApp } from './http/app.js';
 import { createServices, type Services } from './services/index.js';
+import { EventBus } from './services/notifications.js';
 import { createJobActivities } from './temporal/activities/job.activities.js';
 import { connectTemporal, createJobStepCompletions, createJobWorkflows } from './temporal/client.js';
 import { startTemporalDevServer, type DevServer } from './temporal/dev-server.js';
@@ -62,9 +63,11 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
     const temporal = await connectTemporal(temporalAddress, config.temporal.namespace);
     cleanup.push(() => temporal.connection.close());
 
+    const bus = new EventBus(database, (msg, details) => logger.warn(details, msg));
     const services = createServices({
       config,
       database,
+      bus,
       workflows: createJobWorkflows(temporal, config.temporal.taskQueue),
       completions: createJobStepCompletions(temporal),
       log: (msg, err) => logger.warn({ err }, msg),
@@ -77,7 +80,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
     // (the lease rule), before the workflows it hosts can look at any agent's silence.
     let grpcPort: number | undefined;
     if (runs(config, 'gateway')) {
-      const gateway = new AgentGateway(services.gateway, database, {
+      const gateway = new AgentGateway(services.gateway, bus, {
         replica: config.replicaId,
         heartbeatIntervalMs: config.agents.heartbeatIntervalMs,
         leaseMs: config.jobs.agentSilenceTimeoutMs,

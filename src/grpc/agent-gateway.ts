@@ -4,9 +4,8 @@
 import { status, type Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { AgentServiceService, type AgentServiceServer } from '../../generated/proto/agent/v1/agent.js';
-import type { DatabaseHandle } from '../db/client.js';
 import type { AgentGatewayService } from '../services/agent-gateway.service.js';
-import { channels, type AgentCancelPayload, type AgentDropPayload, type AgentSessionOpenedPayload, type JobQueuedPayload, type TokenRevokedPayload } from '../services/notifications.js';
+import type { EventBus } from '../services/notifications.js';
 import { AgentSession, type AgentStream, type SessionSettings } from './agent-session.js';
 
 export interface AgentGatewayOptions extends SessionSettings {
@@ -26,7 +25,7 @@ export class AgentGateway {
 
   constructor(
     private readonly service: AgentGatewayService,
-    private readonly database: DatabaseHandle,
+    private readonly bus: EventBus,
     private readonly options: AgentGatewayOptions,
     private readonly log: Logger,
   ) {}
@@ -37,31 +36,19 @@ export class AgentGateway {
   }
 
   async start(): Promise<void> {
-    const listen = async <T>(channel: string, handler: (payload: T) => void) => {
-      this.unsubscribe.push(
-        await this.database.listen(channel, (raw) => {
-          try {
-            handler(JSON.parse(raw) as T);
-          } catch (err) {
-            this.log.warn({ err, channel }, 'bad notification');
-          }
-        }),
-      );
-    };
-    await listen<JobQueuedPayload>(channels.jobQueued, ({ orgId, jobId }) => {
-      this.offer(orgId, jobId).catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'));
-    });
-    await listen<AgentCancelPayload>(channels.agentCancel, ({ agentId, jobId, attempt, reason, graceMs }) => {
-      this.sessions.get(agentId)?.sendCancel(jobId, attempt, reason, graceMs);
-    });
-    await listen<AgentDropPayload>(channels.agentDrop, ({ agentId, jobId, attempt, reason }) => {
-      this.sessions.get(agentId)?.sendDrop(jobId, attempt, reason);
-    });
-    await listen<TokenRevokedPayload>(channels.tokenRevoked, ({ tokenId }) => this.endSessionsOfToken(tokenId));
-    await listen<AgentSessionOpenedPayload>(channels.agentSessionOpened, ({ agentId, sessionId }) => {
-      const session = this.sessions.get(agentId);
-      if (session?.ref && session.ref.sessionId !== sessionId) session.end(status.ABORTED, 'superseded by a newer stream of the same agent');
-    });
+    const { bus } = this;
+    this.unsubscribe.push(
+      await bus.subscribe('job_queued', ({ orgId, jobId }) => {
+        this.offer(orgId, jobId).catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'));
+      }),
+      await bus.subscribe('agent_cancel', ({ agentId, jobId, attempt, reason, graceMs }) => this.sessions.get(agentId)?.sendCancel(jobId, attempt, reason, graceMs)),
+      await bus.subscribe('agent_drop', ({ agentId, jobId, attempt, reason }) => this.sessions.get(agentId)?.sendDrop(jobId, attempt, reason)),
+      await bus.subscribe('agent_token_revoked', ({ tokenId }) => this.endSessionsOfToken(tokenId)),
+      await bus.subscribe('agent_session_opened', ({ agentId, sessionId }) => {
+        const session = this.sessions.get(agentId);
+        if (session?.ref && session.ref.sessionId !== sessionId) session.end(status.ABORTED, 'superseded by a newer stream of the same agent');
+      }),
+    );
     // Before any agent is welcomed: agents that were connected to a gateway that went away get a
     // fresh silence period from now to find this one (see the lease rule in agent.proto).
     await this.service.gatewayStarted(this.options.replica);
@@ -92,8 +79,8 @@ export class AgentGateway {
           const agentId = s.agentId!;
           this.sessions.get(agentId)?.end(status.ABORTED, 'superseded by a newer stream of the same agent');
           this.sessions.set(agentId, s);
-          void this.database
-            .notify(channels.agentSessionOpened, JSON.stringify({ agentId, sessionId: s.ref!.sessionId } satisfies AgentSessionOpenedPayload))
+          void this.bus
+            .publish('agent_session_opened', { agentId, sessionId: s.ref!.sessionId })
             .catch((err: unknown) => this.log.warn({ err }, 'could not announce agent session'));
         },
         closed: (s) => {

@@ -5,7 +5,7 @@ import * as agentsRepo from '../db/agents.repository.js';
 import type { AgentTokenRow } from '../db/schema/index.js';
 import { NotFoundError } from '../errors.js';
 import { requireOrgRole, type Caller } from './access.js';
-import { channels, type Notify, type TokenRevokedPayload } from './notifications.js';
+import type { Publish } from './notifications.js';
 
 export type AgentToken = Omit<AgentTokenRow, 'secretHash'>;
 
@@ -23,7 +23,7 @@ function toAgentToken(row: AgentTokenRow): AgentToken {
 }
 
 export class AgentTokensService {
-  constructor(private readonly deps: { db: Database; notify: Notify }) {}
+  constructor(private readonly deps: { db: Database; publish: Publish }) {}
 
   async create(caller: Caller, orgId: string, name: string): Promise<{ token: AgentToken; secret: string }> {
     requireOrgRole(caller, orgId, 'Admin');
@@ -48,7 +48,7 @@ export class AgentTokensService {
     requireOrgRole(caller, orgId, 'Admin');
     const row = await agentsRepo.revokeAgentToken(this.deps.db, orgId, tokenId);
     if (!row) throw new NotFoundError(`Agent token ${tokenId}`);
-    await this.deps.notify(channels.tokenRevoked, JSON.stringify({ tokenId } satisfies TokenRevokedPayload));
+    await this.deps.publish('agent_token_revoked', { tokenId });
     return toAgentToken(row);
   }
 }

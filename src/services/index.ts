@@ -9,6 +9,7 @@ import { JobLifecycleService } from './job-lifecycle.service.js';
 import { JobsService } from './jobs.service.js';
 import type { JobStepCompletions, JobWorkflows } from './workflow-ports.js';
 import { LogsService } from './logs.service.js';
+import type { EventBus } from './notifications.js';
 import { RepositoriesService } from './repositories.service.js';
 import { WorkflowStarter } from './workflow-starter.service.js';
 
@@ -29,11 +30,12 @@ export function createServices(deps: {
   database: DatabaseHandle;
   workflows: JobWorkflows;
   completions: JobStepCompletions;
+  bus: EventBus;
   log: (msg: string, err?: unknown) => void;
 }): Services {
   const { config, database, workflows, completions } = deps;
   const { db } = database;
-  const notify = (channel: string, payload: string) => database.notify(channel, payload);
+  const publish = deps.bus.publish;
   const workflowStarter = new WorkflowStarter({ db, workflows, log: deps.log }, { batchSize: 16, leaseMs: 30_000, sweepIntervalMs: 2_000 });
   return {
     workflowStarter,
@@ -41,7 +43,7 @@ export function createServices(deps: {
     repositories: new RepositoriesService(db),
     jobs: new JobsService({
       db,
-      notify,
+      publish,
       kickStarter: () => workflowStarter.kick(),
       workflows,
       maxQueuedPerOrg: config.jobs.maxQueuedPerOrg,
@@ -53,9 +55,9 @@ export function createServices(deps: {
         cancelGraceMs: config.jobs.cancelGraceMs,
       },
     }),
-    lifecycle: new JobLifecycleService({ db, notify }),
+    lifecycle: new JobLifecycleService({ db, publish }),
     logs: new LogsService(db),
-    agentTokens: new AgentTokensService({ db, notify }),
+    agentTokens: new AgentTokensService({ db, publish }),
     agents: new AgentsService(db),
     gateway: new AgentGatewayService({ db, completions, log: deps.log }),
   };

@@ -8,12 +8,12 @@ import * as logsRepo from '../db/logs.repository.js';
 import { jobs, isTerminalStatus, type JobStatus, type ReportedOutcome, type TerminalJobStatus } from '../db/schema/index.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { AttemptRef, JobClaim, LeaseQuery } from '../temporal/shared.js';
-import { channels, type AgentCancelPayload, type AgentDropPayload, type JobQueuedPayload, type Notify } from './notifications.js';
+import type { Publish } from './notifications.js';
 
 const unfinished: JobStatus[] = ['queued', 'assigned', 'running'];
 
 export class JobLifecycleService {
-  constructor(private readonly deps: { db: Database; notify: Notify }) {}
+  constructor(private readonly deps: { db: Database; publish: Publish }) {}
 
   /**
    * The workflow waits for an agent: record its claim task token so a dispatcher can complete it.
@@ -54,7 +54,7 @@ export class JobLifecycleService {
       // Ended by the workflow while an agent holds it (cancelled while being claimed, timed out):
       // make sure the agent stops too. Harmless if the agent already finished it.
       if (row.agentId && (status === 'cancelled' || status === 'timed_out')) {
-        await this.publish<AgentCancelPayload>(channels.agentCancel, { jobId, agentId: row.agentId, attempt: row.attempt, reason: details.reason ?? status, graceMs: row.timeouts.cancelGraceMs });
+        await this.deps.publish('agent_cancel', { jobId, agentId: row.agentId, attempt: row.attempt, reason: details.reason ?? status, graceMs: row.timeouts.cancelGraceMs });
       }
       return;
     }
@@ -98,9 +98,9 @@ export class JobLifecycleService {
     // A repeated activity finds the job queued already, or claimed again: nothing to announce.
     if (!moved) return;
     const { row, before } = moved;
-    if (before.agentId) await this.publish<AgentDropPayload>(channels.agentDrop, { jobId, agentId: before.agentId, attempt: before.attempt, reason: `the job went back to the queue: ${reason}` });
+    if (before.agentId) await this.deps.publish('agent_drop', { jobId, agentId: before.agentId, attempt: before.attempt, reason: `the job went back to the queue: ${reason}` });
     // Announced again, for dispatchers on every replica.
-    await this.publish<JobQueuedPayload>(channels.jobQueued, { orgId: row.orgId, jobId });
+    await this.deps.publish('job_queued', { orgId: row.orgId, jobId });
   }
 
   /**
@@ -139,10 +139,6 @@ export class JobLifecycleService {
   async cancelOnAgent(input: { jobId: string; attempt: number; reason: string; graceMs: number }): Promise<void> {
     const job = await jobsRepo.recordStopRequest(this.deps.db, input.jobId, { attempt: input.attempt, reason: input.reason, graceMs: input.graceMs });
     if (!job?.agentId) return;
-    await this.publish<AgentCancelPayload>(channels.agentCancel, { ...input, agentId: job.agentId });
-  }
-
-  private async publish<T>(channel: string, payload: T): Promise<void> {
-    await this.deps.notify(channel, JSON.stringify(payload));
+    await this.deps.publish('agent_cancel', { ...input, agentId: job.agentId });
   }
 }
