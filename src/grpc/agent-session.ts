@@ -1,28 +1,18 @@
-// One agent's Connect stream: authenticates, opens with Hello/Welcome, hands out work up to the
-// agent's capacity and turns each report into a call on the gateway service. Messages are handled
-// one at a time, in the order they arrive, as the protocol promises.
+// One agent's Connect stream: authenticates, opens with Hello/Welcome, carries the assignments the
+// dispatcher hands it, and turns each report into a call on the gateway service (and each change to
+// the agent's slots into a call on its AgentSlots). Messages are handled one at a time, in the order
+// they arrive, as the protocol promises.
 import { Metadata, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type LogBatch, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
 import { AppError } from '../errors.js';
 import { LogSequenceGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment, type RunRef } from '../services/agent-gateway.service.js';
+import type { AgentSlots, Dispatcher } from '../services/dispatcher.js';
 import type { LogStream as StoredStream } from '../db/schema/index.js';
 import type { JobOutcome as ReportedEnd } from '../domain/job.js';
 import { durationOf } from './durations.js';
 
 export type AgentStream = ServerDuplexStream<AgentMessage, ServerMessage>;
-
-/**
- * How a dispatch pass for one agent ended: it took work until it was full ('claimed'), it looked and
- * nothing queued fits it ('empty'), or it took nothing because it had no room or is gone ('full').
- */
-export type PumpResult = 'claimed' | 'empty' | 'full';
-
-/** One dispatch pass for an agent: how it ended, and the jobs it claimed. */
-export interface PumpPass {
-  result: PumpResult;
-  claimed: string[];
-}
 
 export interface SessionSettings {
   replica: string;
@@ -70,29 +60,20 @@ const streams: Record<LogStream, StoredStream> = {
 export class AgentSession {
   ref: AgentSessionRef | undefined;
   private credentials: AgentCredentials | undefined;
-  /**
-   * The agent's slots (job id → attempt): the runs its last Heartbeat (or Hello) listed, plus the
-   * assignments sent since then, as the protocol counts them against its capacity.
-   */
-  readonly running = new Map<string, number>();
-  /** Assignments sent on this stream that the agent has not answered yet (JobAccepted or JobRejected). */
-  private readonly unanswered = new Map<string, number>();
-  /** Runs the agent accepted on this stream, or kept at Hello: every later Heartbeat must list them. */
-  private readonly owed = new Map<string, number>();
+  /** The agent's slots, from its Welcome on. */
+  slots: AgentSlots | undefined;
   /** Stop requests sent on this stream (`job:attempt:grace`): a heartbeat repeats only one the agent was not sent. */
   private readonly stopsSent = new Set<string>();
   private queue: Promise<void> = Promise.resolve();
   /** The LogBatch at the end of the queue, not yet being stored: later lines of its run join it. */
   private waitingBatch: { batch: LogBatch; text: number } | undefined;
-  private pumping: Promise<PumpPass> | undefined;
-  private pumpAgain = false;
   private closed = false;
-  private draining = false;
   private silence: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly call: AgentStream,
     private readonly service: AgentGatewayService,
+    private readonly dispatcher: Dispatcher,
     private readonly settings: SessionSettings,
     private readonly hooks: SessionHooks,
     private readonly log: Logger,
@@ -120,58 +101,6 @@ export class AgentSession {
     this.call.on('cancelled', () => this.close());
   }
 
-  /** A dispatch pass for this agent is under way. */
-  get pumpingNow(): boolean {
-    return this.pumping !== undefined;
-  }
-
-  /** The session takes work now: past its Hello, open, not draining, below its capacity. */
-  get hasRoom(): boolean {
-    return !!this.ref && !this.closed && !this.draining && this.running.size < this.ref.capacity;
-  }
-
-  /**
-   * Claims work for this agent until it is full or nothing queued fits it; a request while a pass
-   * runs folds into one more pass. Ends 'empty' when the last claim found nothing, which tells the
-   * gateway that agents with the same labels would find nothing either. Never rejects.
-   */
-  pump(): Promise<PumpPass> {
-    if (this.pumping) {
-      this.pumpAgain = true;
-      return this.pumping;
-    }
-    if (!this.hasRoom) return Promise.resolve({ result: 'full', claimed: [] });
-    const claimed: string[] = [];
-    this.pumping = (async (): Promise<PumpPass> => {
-      let result: PumpResult = 'full';
-      do {
-        this.pumpAgain = false;
-        while (this.ref && this.hasRoom) {
-          const assignment = await this.service.claimNext(this.ref);
-          if (!assignment) {
-            result = 'empty';
-            break;
-          }
-          claimed.push(assignment.jobId);
-          if (this.closed) break; // the workflow's start timeout will requeue it
-          result = 'claimed';
-          this.running.set(assignment.jobId, assignment.attempt);
-          this.unanswered.set(assignment.jobId, assignment.attempt);
-          this.send({ $case: 'assignment', value: toAssignmentMessage(assignment) });
-        }
-      } while (this.pumpAgain);
-      return { result, claimed };
-    })()
-      .catch((err: unknown): PumpPass => {
-        this.log.error({ err, agentId: this.agentId }, 'dispatch failed');
-        return { result: 'full', claimed };
-      })
-      .finally(() => {
-        this.pumping = undefined;
-      });
-    return this.pumping;
-  }
-
   sendCancel(jobId: string, attempt: number, reason: string, graceMs: number): void {
     this.stopsSent.add(`${jobId}:${attempt}:${graceMs}`);
     this.send({ $case: 'cancel', value: { jobId, attempt, reason, grace: durationOf(graceMs) } });
@@ -179,14 +108,14 @@ export class AgentSession {
 
   /** The run is no longer the agent's: it drops it, and its slot is free now. */
   sendDrop(jobId: string, attempt: number, reason: string): void {
-    if (this.running.get(jobId) !== attempt) return;
+    if (!this.slots?.holds({ jobId, attempt })) return;
     this.send({ $case: 'drop', value: { jobId, attempt, reason } });
-    this.released(jobId, attempt);
+    this.slots.released({ jobId, attempt });
   }
 
   /** Server going away: tell the agent to reconnect elsewhere, then end the stream. */
   goAway(reason: string, reconnectAfterMs: number): void {
-    this.draining = true;
+    this.slots?.drain();
     this.send({ $case: 'goAway', value: { reason, reconnectAfter: durationOf(reconnectAfterMs) } });
     this.end(status.UNAVAILABLE, `server going away: ${reason}`);
   }
@@ -202,6 +131,7 @@ export class AgentSession {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.silence);
+    if (this.slots) this.dispatcher.close(this.slots);
     this.hooks.closed(this);
     const ref = this.ref;
     if (ref) this.service.disconnect(ref).catch((err: unknown) => this.log.warn({ err }, 'could not mark agent disconnected'));
@@ -284,14 +214,9 @@ export class AgentSession {
       switch (payload.$case) {
         case 'hello':
           throw new StreamEnded(status.INVALID_ARGUMENT, 'Hello may only be the first message');
-        case 'accepted': {
-          const { jobId, attempt } = payload.value;
-          if (this.unanswered.get(jobId) === attempt) {
-            this.unanswered.delete(jobId);
-            this.owed.set(jobId, attempt);
-          }
+        case 'accepted':
+          this.slots?.accepted({ jobId: payload.value.jobId, attempt: payload.value.attempt });
           return;
-        }
         case 'rejected':
           try {
             await this.service.rejected(ref, payload.value.jobId, payload.value.attempt, payload.value.reason);
@@ -344,11 +269,7 @@ export class AgentSession {
    * the job (a job requeued past its start deadline is reported cancelled after it moved on).
    */
   private released(jobId: string, attempt: number): void {
-    if (this.unanswered.get(jobId) === attempt) this.unanswered.delete(jobId);
-    if (this.owed.get(jobId) === attempt) this.owed.delete(jobId);
-    if (this.running.get(jobId) !== attempt) return;
-    this.running.delete(jobId);
-    void this.pump();
+    this.slots?.released({ jobId, attempt });
   }
 
   /**
@@ -357,7 +278,7 @@ export class AgentSession {
    */
   private async heartbeat(ref: AgentSessionRef, seq: number, listed: readonly RunRef[]): Promise<void> {
     const runs = listed.map(({ jobId, attempt }) => ({ jobId, attempt }));
-    const verdict = await this.service.heartbeat(ref, { runs, owed: [...this.owed].map(([jobId, attempt]) => ({ jobId, attempt })) });
+    const verdict = await this.service.heartbeat(ref, { runs, owed: this.slots?.owedRuns ?? [] });
     if (!verdict.current) throw new StreamEnded(status.ABORTED, 'superseded by a newer stream of the same agent');
     this.send({ $case: 'heartbeatAck', value: { seq } });
     this.service.pulse(verdict.executeTokens);
@@ -369,10 +290,7 @@ export class AgentSession {
     }
     // A stop the workflow recorded whose notification this stream never carried (it was lost, or sent while the agent was away).
     for (const stop of verdict.stop) if (!this.stopsSent.has(`${stop.jobId}:${stop.attempt}:${stop.graceMs}`)) this.sendCancel(stop.jobId, stop.attempt, stop.reason, stop.graceMs);
-    this.running.clear();
-    for (const run of runs) if (!dropped.has(run.jobId)) this.running.set(run.jobId, run.attempt);
-    for (const [jobId, attempt] of this.unanswered) this.running.set(jobId, attempt);
-    void this.pump();
+    this.slots?.reconcile(runs.filter((run) => !dropped.has(run.jobId)));
   }
 
   private async hello(hello: Extract<AgentMessage['payload'], { $case: 'hello' }>['value']): Promise<void> {
@@ -390,11 +308,10 @@ export class AgentSession {
       { replica: this.settings.replica, leaseMs: this.settings.leaseMs, leaseMarginMs: this.settings.leaseMarginMs },
     );
     this.ref = session;
-    for (const kept of reconciliation.keep) {
-      this.running.set(kept.jobId, kept.attempt);
-      this.owed.set(kept.jobId, kept.attempt);
-    }
     this.hooks.opened(this);
+    const slots = this.dispatcher.open(session, { deliver: (assignment) => this.send({ $case: 'assignment', value: toAssignmentMessage(assignment) }) });
+    slots.kept(reconciliation.keep);
+    this.slots = slots;
     this.armSilence(this.settings.leaseMs, `no message for ${this.settings.leaseMs} ms`);
     this.send({
       $case: 'welcome',
@@ -412,7 +329,7 @@ export class AgentSession {
     // A stop asked for while the agent was away (its gateway was down, say) is told now.
     for (const kept of reconciliation.keep) if (kept.stop) this.sendCancel(kept.jobId, kept.attempt, kept.stop.reason, kept.stop.graceMs);
     this.log.info({ agentId: session.agentId, orgId: session.orgId, capacity: session.capacity, kept: reconciliation.keep.length }, 'agent connected');
-    void this.pump();
+    void slots.pump();
   }
 }
 
