@@ -116,6 +116,62 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     ]);
   });
 
+  /** Lines `from`..`to` of attempt 1 as one batch. */
+  function lines(jobId: string, from: number, to: number) {
+    const at = new Date();
+    return { $case: 'logBatch' as const, value: { jobId, attempt: 1, firstSeq: from, lines: Array.from({ length: to - from + 1 }, (_, i) => ({ at, stream: LogStream.LOG_STREAM_STDOUT, text: `line ${from + i}` })) } };
+  }
+
+  async function startedJob(org: Awaited<ReturnType<typeof orgWithAgentToken>>) {
+    const a = await connectedAgent(org.agentToken);
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await a.next('assignment');
+    a.send({ $case: 'accepted', value: { jobId: job.id, attempt: 1 } });
+    a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    return { a, job };
+  }
+
+  it('records a run\'s end only once every line up to its last_seq is stored: a JobFinished ahead of its lines is answered as a gap and acknowledged when they arrive', async () => {
+    const org = await orgWithAgentToken();
+    const { a, job } = await startedJob(org);
+    a.send(lines(job.id, 1, 5));
+    expect(await a.next('logAck')).toMatchObject({ ackedSeq: 5 });
+    a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0, lastSeq: 8 });
+    expect(await a.next('logAck')).toMatchObject({ jobId: job.id, attempt: 1, ackedSeq: 5 });
+    expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_LOG_SEQ_GAP, jobId: job.id, attempt: 1 });
+    // Not recorded yet: the job runs on until its lines are in.
+    expect((await waitForJob(org.member, org.orgId, job.id, () => true)).status).toBe('running');
+
+    a.send(lines(job.id, 6, 8));
+    expect(await a.next('logAck')).toMatchObject({ ackedSeq: 8 });
+    expect(await a.next('finishedAck')).toEqual({ jobId: job.id, attempt: 1 });
+    await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded');
+    const { data } = await org.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: org.orgId, jobId: job.id }, query: {} } });
+    expect(data!.items.map((l) => l.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+  });
+
+  it('answers log lines after a run\'s JobFinished with OUT_OF_ORDER and stores none, while a resend of its lines is acknowledged', async () => {
+    const org = await orgWithAgentToken();
+    const { a, job } = await startedJob(org);
+    a.send(lines(job.id, 1, 3));
+    await a.next('logAck');
+    a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0, lastSeq: 3 });
+    await a.next('finishedAck');
+    a.send(lines(job.id, 4, 4));
+    expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_OUT_OF_ORDER, jobId: job.id, attempt: 1 });
+    a.send(lines(job.id, 1, 3));
+    expect(await a.next('logAck')).toMatchObject({ ackedSeq: 3 });
+    const { data } = await org.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: org.orgId, jobId: job.id }, query: {} } });
+    expect(data!.items.map((l) => l.text)).toEqual(['line 1', 'line 2', 'line 3']);
+  });
+
+  it('answers an empty LogBatch with INVALID_MESSAGE', async () => {
+    const org = await orgWithAgentToken();
+    const { a, job } = await startedJob(org);
+    a.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 1, firstSeq: 1, lines: [] } });
+    expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_INVALID_MESSAGE, jobId: job.id, attempt: 1 });
+  });
+
   it('records a job that finishes before its execute step started waiting, with its exit code', async () => {
     const org = await orgWithAgentToken();
     const a = await connectedAgent(org.agentToken);

@@ -5,8 +5,8 @@
 import { Metadata, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type LogBatch, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
-import { AppError } from '../errors.js';
-import { LogSequenceGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment, type RunRef } from '../services/agent-gateway.service.js';
+import { AppError, ConflictError } from '../errors.js';
+import { LogIncompleteError, LogSequenceGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment, type FinishedInput, type RunRef } from '../services/agent-gateway.service.js';
 import type { AgentSlots, Dispatcher } from '../services/dispatcher.js';
 import type { LogStream as StoredStream } from '../db/schema/index.js';
 import type { JobOutcome as ReportedEnd } from '../domain/job.js';
@@ -62,6 +62,8 @@ export class AgentSession {
   private credentials: AgentCredentials | undefined;
   /** The agent's slots, from its Welcome on. */
   slots: AgentSlots | undefined;
+  /** JobFinished messages waiting for their last lines (job id → the report). */
+  private readonly unfinished = new Map<string, FinishedInput>();
   /** Stop requests sent on this stream (`job:attempt:grace`): a heartbeat repeats only one the agent was not sent. */
   private readonly stopsSent = new Set<string>();
   private queue: Promise<void> = Promise.resolve();
@@ -230,24 +232,23 @@ export class AgentSession {
           return await this.heartbeat(ref, payload.value.seq, payload.value.runningJobs);
         case 'logBatch': {
           const batch = payload.value;
+          const waiting = this.unfinished.get(batch.jobId);
+          if (waiting?.attempt === batch.attempt && batch.firstSeq + batch.lines.length - 1 > waiting.lastSeq) {
+            throw new ConflictError(`Job ${batch.jobId} attempt ${batch.attempt} has finished: no log lines after its last_seq (${waiting.lastSeq})`);
+          }
           const ackedSeq = await this.service.storeLogs(ref, {
             jobId: batch.jobId,
             attempt: batch.attempt,
             firstSeq: batch.firstSeq,
             lines: batch.lines.map((line) => ({ at: line.at ?? new Date(), stream: streams[line.stream], text: line.text })),
           });
-          return this.send({ $case: 'logAck', value: { jobId: batch.jobId, attempt: batch.attempt, ackedSeq } });
-        }
-        case 'finished': {
-          const { jobId, attempt } = payload.value;
-          try {
-            await this.service.finished(ref, { jobId, attempt, outcome: toOutcome(payload.value) });
-          } finally {
-            this.released(jobId, attempt);
-          }
-          this.send({ $case: 'finishedAck', value: { jobId, attempt } });
+          this.send({ $case: 'logAck', value: { jobId: batch.jobId, attempt: batch.attempt, ackedSeq } });
+          // The lines a JobFinished was waiting for are in: its outcome can be recorded now.
+          if (waiting?.attempt === batch.attempt && ackedSeq >= waiting.lastSeq) await this.finish(ref, waiting);
           return;
         }
+        case 'finished':
+          return await this.finish(ref, { jobId: payload.value.jobId, attempt: payload.value.attempt, outcome: toOutcome(payload.value), lastSeq: payload.value.lastSeq });
       }
     } catch (err) {
       if (err instanceof LogSequenceGapError) {
@@ -276,6 +277,29 @@ export class AgentSession {
    * Records the heartbeat, then acknowledges it (renewing the agent's lease only once the database
    * has it), settles what the agent's list says, and takes the list as the truth about its slots.
    */
+  /**
+   * Records a run's end once every line up to its last_seq is stored, then acknowledges it. Until
+   * then the JobFinished waits here (the agent resends it on a new stream anyway, having no ack).
+   */
+  private async finish(ref: AgentSessionRef, finished: FinishedInput): Promise<void> {
+    const { jobId, attempt } = finished;
+    try {
+      await this.service.finished(ref, finished);
+    } catch (err) {
+      if (err instanceof LogIncompleteError) {
+        this.unfinished.set(jobId, finished);
+        this.send({ $case: 'logAck', value: { jobId, attempt, ackedSeq: err.ackedSeq } });
+        return this.notice(NoticeCode.NOTICE_CODE_LOG_SEQ_GAP, jobId, attempt, err.message);
+      }
+      if (this.unfinished.get(jobId)?.attempt === attempt) this.unfinished.delete(jobId);
+      this.released(jobId, attempt);
+      throw err;
+    }
+    if (this.unfinished.get(jobId)?.attempt === attempt) this.unfinished.delete(jobId);
+    this.released(jobId, attempt);
+    this.send({ $case: 'finishedAck', value: { jobId, attempt } });
+  }
+
   private async heartbeat(ref: AgentSessionRef, seq: number, listed: readonly RunRef[]): Promise<void> {
     const runs = listed.map(({ jobId, attempt }) => ({ jobId, attempt }));
     const verdict = await this.service.heartbeat(ref, { runs, owed: this.slots?.owedRuns ?? [] });

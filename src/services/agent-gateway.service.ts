@@ -103,6 +103,19 @@ export interface FinishedInput {
   jobId: string;
   attempt: number;
   outcome: JobOutcome;
+  /** The run's last log line (its number of lines): the outcome is recorded once all are stored. */
+  lastSeq: number;
+}
+
+/** A JobFinished whose lines are not all stored yet: the outcome waits for them. */
+export class LogIncompleteError extends ConflictError {
+  constructor(
+    readonly jobId: string,
+    readonly ackedSeq: number,
+    lastSeq: number,
+  ) {
+    super(`JobFinished for job ${jobId} says its last line is ${lastSeq} but only lines up to ${ackedSeq} are stored; resend from ${ackedSeq + 1}: the outcome is recorded once they are`);
+  }
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -301,6 +314,7 @@ export class AgentGatewayService {
   /** Stores a batch idempotently and returns the attempt's last stored line number (the ack). */
   async storeLogs(session: AgentSessionRef, batch: LogBatchInput): Promise<number> {
     if (batch.firstSeq < 1) throw new InvalidArgumentError('Log lines are numbered from 1', [{ pointer: '/log_batch/first_seq', message: 'must be at least 1' }]);
+    if (batch.lines.length === 0) throw new InvalidArgumentError('A log batch carries at least one line', [{ pointer: '/log_batch/lines', message: 'must not be empty' }]);
     // Both reads at once, one round trip's wait per batch rather than two (the batch's insert waits
     // on them anyway). A job the agent does not hold has its last seq read for nothing, never used.
     const [job, last] = await Promise.all([
@@ -312,6 +326,12 @@ export class AgentGatewayService {
       throw new NotFoundError(`Job ${batch.jobId} attempt ${batch.attempt} was given back; it is no longer this agent's`);
     }
     const stored = Math.max(0, last - job.logSeqBase);
+    const lastInBatch = batch.firstSeq + batch.lines.length - 1;
+    // The outcome is recorded only once every line up to the run's last_seq is stored, so any line
+    // past what is stored comes after the run's end.
+    if (lastInBatch > stored && (isTerminalStatus(job.status) || isOutcome(job.reportedOutcome))) {
+      throw new ConflictError(`Job ${batch.jobId} attempt ${batch.attempt} has finished: no log lines after its last_seq (${stored})`);
+    }
     if (batch.firstSeq > stored + 1) throw new LogSequenceGapError(job.id, stored, batch.firstSeq);
     // Lines up to `stored` are a resend: only the rest is new.
     const skip = Math.max(0, stored - batch.firstSeq + 1);
@@ -329,6 +349,14 @@ export class AgentGatewayService {
    * that lost the acknowledgement) is harmless.
    */
   async finished(session: AgentSessionRef, input: FinishedInput): Promise<void> {
+    if (input.lastSeq > 0) {
+      const [job, last] = await Promise.all([
+        this.heldJob(this.deps.db, session, input.jobId, input.attempt, { allowFinished: true }),
+        UUID.test(input.jobId) ? logsRepo.lastSeq(this.deps.db, input.jobId) : 0,
+      ]);
+      const stored = Math.max(0, last - job.logSeqBase);
+      if (stored < input.lastSeq && !isTerminalStatus(job.status) && !isOutcome(job.reportedOutcome)) throw new LogIncompleteError(job.id, stored, input.lastSeq);
+    }
     await this.report(session, input.jobId, input.attempt, input.outcome);
   }
 
@@ -396,4 +424,9 @@ export class AgentGatewayService {
     if (!options.allowFinished && !['assigned', 'running'].includes(job.status)) throw new ConflictError(`Job ${jobId} already ended (${job.status})`);
     return job;
   }
+}
+
+/** A reported end of the run itself, as opposed to the agent giving the attempt up. */
+function isOutcome(reported: ReportedOutcome | null): boolean {
+  return reported !== null && reported.kind !== 'agent_lost' && reported.kind !== 'rejected';
 }

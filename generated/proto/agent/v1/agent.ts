@@ -601,9 +601,13 @@ export interface JobFinished {
     | undefined;
   /**
    * Sequence number of the run's last log line, which is also the number of
-   * lines (0 when there were none). The server records the outcome once it
-   * has stored every line up to last_seq, so the agent keeps resending
-   * unacknowledged lines after JobFinished until they are acknowledged.
+   * lines (0 when there were none). The server records the outcome, and
+   * sends JobFinishedAck, only once it has stored every line up to last_seq:
+   * a JobFinished that arrives before some of them is answered as a gap (a
+   * LogAck with what is stored, then NOTICE_CODE_LOG_SEQ_GAP) and waits; the
+   * agent resends the missing lines, and the ack follows the one that
+   * completes the log. Lines past last_seq are answered with
+   * NOTICE_CODE_OUT_OF_ORDER and not stored.
    */
   lastSeq: number;
 }
