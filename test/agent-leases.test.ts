@@ -68,8 +68,7 @@ describe.each(drivers)('agent leases on %s', (driver) => {
     const { agent, ...org } = await orgWithAgent({ capacity: 1 });
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     await agent.next('assignment');
-    agent.send({ $case: 'accepted', value: { jobId: job.id, attempt: 1 } });
-    agent.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    agent.start(job.id, 1);
     agent.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 1, firstSeq: 1, lines: [{ at: new Date(), stream: 1, text: 'from attempt 1' }] } });
     await agent.next('logAck');
     agent.heartbeat();
@@ -85,8 +84,7 @@ describe.each(drivers)('agent leases on %s', (driver) => {
     expect(requeued.events[3]?.detail).toBe('the agent no longer lists this run in its heartbeats');
 
     // The next attempt's lines follow a line of the server's that says where attempt 1 ended.
-    agent.send({ $case: 'accepted', value: { jobId: job.id, attempt: 2 } });
-    agent.send({ $case: 'started', value: { jobId: job.id, attempt: 2, startedAt: new Date() } });
+    agent.start(job.id, 2);
     agent.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 2, firstSeq: 1, lines: [{ at: new Date(), stream: 1, text: 'from attempt 2' }] } });
     await agent.next('logAck');
     expect(await logTexts(org, job.id)).toEqual([
@@ -100,8 +98,7 @@ describe.each(drivers)('agent leases on %s', (driver) => {
     const { agent, ...org } = await orgWithAgent({ capacity: 1 });
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     await agent.next('assignment');
-    agent.send({ $case: 'accepted', value: { jobId: job.id, attempt: 1 } });
-    agent.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    agent.start(job.id, 1);
     agent.held.delete(job.id);
     agent.heartbeat();
     await agent.next('heartbeatAck');
@@ -133,8 +130,7 @@ describe.each(drivers)('agent leases on %s', (driver) => {
     // Lease 4s + grace 1s + margin 1s: the job could go elsewhere 6s after the agent was last heard.
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, cancelGraceSeconds: 1 });
     await agent.next('assignment');
-    agent.send({ $case: 'accepted', value: { jobId: job.id, attempt: 1 } });
-    agent.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    agent.start(job.id, 1);
     // Heard for twice lease + grace + margin.
     let acks = 0;
     while (acks < 40) {

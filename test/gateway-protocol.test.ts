@@ -83,8 +83,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     expect(assignment).toMatchObject({ jobId: job.id, attempt: 1, prompt: 'Make the build green', repository: { id: org.repo.id, cloneUrl: 'https://git.example.test/acme/app.git', defaultBranch: 'main' } });
     expect(assignment.cancelGrace).toEqual({ seconds: 7, nanos: 0 });
 
-    a.send({ $case: 'accepted', value: { jobId: job.id, attempt: 1 } });
-    a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    a.start(job.id, 1);
     await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
 
     const at = new Date();
@@ -126,8 +125,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     const a = await connectedAgent(org.agentToken);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     await a.next('assignment');
-    a.send({ $case: 'accepted', value: { jobId: job.id, attempt: 1 } });
-    a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    a.start(job.id, 1);
     return { a, job };
   }
 
@@ -163,6 +161,19 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     expect(await a.next('logAck')).toMatchObject({ ackedSeq: 3 });
     const { data } = await org.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: org.orgId, jobId: job.id }, query: {} } });
     expect(data!.items.map((l) => l.text)).toEqual(['line 1', 'line 2', 'line 3']);
+  });
+
+  it('answers JobStarted before JobAccepted with OUT_OF_ORDER, and the job does not start', async () => {
+    const org = await orgWithAgentToken();
+    const a = await connectedAgent(org.agentToken);
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await a.next('assignment');
+    a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_OUT_OF_ORDER, jobId: job.id, attempt: 1 });
+    expect((await waitForJob(org.member, org.orgId, job.id, () => true)).status).toBe('assigned');
+    // In order, it starts.
+    a.start(job.id, 1);
+    await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
   });
 
   it('answers an empty LogBatch with INVALID_MESSAGE', async () => {
@@ -291,7 +302,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     const a = await connectedAgent(org.agentToken);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     await a.next('assignment');
-    a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    a.start(job.id, 1);
     await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
 
     await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: job.id } }, body: { reason: 'not needed' } });
@@ -361,7 +372,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
       // Queued on the row in this order: a cancel (over REST), then the agent's Started.
       const cancelled = org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: job.id } } });
       await locker.waiters(1);
-      a.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+      a.start(job.id, 1);
       await locker.waiters(2);
       await locker.release();
       expect((await cancelled).response.status).toBe(202);
@@ -403,7 +414,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     // The job goes to another agent once the first has surely stopped it: lease, then this grace.
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, cancelGraceSeconds: 1 });
     await first.next('assignment');
-    first.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    first.start(job.id, 1);
     await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
     first.close(); // the agent dies: no more heartbeats
 

@@ -38,8 +38,7 @@ describe.each(drivers)('job deadlines on %s', (driver) => {
     const { agent, ...org } = await orgWithAgent();
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, cancelGraceSeconds: 1 });
     await agent.next('assignment');
-    agent.send({ $case: 'accepted', value: { jobId: job.id, attempt: 1 } });
-    agent.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    agent.start(job.id, 1);
     await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
 
     await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: job.id } }, body: { reason: 'wrong branch' } });
@@ -69,7 +68,7 @@ describe.each(drivers)('job deadlines on %s', (driver) => {
 
     // Its one slot is free again once it says so, and the job comes back as attempt 2.
     expect(await agent.next('assignment', 30_000)).toMatchObject({ jobId: job.id, attempt: 2 });
-    agent.send({ $case: 'started', value: { jobId: job.id, attempt: 2, startedAt: new Date() } });
+    agent.start(job.id, 2);
     agent.finish(job.id, 2, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
     const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded');
     expect(done.events.map((e) => [e.type, e.attempt])).toEqual([
@@ -87,7 +86,7 @@ describe.each(drivers)('job deadlines on %s', (driver) => {
     const { agent, ...org } = await orgWithAgent();
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     expect(await agent.next('assignment')).toMatchObject({ jobId: job.id, attempt: 1 });
-    agent.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    agent.start(job.id, 1);
 
     // No cancel at the start deadline (it started); at the run deadline, the agent is asked to stop.
     const cancel = await agent.next('cancel', 30_000);

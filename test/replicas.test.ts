@@ -56,7 +56,7 @@ describe.runIf(drivers.includes('postgres'))('replicas on one PostgreSQL server'
 
     const second = await createJob(orgB.member, orgB.orgId, { repoId: repo.id });
     await agent.next('assignment', 10_000);
-    agent.send({ $case: 'started', value: { jobId: second.id, attempt: 1, startedAt: new Date() } });
+    agent.start(second.id, 1);
     await waitForJob(onC, orgB.orgId, second.id, (j) => j.status === 'running');
 
     await onC.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: orgB.orgId, jobId: second.id } }, body: { reason: 'from replica c' } });
@@ -78,7 +78,7 @@ describe.runIf(drivers.includes('postgres'))('replicas on one PostgreSQL server'
     await agent.next('welcome');
     const job = await createJob(org.member, org.orgId, { repoId: repo.id });
     await agent.next('assignment', 10_000);
-    agent.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+    agent.start(job.id, 1);
 
     const viewers = [apiB, apiC, apiB, apiC].map((replica) => new LogStreamViewer(replica.url, org.orgId, job.id, { token: org.tokens.member }));
     await Promise.all(viewers.map((v) => v.opened));

@@ -227,6 +227,9 @@ export class AgentSession {
           }
           return;
         case 'started':
+          if (this.slots?.awaitsAnswer({ jobId: payload.value.jobId, attempt: payload.value.attempt })) {
+            return this.notice(NoticeCode.NOTICE_CODE_OUT_OF_ORDER, payload.value.jobId, payload.value.attempt, 'JobStarted before JobAccepted: accept the assignment first');
+          }
           return await this.service.started(ref, payload.value.jobId, payload.value.attempt, payload.value.startedAt ?? new Date());
         case 'heartbeat':
           return await this.heartbeat(ref, payload.value.seq, payload.value.runningJobs);

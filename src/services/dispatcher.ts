@@ -71,6 +71,11 @@ export class AgentSlots {
     void this.pump();
   }
 
+  /** Whether the run was assigned on this stream and the agent has not yet said whether it takes it. */
+  awaitsAnswer(run: RunRef): boolean {
+    return this.unanswered.get(run.jobId) === run.attempt;
+  }
+
   /** Whether the agent holds this run as far as its slots go. */
   holds(run: RunRef): boolean {
     return this.running.get(run.jobId) === run.attempt;

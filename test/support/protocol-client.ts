@@ -20,7 +20,7 @@ export class ProtocolClient {
   private heartbeatSeq = 0;
   /**
    * The runs this client holds, as a conforming agent lists them in every Heartbeat: named in Hello,
-   * or accepted or started since, until rejected, dropped, or their JobFinished is acknowledged.
+   * or accepted since, until rejected, dropped, or their JobFinished is acknowledged.
    */
   readonly held = new Map<string, { attempt: number; lastSeq: number }>();
 
@@ -51,7 +51,6 @@ export class ProtocolClient {
   send(payload: AgentMessage['payload']): void {
     switch (payload?.$case) {
       case 'accepted':
-      case 'started':
         if (this.held.get(payload.value.jobId)?.attempt !== payload.value.attempt) this.held.set(payload.value.jobId, { attempt: payload.value.attempt, lastSeq: 0 });
         break;
       case 'logBatch': {
@@ -64,6 +63,12 @@ export class ProtocolClient {
         break;
     }
     this.stream.write({ payload });
+  }
+
+  /** Starts an assigned run as a conforming agent does: JobAccepted (unless already sent), then JobStarted. */
+  start(jobId: string, attempt: number): void {
+    if (this.held.get(jobId)?.attempt !== attempt) this.send({ $case: 'accepted', value: { jobId, attempt } });
+    this.send({ $case: 'started', value: { jobId, attempt, startedAt: new Date() } });
   }
 
   /** Sends a Heartbeat listing what this client holds, numbered as the protocol asks. */

@@ -19,7 +19,7 @@ export async function runningJob(t: TestSystem, clients: ProtocolClient[]) {
   await agent.next('welcome');
   const job = await createJob(org.member, org.orgId, { repoId: repo.id, prompt: 'print a lot' });
   await agent.next('assignment');
-  agent.send({ $case: 'started', value: { jobId: job.id, attempt: 1, startedAt: new Date() } });
+  agent.start(job.id, 1);
   await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
 
   let printed = 0;

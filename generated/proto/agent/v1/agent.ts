@@ -424,7 +424,11 @@ export interface RunningJob {
 /**
  * JobAccepted says the agent takes an assigned job. The agent sends it (or
  * JobRejected) as soon as it receives the JobAssignment, before any slow
- * preparation such as cloning the repository.
+ * preparation such as cloning the repository. From then on every Heartbeat
+ * must list the run until it ends (see Heartbeat), and JobStarted is
+ * accepted only after it: a JobStarted for a run assigned on this stream
+ * and not yet accepted is answered with NOTICE_CODE_OUT_OF_ORDER and
+ * ignored. Runs listed in Hello count as accepted.
  */
 export interface JobAccepted {
   /** The job from the JobAssignment. */
