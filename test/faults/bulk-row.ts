@@ -5,7 +5,7 @@ import { downloadLog, getJob, listJobStatuses, terminalStatuses } from './client
 import { measureJob, type JobMeasures } from './measures.js';
 import { sleep } from './processes.js';
 import type { Row, RowContext } from './scenario.js';
-import { settings } from './settings.js';
+import { requeueAfterMs, settings } from './settings.js';
 import { seconds } from './table.js';
 
 const JOBS = 200;
@@ -14,6 +14,11 @@ const CAPACITY = 5;
 const LINES = 3;
 /** The crash comes once this many jobs have finished, so some are mid-run and most still queued. */
 const FINISHED_BEFORE_CRASH = 20;
+/**
+ * With no job ending for this long the row stops waiting: past the start timeout and the requeue
+ * delay, every server timer that could still move a stuck job has had its turn.
+ */
+const QUIET_GIVE_UP_MS = settings.startTimeoutMs + requeueAfterMs + settings.marginMs;
 
 function countBy<T>(values: readonly T[]): string {
   const counts = new Map<T, number>();
@@ -51,7 +56,7 @@ async function run(ctx: RowContext) {
   // When each job was first seen ended, for "no run went on after its job ended".
   const endedAt = new Map<string, number>();
   let lastEnded = restartedAt;
-  while (endedAt.size < JOBS && Date.now() < ctx.deadline && Date.now() - lastEnded < settings.stuckQueuedMs) {
+  while (endedAt.size < JOBS && Date.now() < ctx.deadline && Date.now() - lastEnded < QUIET_GIVE_UP_MS) {
     const statuses = await listJobStatuses(tenant, JOBS);
     const now = Date.now();
     for (const [jobId, { status }] of statuses ?? []) {
@@ -67,13 +72,16 @@ async function run(ctx: RowContext) {
 
   await sleep(1_000);
   const now = Date.now();
-  const measured = await inBatches(jobIds, 5, async (jobId): Promise<JobMeasures | undefined> => {
+  const measured = await inBatches(jobIds, 5, async (jobId): Promise<(JobMeasures & { jobId: string }) | undefined> => {
     const job = await getJob(tenant, jobId);
     const stored = await downloadLog(tenant, jobId).catch(() => undefined);
     if (!job || !stored) return undefined;
-    return measureJob({ runs: ledger.runsOf(jobId), lastAlive: (r) => ledger.lastAlive(r, now), stored, finalStatus: job.status, finalAttempt: job.attempt, ended: terminalStatuses.has(job.status), terminalAt: endedAt.get(jobId) });
+    const m = measureJob({ runs: ledger.runsOf(jobId), lastAlive: (r) => ledger.lastAlive(r, now), stored, finalStatus: job.status, finalAttempt: job.attempt, ended: terminalStatuses.has(job.status), terminalAt: endedAt.get(jobId) });
+    return { ...m, jobId };
   });
-  const all = measured.filter((m): m is JobMeasures => m !== undefined);
+  const all = measured.filter((m): m is JobMeasures & { jobId: string } => m !== undefined);
+  // A few job ids per failure, so the servers' logs (kept in the scratch folder) can be searched.
+  const examples = (jobs: typeof all) => ` (e.g. ${jobs.slice(0, 2).map((m) => `${m.jobId} ${m.finalStatus} attempt ${m.attempts}`).join(', ')})`;
   if (all.length < JOBS) ctx.fail(`${JOBS - all.length} job(s) could not be read back`);
   const sum = (field: 'linesLost' | 'linesDuplicated' | 'concurrentRuns') => all.reduce((total, m) => total + m[field], 0);
 
@@ -87,15 +95,15 @@ async function run(ctx: RowContext) {
     ['interleavedAttempts', 'had attempts interleaved in the log'],
   ];
   for (const [field, what] of kinds) {
-    const jobs = all.filter((m) => Number(m[field]) > 0).length;
-    if (jobs > 0) ctx.fail(`${jobs} job(s) ${what}`);
+    const jobs = all.filter((m) => Number(m[field]) > 0);
+    if (jobs.length > 0) ctx.fail(`${jobs.length} job(s) ${what}${examples(jobs)}`);
   }
-  const notOnce = all.filter((m) => m.runs !== 1).length;
-  if (notOnce > 0) ctx.fail(`${notOnce} job(s) did not run exactly once (runs per job: ${countBy(all.map((m) => m.runs))})`);
-  const notSucceeded = all.filter((m) => m.finalStatus !== 'succeeded').length;
-  if (notSucceeded > 0) ctx.fail(`${notSucceeded} job(s) did not succeed`);
-  const retried = all.filter((m) => m.attempts !== 1).length;
-  if (retried > 0) ctx.fail(`${retried} job(s) ended on another attempt than 1`);
+  const notOnce = all.filter((m) => m.runs !== 1);
+  if (notOnce.length > 0) ctx.fail(`${notOnce.length} job(s) did not run exactly once (runs per job: ${countBy(all.map((m) => m.runs))})${examples(notOnce)}`);
+  const notSucceeded = all.filter((m) => m.finalStatus !== 'succeeded');
+  if (notSucceeded.length > 0) ctx.fail(`${notSucceeded.length} job(s) did not succeed${examples(notSucceeded)}`);
+  const retried = all.filter((m) => m.attempts !== 1);
+  if (retried.length > 0) ctx.fail(`${retried.length} job(s) ended on another attempt than 1${examples(retried)}`);
 
   return ctx.report({
     linesLost: sum('linesLost'),

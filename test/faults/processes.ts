@@ -115,8 +115,9 @@ export class ManagedProcess {
     return exit;
   }
 
-  freeze(): void {
-    this.signal('SIGSTOP');
+  /** SIGSTOP: the process stays, its sockets stay open, and it answers nothing. */
+  freeze(): boolean {
+    return this.signal('SIGSTOP');
   }
 
   thaw(): void {

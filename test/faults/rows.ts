@@ -3,14 +3,15 @@
 // stored twice, never two live runs of a job, no finished run thrown away, no run going on after its
 // job ended, attempts marked in the log, no stuck slot afterwards) are judged in scenario.ts.
 import type { Agent } from './agents.js';
+import { killEverything200 } from './bulk-row.js';
 import { cancelJob, type Tenant } from './client.js';
 import type { JobWatch } from './observer.js';
 import { pollUntil } from './processes.js';
 import type { Expectation, Row, RowContext, RowResult } from './scenario.js';
 import { requeueAfterMs, settings } from './settings.js';
+import type { RoleName } from './system.js';
 import { seconds } from './table.js';
 import { FollowingViewer } from './viewer.js';
-import { killEverything200 } from './bulk-row.js';
 
 const silence = settings.silenceTimeoutMs;
 /** Longer than the silence timeout, which is also an agent's lease. */
@@ -29,18 +30,16 @@ interface SingleJob {
   lines: number;
   /** The fault is injected once the command has printed this line. */
   faultAtLine: number;
-  agents?: number;
   expectation: Expectation;
   inject(ctx: RowContext, job: { tenant: Tenant; jobId: string; watch: JobWatch; agents: Agent[] }): Promise<Injected>;
   /** Checks of the row's own, once the job has ended. */
   after?(ctx: RowContext, watch: JobWatch, injected: Injected): Promise<void> | void;
 }
 
-/** The shape of most rows: agents, a job, the fault at line n, the end, a probe job, the verdict. */
+/** The shape of most rows: an agent, a job, the fault at line n, the end, a probe job, the verdict. */
 async function singleJob(ctx: RowContext, spec: SingleJob): Promise<RowResult> {
   const tenant = await ctx.tenant();
-  const agents: Agent[] = [];
-  for (let i = 0; i < (spec.agents ?? 1); i++) agents.push(await ctx.agent(tenant, String.fromCharCode(97 + i)));
+  const agents = [await ctx.agent(tenant, 'a')];
   const jobId = await ctx.submit(tenant, spec.lines);
   const watch = ctx.watch(tenant, jobId);
   let injected: Injected | undefined;
@@ -61,11 +60,20 @@ const succeededOnRetry: Expectation = { status: 'succeeded', attempts: [2] };
 const succeededEither: Expectation = { status: 'succeeded', attempts: [1, 2] };
 
 /** Restarts a role and notes how long it was down (from `since`). */
-async function restart(ctx: RowContext, name: Parameters<RowContext['sut']['role']>[0], since: number): Promise<number> {
+async function restart(ctx: RowContext, name: RoleName, since: number): Promise<number> {
   await ctx.sut.role(name).start(settings.roleReadyTimeoutMs);
   const now = Date.now();
   ctx.note(`${name} down ${seconds(now - since)}`);
   return now;
+}
+
+/**
+ * Proof that a gateway fault reached the agent: its stream dropped and it was welcomed again (by the
+ * restarted gateway). Without it a row could pass on a fault that never happened.
+ */
+async function reconnected(ctx: RowContext, agent: Agent, before: number, since: number): Promise<void> {
+  if (await pollUntil(() => agent.connections() > before, Math.min(20_000, ctx.deadline - Date.now()))) ctx.note(`agent welcomed again ${seconds(Date.now() - since)} after the gateway was back`);
+  else ctx.fail('the agent was not welcomed again within 20 s of the gateway coming back');
 }
 
 /**
@@ -141,10 +149,12 @@ export const rows: Row[] = [
         lines: 100,
         faultAtLine: 15,
         expectation: succeededOnce,
-        async inject(c) {
+        async inject(c, { agents: [agent] }) {
+          const before = agent!.connections();
           const killedAt = Date.now();
           await c.sut.role('gateway').kill();
           const faultEnd = await restart(c, 'gateway', killedAt);
+          await reconnected(c, agent!, before, faultEnd);
           if (faultEnd - killedAt < silence) return { faultEnd };
           // The row must not depend on a restart being fast: one this slow is judged as the slow row.
           c.note('the restart took longer than the silence timeout on this machine, so either attempt count is right');
@@ -162,11 +172,14 @@ export const rows: Row[] = [
         lines: 150,
         faultAtLine: 15,
         expectation: succeededEither,
-        async inject(c) {
+        async inject(c, { agents: [agent] }) {
+          const before = agent!.connections();
           const killedAt = Date.now();
           await c.sut.role('gateway').kill();
           await c.hold(pastSilence);
-          return { faultEnd: await restart(c, 'gateway', killedAt) };
+          const faultEnd = await restart(c, 'gateway', killedAt);
+          await reconnected(c, agent!, before, faultEnd);
+          return { faultEnd };
         },
       }),
   },
@@ -207,7 +220,7 @@ export const rows: Row[] = [
         faultAtLine: 15,
         expectation: succeededEither,
         async inject(c) {
-          c.sut.role('gateway').freeze();
+          if (!c.sut.role('gateway').freeze()) c.fail('the gateway could not be frozen');
           await c.hold(pastSilence + 1_000);
           c.sut.role('gateway').thaw();
           c.note(`gateway frozen ${seconds(pastSilence + 1_000)}`);
@@ -321,6 +334,7 @@ export const rows: Row[] = [
             // The machine's only cluster is shared with other work, so by default the restart is
             // what the roles see of one: every connection reset at once and none accepted for 3 s.
             const cut = c.sut.databaseProxy.sever();
+            if (cut === 0) c.fail('no database connection was open to reset: the fault did not happen');
             await c.hold(3_000);
             c.sut.databaseProxy.restore();
             c.note(`${cut} database connections reset, none accepted for 3 s (FAULTS_PG_RESTART=cluster restarts the real cluster)`);
@@ -342,7 +356,7 @@ export const rows: Row[] = [
         async inject(c, { tenant, agents: [agent], watch }) {
           await c.agent(tenant, 'b');
           const cutAt = Date.now();
-          agent!.link.sever();
+          if (agent!.link.sever() === 0) c.fail('the agent had no open link to cut: the fault did not happen');
           await c.hold(pastRequeue);
           agent!.link.restore();
           c.note(`link cut ${seconds(Date.now() - cutAt)}`);
@@ -362,14 +376,17 @@ export const rows: Row[] = [
         lines: 300,
         faultAtLine: 15,
         expectation: { status: 'cancelled', attempts: [1] },
-        async inject(c, { tenant, jobId }) {
+        async inject(c, { tenant, jobId, agents: [agent] }) {
+          const before = agent!.connections();
           const killedAt = Date.now();
           await c.sut.role('gateway').kill();
           const status = await cancelJob(tenant, jobId, 'fault suite: cancel while the gateway is down');
           c.note(`cancel answered ${status}`);
           if (status !== 202) c.fail(`cancel answered ${status}, expected 202`);
           await c.hold(4_000);
-          return { faultEnd: await restart(c, 'gateway', killedAt) };
+          const faultEnd = await restart(c, 'gateway', killedAt);
+          await reconnected(c, agent!, before, faultEnd);
+          return { faultEnd };
         },
         after(c, watch) {
           const runs = c.shared.ledger.runsOf(watch.jobId);

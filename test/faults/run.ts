@@ -54,7 +54,13 @@ process.on('exit', () => {
   ledger?.killLive();
 });
 
-async function cleanUp(keep: boolean): Promise<void> {
+let cleaning: Promise<void> | undefined;
+function cleanUp(keep: boolean): Promise<void> {
+  cleaning ??= cleanUpOnce(keep);
+  return cleaning;
+}
+
+async function cleanUpOnce(keep: boolean): Promise<void> {
   ledger?.killLive();
   await sut?.stop();
   await removeRepository?.();
@@ -63,10 +69,17 @@ async function cleanUp(keep: boolean): Promise<void> {
 }
 
 let interrupted = false;
+let interruptedAt = 0;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    if (interrupted) process.exit(130);
+    if (interrupted) {
+      // Under `npm run`, one Ctrl-C arrives twice (from the terminal and forwarded by npm): only a
+      // second press, a moment later, means "stop cleaning up and go".
+      if (Date.now() - interruptedAt > 2_000) process.exit(130);
+      return;
+    }
     interrupted = true;
+    interruptedAt = Date.now();
     log(`${signal}: stopping every process the suite started`);
     const forced = setTimeout(() => process.exit(130), 15_000);
     void cleanUp(true).finally(() => {

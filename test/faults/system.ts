@@ -107,7 +107,8 @@ export async function startSystemUnderTest(scratch: string, log: (line: string) 
   const keys = loadOrCreateDevKeys(path.join(dataDir, 'dev-auth'));
   const stopSteps: (() => Promise<void>)[] = [];
   const stop = async () => {
-    for (const step of stopSteps.reverse()) await step().catch((err: Error) => log(`cleanup: ${err.message}`));
+    // splice: a second stop (an interrupt during the first) finds nothing left to do.
+    for (const step of stopSteps.splice(0).reverse()) await step().catch((err: Error) => log(`cleanup: ${err.message}`));
   };
 
   try {
