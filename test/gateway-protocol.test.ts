@@ -387,25 +387,40 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
     ]);
   });
 
-  it('requeues a job the agent declines before starting it, without counting the attempt', async () => {
+  it('requeues a job the agent declines before starting it as a new run that does not count, and offers it to another agent first', async () => {
     const org = await orgWithAgentToken();
     const a = await connectedAgent(org.agentToken);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, maxAttempts: 1 });
     expect(await a.next('assignment')).toMatchObject({ jobId: job.id, attempt: 1 });
+    // Another agent with room is connected when the job comes back.
+    const b = await connectedAgent(org.agentToken);
     a.send({ $case: 'rejected', value: { jobId: job.id, attempt: 1, reason: 'disk full' } });
 
-    // Offered again as the same attempt: a decline is not a failure, even with maxAttempts 1.
-    expect(await a.next('assignment', 30_000)).toMatchObject({ jobId: job.id, attempt: 1 });
-    a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
+    // It goes to the other agent, as run 2: a (job, attempt) pair names one run. A decline is not
+    // a failure, so maxAttempts 1 does not end the job.
+    expect(await b.next('assignment', 30_000)).toMatchObject({ jobId: job.id, attempt: 2 });
+    b.start(job.id, 2);
+    b.finish(job.id, 2, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
     const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded');
-    expect(done.events.map((e) => [e.type, e.attempt])).toEqual([
-      ['created', 0],
-      ['assigned', 1],
-      ['requeued', 0],
-      ['assigned', 1],
-      ['succeeded', 1],
+    expect(done.events.map((e) => [e.type, e.attempt, e.agentId])).toEqual([
+      ['created', 0, null],
+      ['assigned', 1, a.agentId],
+      ['requeued', 1, null],
+      ['assigned', 2, b.agentId],
+      ['started', 2, b.agentId],
+      ['succeeded', 2, b.agentId],
     ]);
     expect(done.events[2]?.detail).toBe('given back by the agent: disk full');
+  });
+
+  it('offers a declined job to the same agent again, as a new run, when no other agent takes it', async () => {
+    const org = await orgWithAgentToken();
+    const a = await connectedAgent(org.agentToken);
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    expect(await a.next('assignment')).toMatchObject({ jobId: job.id, attempt: 1 });
+    a.send({ $case: 'rejected', value: { jobId: job.id, attempt: 1, reason: 'at capacity' } });
+    // Not at once: the announcement of its requeue passes this agent by; the next sweep does not.
+    expect(await a.next('assignment', 30_000)).toMatchObject({ jobId: job.id, attempt: 2 });
   });
 
   it('requeues the job of an agent that goes silent, and runs it again as attempt 2 elsewhere', async () => {

@@ -8,7 +8,7 @@
 // oldest first). Waiting costs little: every lock on a queued row lasts one short statement or
 // transaction, and a claim that waited on a row another dispatcher took re-checks it (PostgreSQL's
 // READ COMMITTED re-evaluation), finds it no longer queued and locks the next one in order.
-import { and, arrayContained, asc, eq, sql } from 'drizzle-orm';
+import { and, arrayContained, asc, eq, notInArray, sql } from 'drizzle-orm';
 import type { Executor } from './client.js';
 import { transitionWhere } from './jobs.repository.js';
 import { jobs, logLines, type JobRow } from './schema/index.js';
@@ -25,13 +25,15 @@ export interface DispatchCandidate {
  * waiting, the row carries that step's task token for the caller to complete; if not, the claim
  * step finds the job assigned when it starts and completes at once.
  */
-export async function claimNextJob(db: Executor, agent: DispatchCandidate): Promise<JobRow | undefined> {
+export async function claimNextJob(db: Executor, agent: DispatchCandidate, exclude: readonly string[] = []): Promise<JobRow | undefined> {
   // An agent without labels takes only jobs that ask for none.
   const labelsFit = agent.labels.length ? arrayContained(jobs.labels, [...agent.labels]) : sql`cardinality(${jobs.labels}) = 0`;
+  // Jobs this agent just declined go to other agents first.
+  const notDeclined = exclude.length ? notInArray(jobs.id, [...exclude]) : undefined;
   const next = db
     .select({ id: jobs.id })
     .from(jobs)
-    .where(and(eq(jobs.orgId, agent.orgId), eq(jobs.status, 'queued'), labelsFit))
+    .where(and(eq(jobs.orgId, agent.orgId), eq(jobs.status, 'queued'), labelsFit, notDeclined))
     .orderBy(sql`(${jobs.queueType} = 'rework') desc`, asc(jobs.createdAt), asc(jobs.id))
     .limit(1)
     .for('update');

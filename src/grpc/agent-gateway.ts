@@ -29,7 +29,7 @@ export class AgentGateway {
     private readonly log: Logger,
   ) {
     this.dispatcher = new Dispatcher(
-      (agent) => service.claimNext(agent),
+      (agent, exclude) => service.claimNext(agent, exclude),
       (err, context) => log.error({ err, ...context }, 'dispatch failed'),
     );
   }

@@ -219,13 +219,15 @@ export class AgentSession {
         case 'accepted':
           this.slots?.accepted({ jobId: payload.value.jobId, attempt: payload.value.attempt });
           return;
-        case 'rejected':
+        case 'rejected': {
+          const run = { jobId: payload.value.jobId, attempt: payload.value.attempt };
           try {
-            await this.service.rejected(ref, payload.value.jobId, payload.value.attempt, payload.value.reason);
+            await this.service.rejected(ref, run.jobId, run.attempt, payload.value.reason);
           } finally {
-            this.released(payload.value.jobId, payload.value.attempt);
+            this.slots?.declinedRun(run);
           }
           return;
+        }
         case 'started':
           if (this.slots?.awaitsAnswer({ jobId: payload.value.jobId, attempt: payload.value.attempt })) {
             return this.notice(NoticeCode.NOTICE_CODE_OUT_OF_ORDER, payload.value.jobId, payload.value.attempt, 'JobStarted before JobAccepted: accept the assignment first');

@@ -222,9 +222,9 @@ export class AgentGatewayService {
    * when nothing fits; a claim whose workflow has moved on (cancelled, timed out in the same
    * instant) is skipped, since that workflow ends the job itself.
    */
-  async claimNext(session: AgentSessionRef): Promise<Assignment | undefined> {
+  async claimNext(session: AgentSessionRef, exclude: readonly string[] = []): Promise<Assignment | undefined> {
     for (;;) {
-      const job = await claimNextJob(this.deps.db, session);
+      const job = await claimNextJob(this.deps.db, session, exclude);
       if (!job) return undefined;
       // Without a token the claim step has not started waiting yet; it will find the job assigned.
       if (job.claimTaskToken) {

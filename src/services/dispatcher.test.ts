@@ -103,4 +103,23 @@ describe('dispatch', () => {
     dispatcher.close(slots);
     expect(dispatcher.organisations.size).toBe(0);
   });
+
+  it('offers a job an agent declined to the other agents first, and to that agent again after', async () => {
+    const q = queue({ id: 'declined' });
+    const dispatcher = new Dispatcher(q.claimNext, noErrors);
+    const a = delivered();
+    const b = delivered();
+    const slotsA = dispatcher.open(agentRef(1), a.sink);
+    await slotsA.pump();
+    dispatcher.open(agentRef(2), b.sink);
+    // Agent 1 declines; the job is back in the queue and announced.
+    slotsA.declinedRun({ jobId: 'declined', attempt: 1 });
+    q.jobs.push({ id: 'declined' });
+    await dispatcher.offer(ORG, 'declined');
+    expect(b.got).toEqual(['declined']);
+    // Had nobody taken it, agent 1 could have it again now.
+    q.jobs.push({ id: 'declined' });
+    await dispatcher.sweep(ORG);
+    expect(a.got).toEqual(['declined', 'declined']);
+  });
 });

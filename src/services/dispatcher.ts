@@ -4,12 +4,16 @@
 // claim itself (one statement, dispatch order kept) is the gateway service's claimNext.
 import type { AgentSessionRef, Assignment, RunRef } from './agent-gateway.service.js';
 
+/** How long a decline keeps its job from the agent when no requeue announcement comes to lift it. */
+const DECLINE_LAPSES_MS = 60_000;
+
 /** What the dispatcher needs of an agent's connection: a way to hand it an assignment. */
 export interface AssignmentSink {
   deliver(assignment: Assignment): void;
 }
 
-export type ClaimNext = (agent: AgentSessionRef) => Promise<Assignment | undefined>;
+/** Claims the next job that fits the agent, other than the ones named. */
+export type ClaimNext = (agent: AgentSessionRef, exclude: readonly string[]) => Promise<Assignment | undefined>;
 
 /**
  * How a dispatch pass for one agent ended: it took work until it was full ('claimed'), it looked and
@@ -35,6 +39,13 @@ export class AgentSlots {
   private readonly unanswered = new Map<string, number>();
   /** Runs the agent accepted, or kept at Hello: every later Heartbeat must list them. */
   private readonly owed = new Map<string, number>();
+  /**
+   * Jobs the agent declined (job id → when): left out of its claims until the offer that follows
+   * the job's requeue is over, so other agents get the job first and a decline never comes straight
+   * back to the agent that made it. After that the job is like any queued job (the sweep may give it
+   * back to this agent if no other took it).
+   */
+  private readonly declined = new Map<string, number>();
   private pumping: Promise<PumpPass> | undefined;
   private pumpAgain = false;
   private open = true;
@@ -60,6 +71,17 @@ export class AgentSlots {
     if (this.unanswered.get(run.jobId) !== run.attempt) return;
     this.unanswered.delete(run.jobId);
     this.owed.set(run.jobId, run.attempt);
+  }
+
+  /** The agent declined the run: it goes back to the queue, for other agents first. */
+  declinedRun(run: RunRef): void {
+    this.declined.set(run.jobId, Date.now());
+    this.released(run);
+  }
+
+  /** The job's requeue has been offered to every agent: this one may take it again. */
+  forgetDecline(jobId: string): void {
+    this.declined.delete(jobId);
   }
 
   /** The run no longer takes a slot (the agent ended or declined it, or the server took it back). */
@@ -88,6 +110,8 @@ export class AgentSlots {
 
   /** A heartbeat's list (less the runs the server told it to drop) is the truth about its slots. */
   reconcile(listed: readonly RunRef[]): void {
+    // A decline whose requeue was never announced here (the notification was lost) lapses.
+    for (const [jobId, at] of this.declined) if (Date.now() - at > DECLINE_LAPSES_MS) this.declined.delete(jobId);
     this.running.clear();
     for (const run of listed) this.running.set(run.jobId, run.attempt);
     for (const [jobId, attempt] of this.unanswered) this.running.set(jobId, attempt);
@@ -130,9 +154,11 @@ export class AgentSlots {
       do {
         this.pumpAgain = false;
         while (this.hasRoom) {
-          const assignment = await this.claimNext(this.agent);
+          const excluded = [...this.declined.keys()];
+          const assignment = await this.claimNext(this.agent, excluded);
           if (!assignment) {
-            result = 'empty';
+            // Nothing for this agent; with jobs left out for it, agents like it may still find one.
+            result = excluded.length ? 'full' : 'empty';
             break;
           }
           claimed.push(assignment.jobId);
@@ -201,6 +227,14 @@ export class Dispatcher {
    * each announcement once did, cost a claim transaction per idle agent per job.)
    */
   async offer(orgId: string, jobId: string): Promise<void> {
+    try {
+      await this.offerInTurn(orgId, jobId);
+    } finally {
+      for (const slots of this.agents.values()) slots.forgetDecline(jobId);
+    }
+  }
+
+  private async offerInTurn(orgId: string, jobId: string): Promise<void> {
     for (const group of this.agentsWithRoom(orgId)) {
       const inTurn = this.inTurn(group);
       // An agent claiming already is asked last: joining it only queues one more pass, and what it

@@ -66,11 +66,12 @@ export class JobLifecycleService {
 
   /**
    * Back to the queue. A lost agent's attempt stays counted; an attempt the agent declined before
-   * starting is taken back (`uncount`), so the next claim numbers the same attempt again. The log
+   * starting (`declined`) keeps its number but is not counted against maxAttempts (workflows from
+   * before run numbers take its number back instead: `uncount`). The log
    * gets a line of the server's saying where the attempt ended and why, and the agent, if it is
    * still connected, is told to drop the run (which frees its slot at once).
    */
-  async requeue(jobId: string, reason: string, options: { uncount: boolean } = { uncount: false }): Promise<void> {
+  async requeue(jobId: string, reason: string, options: { uncount?: boolean; declined?: boolean } = {}): Promise<void> {
     const moved = await this.deps.db.transaction(async (tx) => {
       const before = await jobsRepo.findJobById(tx, jobId);
       const row = await jobsRepo.transition(
@@ -87,11 +88,12 @@ export class JobLifecycleService {
           reportedOutcome: null,
           stopRequest: null,
           ...(options.uncount ? { attempt: sql`greatest(${jobs.attempt} - 1, 0)` } : {}),
+          ...(options.declined ? { declinedAttempts: sql`${jobs.declinedAttempts} + 1` } : {}),
         },
         { type: 'requeued', detail: reason },
       );
       if (!row || !before) return undefined;
-      const what = options.uncount ? `attempt ${before.attempt} was not started` : `attempt ${before.attempt} ended without a result`;
+      const what = options.uncount || options.declined ? `attempt ${before.attempt} was not started` : `attempt ${before.attempt} ended without a result`;
       await logsRepo.appendServerLine(tx, jobId, `${what}: ${reason}; the job goes back to the queue`);
       return { row, before };
     });

@@ -14,7 +14,7 @@ import type { Publish } from './notifications.js';
 import type { JobWorkflows } from './workflow-ports.js';
 
 /** The job as callers see it: the row without the workflow's bookkeeping. */
-export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'stopRequest' | 'logSeqBase' | 'eventSeq' | 'timeouts'> & { cancelGraceSeconds: number };
+export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'stopRequest' | 'declinedAttempts' | 'logSeqBase' | 'eventSeq' | 'timeouts'> & { cancelGraceSeconds: number };
 export type JobEvent = JobEventRow;
 
 export interface SubmitJobInput {
@@ -48,7 +48,7 @@ export interface JobsServiceDeps {
 const DEFAULT_MAX_ATTEMPTS = 3;
 
 export function toJob(row: JobRow): Job {
-  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, stopRequest: _stop, logSeqBase: _base, eventSeq: _events, timeouts, ...job } = row;
+  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, stopRequest: _stop, declinedAttempts: _declined, logSeqBase: _base, eventSeq: _events, timeouts, ...job } = row;
   return { ...job, cancelGraceSeconds: Math.round(timeouts.cancelGraceMs / 1000) };
 }
 

@@ -30,8 +30,13 @@ export interface FinishJobInput {
 export interface RequeueJobInput {
   jobId: string;
   reason: string;
-  /** The attempt never began (declined by the agent): it does not count against maxAttempts. */
+  /**
+   * Workflows from before run numbers: the attempt never began (declined by the agent), so its
+   * number is taken back and the next run reuses it.
+   */
   uncount?: boolean;
+  /** The attempt never began (declined by the agent): it keeps its number but does not count against maxAttempts. */
+  declined?: boolean;
 }
 
 /**

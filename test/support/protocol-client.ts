@@ -128,6 +128,11 @@ export class ProtocolClient {
     }
   }
 
+  /** The messages of this kind received and not yet taken by next(). */
+  received<C extends Case>(kind: C): MessageOf<C>[] {
+    return this.inbox.filter((m) => m.$case === kind).map((m) => m.value as MessageOf<C>);
+  }
+
   /** Resolves with the status the server ended the stream with. */
   async closed(timeoutMs = 20_000): Promise<ServiceError | 'ok'> {
     const deadline = Date.now() + timeoutMs;

@@ -18,7 +18,10 @@ export const jobs = pgTable(
     status: jobStatusEnum('status').notNull().default('queued'),
     parentJobId: uuid('parent_job_id').references((): AnyPgColumn => jobs.id),
     labels: text('labels').array().notNull().default(sql`'{}'::text[]`),
+    // The run number: each assignment takes the next, so (job, attempt) names one run for good.
     attempt: integer('attempt').notNull().default(0),
+    // Runs an agent declined before starting them: they do not count against max_attempts.
+    declinedAttempts: integer('declined_attempts').notNull().default(0),
     maxAttempts: integer('max_attempts').notNull().default(3),
     agentId: uuid('agent_id'),
     exitCode: integer('exit_code'),
@@ -61,7 +64,7 @@ export const jobs = pgTable(
       .where(sql`${t.status} = 'queued'`),
     index('jobs_agent_idx').on(t.agentId).where(sql`${t.status} in ('assigned', 'running')`),
     index('jobs_repo_idx').on(t.repoId),
-    check('jobs_attempt_within_limit', sql`${t.attempt} >= 0 and ${t.attempt} <= ${t.maxAttempts}`),
+    check('jobs_attempt_within_limit', sql`${t.attempt} >= 0 and ${t.attempt} - ${t.declinedAttempts} <= ${t.maxAttempts}`),
     check('jobs_rework_has_parent', sql`(${t.queueType} = 'rework') = (${t.parentJobId} is not null)`),
   ],
 );

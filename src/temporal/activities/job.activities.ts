@@ -35,7 +35,7 @@ export function createJobActivities(deps: { lifecycle: JobLifecycleService }): J
       if (reported.kind === 'rejected') throw ApplicationFailure.create({ type: AGENT_REJECTED_FAILURE, message: reported.reason, nonRetryable: true });
       return reported;
     },
-    requeueJob: ({ jobId, reason, uncount }) => translated(() => lifecycle.requeue(jobId, reason, { uncount: uncount ?? false })),
+    requeueJob: ({ jobId, reason, uncount, declined }) => translated(() => lifecycle.requeue(jobId, reason, { uncount: uncount ?? false, declined: declined ?? false })),
     finishJob: ({ jobId, status, exitCode, reason }) => translated(() => lifecycle.finish(jobId, status, { exitCode, reason })),
     cancelOnAgent: (input) => translated(() => lifecycle.cancelOnAgent(input)),
     attemptStartedAt: (input) => translated(() => lifecycle.attemptStartedAt(input)),

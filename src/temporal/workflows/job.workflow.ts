@@ -63,6 +63,11 @@ const patches = {
    * job says cancelled.
    */
   agentLease: 'agent-lease',
+  /**
+   * A run the agent declined keeps its number (the next run takes the next one, so a (job, attempt)
+   * pair names one run) and is counted apart, not against maxAttempts.
+   */
+  runNumbers: 'run-numbers',
 } as const;
 
 type AttemptResult = JobOutcome | AttemptLoss | { kind: 'timed_out'; reason: string } | { kind: 'cancel_requested' };
@@ -212,6 +217,8 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
     }
   }
 
+  /** Runs declined by their agent before starting: numbered, but not counted against maxAttempts. */
+  let declined = 0;
   try {
     for (;;) {
       const claimed = await claim();
@@ -229,10 +236,15 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
         case 'timed_out':
           return await finish('timed_out', { reason: result.reason });
         case 'rejected':
-          await bookkeeping().requeueJob({ jobId, reason: result.reason, uncount: true });
+          if (patched(patches.runNumbers)) {
+            declined++;
+            await bookkeeping().requeueJob({ jobId, reason: result.reason, declined: true });
+          } else {
+            await bookkeeping().requeueJob({ jobId, reason: result.reason, uncount: true });
+          }
           break;
         case 'agent_lost':
-          if (claimed.attempt >= input.maxAttempts) {
+          if (claimed.attempt - declined >= input.maxAttempts) {
             return await finish('failed', { reason: `${result.reason}; gave up after ${claimed.attempt} attempts` });
           }
           await bookkeeping().requeueJob({ jobId, reason: result.reason });

@@ -439,8 +439,10 @@ export interface JobAccepted {
 
 /**
  * JobRejected says the agent gives an assigned job back. The job goes back to
- * the queue for another agent. Declined before JobStarted, the attempt is not
- * counted; given back after JobStarted (the agent is shutting down and stopped
+ * the queue, and is offered to other agents before this one again (this
+ * agent may get it back later, as a new run, if no other agent takes it).
+ * Declined before JobStarted, the attempt is not counted against the job's
+ * attempt limit; given back after JobStarted (the agent is shutting down and stopped
  * the run, or its lease ran out and it stopped the run), it counts like a
  * lost agent's, since the run did begin.
  */
@@ -664,7 +666,11 @@ export interface Welcome {
 export interface JobAssignment {
   /** The job. */
   jobId: string;
-  /** Which run of the job this is, from 1. Echoed in every message about it. */
+  /**
+   * Which run of the job this is, from 1. Echoed in every message about it.
+   * Every assignment of a job takes the next number, so (job_id, attempt)
+   * names one run for good, declined runs included.
+   */
   attempt: number;
   /** What the coding tool is asked to do. */
   prompt: string;
