@@ -83,9 +83,14 @@ export async function logPage(tenant: Tenant, jobId: string, after: number): Pro
   }
 }
 
-export async function cancelJob(tenant: Tenant, jobId: string, reason: string): Promise<number> {
-  const { response } = await tenant.api.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: tenant.orgId, jobId } }, body: { reason } });
-  return response.status;
+/** The cancel's HTTP status, or why it got none (a hung or refused request is a finding, not a crash). */
+export async function cancelJob(tenant: Tenant, jobId: string, reason: string): Promise<number | string> {
+  try {
+    const { response } = await tenant.api.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: tenant.orgId, jobId } }, body: { reason } });
+    return response.status;
+  } catch (err) {
+    return err instanceof Error && err.name === 'TimeoutError' ? `no answer within ${REQUEST_TIMEOUT_MS / 1000} s` : `an error (${String(err)})`;
+  }
 }
 
 /** The whole stored log as a user downloads it (`<at> <stream> <text>` a line), in order. */

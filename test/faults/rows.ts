@@ -381,21 +381,49 @@ export const rows: Row[] = [
           const killedAt = Date.now();
           await c.sut.role('gateway').kill();
           const status = await cancelJob(tenant, jobId, 'fault suite: cancel while the gateway is down');
-          c.note(`cancel answered ${status}`);
-          if (status !== 202) c.fail(`cancel answered ${status}, expected 202`);
+          c.note(`cancel request: ${status}`);
+          if (status !== 202) c.fail(`the cancel request got ${status}, expected 202`);
           await c.hold(4_000);
           const faultEnd = await restart(c, 'gateway', killedAt);
           await reconnected(c, agent!, before, faultEnd);
           return { faultEnd };
         },
-        after(c, watch) {
-          const runs = c.shared.ledger.runsOf(watch.jobId);
-          const stoppedAt = Math.max(...runs.map((run) => c.shared.ledger.lastAlive(run, Date.now())));
-          const shownAt = watch.terminalAt!;
-          if (shownAt >= stoppedAt) c.note(`command stopped ${seconds(shownAt - stoppedAt)} before the job was shown ${watch.status}`);
-          else c.note(`job shown ${watch.status} ${seconds(stoppedAt - shownAt)} before its command stopped`);
+        after: noteWhenStopped,
+      }),
+  },
+  {
+    id: 'cancel-temporal-down',
+    fault: 'cancel while the Temporal dev server is stopped, Temporal back 4 s later',
+    expected: 'the cancel is accepted and kept, reaches the run once Temporal is back, and the job ends cancelled',
+    deadlineMs: 60_000,
+    run: (ctx) =>
+      singleJob(ctx, {
+        lines: 300,
+        faultAtLine: 15,
+        expectation: { status: 'cancelled', attempts: [1] },
+        async inject(c, { tenant, jobId }) {
+          const stoppedAt = Date.now();
+          await c.sut.temporal.stop();
+          const status = await cancelJob(tenant, jobId, 'fault suite: cancel while Temporal is down');
+          c.note(`cancel request: ${status}`);
+          if (status !== 202) c.fail(`the cancel request got ${status}, expected 202`);
+          await c.hold(stoppedAt + 4_000 - Date.now());
+          await c.sut.temporal.start(settings.roleReadyTimeoutMs);
+          const faultEnd = Date.now();
+          c.note(`Temporal down ${seconds(faultEnd - stoppedAt)}`);
+          return { faultEnd };
         },
+        after: noteWhenStopped,
       }),
   },
   killEverything200,
 ];
+
+/** For the cancel rows: the command must have stopped before the job was shown ended. */
+function noteWhenStopped(ctx: RowContext, watch: JobWatch): void {
+  const runs = ctx.shared.ledger.runsOf(watch.jobId);
+  const stoppedAt = Math.max(...runs.map((run) => ctx.shared.ledger.lastAlive(run, Date.now())));
+  const shownAt = watch.terminalAt!;
+  if (shownAt >= stoppedAt) ctx.note(`command stopped ${seconds(shownAt - stoppedAt)} before the job was shown ${watch.status}`);
+  else ctx.note(`job shown ${watch.status} ${seconds(stoppedAt - shownAt)} before its command stopped`);
+}
