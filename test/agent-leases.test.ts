@@ -1,6 +1,7 @@
 // The lease rule of agent.v1 and the slots it decides, as a scripted agent over real gRPC sees them:
 // what Welcome promises, how every Heartbeat is answered, what the agent's own list of runs does to
 // its jobs and its slots, and how a run the server takes back is dropped.
+import { sql } from 'drizzle-orm';
 import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome, NoticeCode } from '../generated/proto/agent/v1/agent.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
@@ -142,5 +143,21 @@ describe.each(drivers)('agent leases on %s', (driver) => {
     await agent.next('finishedAck');
     const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded');
     expect(done).toMatchObject({ attempt: 1 });
+  });
+
+  it('completes a claim that never reached its workflow (the claiming gateway died in between), so the job is not stuck assigned', async () => {
+    const { agent, ...org } = await orgWithAgent({ capacity: 0, heartbeatMs: 300 });
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    const { db } = t.system.database;
+    // The workflow waits in its claim step…
+    const waiting = async () => ((await db.execute(sql`select 1 from jobs where id = ${job.id} and claim_task_token is not null`)) as unknown as { rows: unknown[] }).rows.length === 1;
+    while (!(await waiting())) await new Promise((resolve) => setTimeout(resolve, 50));
+    // …when a gateway claims the job in the database and dies before telling Temporal.
+    await db.execute(sql`update jobs set status = 'assigned', agent_id = ${agent.agentId}, attempt = 1, assigned_at = now() - interval '1 minute' where id = ${job.id}`);
+    agent.start(job.id, 1);
+    agent.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
+    await agent.next('finishedAck');
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded', 30_000);
+    expect(done).toMatchObject({ attempt: 1, exitCode: 0 });
   });
 });

@@ -4,7 +4,7 @@
 // writes on a job's hot path (dispatch, start, the workflow's tokens, the agent's outcome) are single
 // conditional statements rather than lock-then-update transactions: a job costs each of them one
 // round trip, and the row is locked only for that statement.
-import { and, asc, count, desc, eq, inArray, isNull, notInArray, sql, type AnyColumn, type SQL } from 'drizzle-orm';
+import { and, asc, count, desc, eq, inArray, isNotNull, isNull, notInArray, sql, type AnyColumn, type SQL } from 'drizzle-orm';
 import type { PgUpdateSetSource } from 'drizzle-orm/pg-core';
 import type { Executor } from './client.js';
 import { jobEvents, jobs, repositories, terminalJobStatuses, workflowStarts, type JobEventRow, type JobEventType, type JobRow, type JobStatus, type NewJobRow, type QueueType, type ReportedOutcome, type StopRequest } from './schema/index.js';
@@ -208,4 +208,26 @@ export async function recordStopRequest(db: Executor, jobId: string, request: St
     .where(and(eq(jobs.id, jobId), eq(jobs.attempt, request.attempt), inArray(jobs.status, ['assigned', 'running'])))
     .returning();
   return row;
+}
+
+/**
+ * Claims whose workflow never heard of them: the job is assigned (its claim step's token recorded)
+ * but the execute step has not recorded its token a while later, because the process that claimed
+ * it died before completing the claim on Temporal, or Temporal was away. Completing them again is
+ * harmless (Temporal refuses a second completion).
+ */
+export async function listStalledClaims(db: Executor, olderThanMs: number, limit: number): Promise<Pick<JobRow, 'id' | 'agentId' | 'attempt' | 'claimTaskToken'>[]> {
+  return db
+    .select({ id: jobs.id, agentId: jobs.agentId, attempt: jobs.attempt, claimTaskToken: jobs.claimTaskToken })
+    .from(jobs)
+    .where(
+      and(
+        inArray(jobs.status, ['assigned', 'running']),
+        isNotNull(jobs.claimTaskToken),
+        isNull(jobs.executeTaskToken),
+        sql`${jobs.assignedAt} < now() - ${`${olderThanMs} milliseconds`}::interval`,
+      ),
+    )
+    .orderBy(asc(jobs.assignedAt))
+    .limit(limit);
 }

@@ -15,6 +15,9 @@ export interface AgentGatewayOptions extends SessionSettings {
   sweepIntervalMs: number;
 }
 
+/** How long after its claim a job's workflow may take to start the execute step before the claim counts as lost. */
+const STALLED_CLAIM_MS = 15_000;
+
 export class AgentGateway {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly pending = new Set<AgentSession>();
@@ -113,6 +116,9 @@ export class AgentGateway {
       for (const orgId of this.dispatcher.organisations) {
         this.dispatcher.sweep(orgId).catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'));
       }
+      // A claim lost between the database and Temporal (its gateway died in between) is completed again.
+      const recovered = await this.service.recoverStalledClaims(STALLED_CLAIM_MS);
+      if (recovered) this.log.warn({ recovered }, 'completed claims that had not reached their workflows');
     } catch (err) {
       this.log.warn({ err }, 'gateway sweep failed');
     }

@@ -208,6 +208,26 @@ export class AgentGatewayService {
     return { session, reconciliation };
   }
 
+  /**
+   * Completes again the claim steps of jobs whose claim never reached their workflow (the claiming
+   * process died in between, or Temporal was away), so no job sits assigned while its workflow
+   * still waits for an agent. Returns how many claims this delivered (a claim the workflow already
+   * had is refused by Temporal, and not counted).
+   */
+  async recoverStalledClaims(olderThanMs: number): Promise<number> {
+    const stalled = await jobsRepo.listStalledClaims(this.deps.db, olderThanMs, 100);
+    const results = await Promise.all(
+      stalled.map(async (job) => {
+        if (!job.agentId || !job.claimTaskToken) return 'gone';
+        return this.deps.completions.completeClaim(job.claimTaskToken, { agentId: job.agentId, attempt: job.attempt }).catch((err: unknown): 'gone' => {
+          this.deps.log(`could not complete the stalled claim of job ${job.id}; will retry`, err);
+          return 'gone';
+        });
+      }),
+    );
+    return results.filter((result) => result === 'done').length;
+  }
+
   /** A gateway starts: every agent's silence counts from now at the earliest (see the lease rule). */
   async gatewayStarted(replica: string): Promise<void> {
     await agentsRepo.recordGatewayStart(this.deps.db, replica);
