@@ -2,6 +2,8 @@
 // status, the content type must match, the body must validate against the declared schema and the
 // required headers must be present. A mismatch fails the test that made the request.
 import fs from 'node:fs';
+import path from 'node:path';
+import { threadId } from 'node:worker_threads';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import formats from 'ajv-formats';
 import { parse } from 'yaml';
@@ -56,8 +58,23 @@ function resolveResponse(response: ResponseObject): { response: ResponseObject; 
 
 export class ContractViolation extends Error {}
 
-/** Which operations and statuses the suite has checked, to report coverage at the end. */
+/** Which operations and statuses this worker has checked. */
 export const checkedResponses = new Map<string, Set<number>>();
+
+/**
+ * Where every worker appends what it checked, one `<operationId> <status>` line each, for the coverage
+ * reporter (test/support/contract-coverage-reporter.ts) to read when the run ends; it names the folder.
+ */
+export const COVERAGE_DIR_VARIABLE = 'AGENT_JOBS_CONTRACT_COVERAGE_DIR';
+
+export function recordResponse(operationId: string, status: number): void {
+  const seen = checkedResponses.get(operationId) ?? new Set<number>();
+  if (seen.has(status)) return;
+  seen.add(status);
+  checkedResponses.set(operationId, seen);
+  const dir = process.env[COVERAGE_DIR_VARIABLE];
+  if (dir) fs.appendFileSync(path.join(dir, `${process.pid}-${threadId}.txt`), `${operationId} ${status}\n`);
+}
 
 export async function assertMatchesContract(method: string, url: string, response: Response): Promise<void> {
   const { pathname } = new URL(url);
@@ -95,9 +112,7 @@ export async function assertMatchesContract(method: string, url: string, respons
       }
     }
   }
-  const seen = checkedResponses.get(operation.operationId) ?? new Set<number>();
-  seen.add(response.status);
-  checkedResponses.set(operation.operationId, seen);
+  recordResponse(operation.operationId, response.status);
 }
 
 /**
@@ -136,10 +151,16 @@ export function assertFrameMatchesContract(frame: unknown): void {
   const validate = ajv.getSchema('openapi#/components/schemas/LogStreamFrame');
   if (!validate) throw new ContractViolation('cannot compile LogStreamFrame');
   if (!validate(frame)) throw new ContractViolation(`a log stream frame does not match openapi.yaml: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(frame).slice(0, 2000)}`);
+  // A frame only arrives over an upgraded connection: the upgrade answered 101.
+  recordResponse(STREAM_OPERATION, 101);
 }
+
+/** The WebSocket operation; its close codes are recorded beside its HTTP statuses. */
+export const STREAM_OPERATION = 'streamJobLogs';
 
 /** Checks a close code the server chose against `LogStreamCloseCode`. */
 export function assertCloseCodeInContract(code: number): void {
   const validate = ajv.getSchema('openapi#/components/schemas/LogStreamCloseCode');
   if (!validate?.(code)) throw new ContractViolation(`the log stream closed with ${code}, which openapi.yaml does not list`);
+  recordResponse(STREAM_OPERATION, code);
 }
