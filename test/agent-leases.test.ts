@@ -160,4 +160,21 @@ describe.each(drivers)('agent leases on %s', (driver) => {
     const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded', 30_000);
     expect(done).toMatchObject({ attempt: 1, exitCode: 0 });
   });
+
+  it('hands the workflow a report it never received (the gateway that recorded it died before telling Temporal)', async () => {
+    const { agent, ...org } = await orgWithAgent({ capacity: 1, heartbeatMs: 300 });
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    await agent.next('assignment');
+    agent.start(job.id, 1);
+    await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running');
+    const { db } = t.system.database;
+    const executing = async () => ((await db.execute(sql`select 1 from jobs where id = ${job.id} and execute_task_token is not null`)) as unknown as { rows: unknown[] }).rows.length === 1;
+    while (!(await executing())) await new Promise((resolve) => setTimeout(resolve, 50));
+    // The run's end is recorded, as a gateway does before it tells Temporal; this one dies first.
+    // The agent, unacknowledged, still lists the run, so no heartbeat timeout will come to the rescue.
+    await db.execute(sql`update jobs set reported_outcome = ${JSON.stringify({ kind: 'succeeded', exitCode: 0 })}::jsonb, assigned_at = now() - interval '1 minute' where id = ${job.id}`);
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded', 30_000);
+    expect(done).toMatchObject({ attempt: 1, exitCode: 0 });
+  });
 });
+

@@ -231,3 +231,25 @@ export async function listStalledClaims(db: Executor, olderThanMs: number, limit
     .orderBy(asc(jobs.assignedAt))
     .limit(limit);
 }
+
+/**
+ * Agents' reports recorded on jobs whose workflow has not acted on them: the report is on the row and
+ * the execute step waits (its token recorded), because the process that recorded it died before
+ * handing it to Temporal, or Temporal was away. Delivering them again is harmless (Temporal refuses
+ * a second completion). Jobs assigned in the last `olderThanMs` are left to the normal path.
+ */
+export async function listUndeliveredReports(db: Executor, olderThanMs: number, limit: number): Promise<Pick<JobRow, 'id' | 'executeTaskToken' | 'reportedOutcome'>[]> {
+  return db
+    .select({ id: jobs.id, executeTaskToken: jobs.executeTaskToken, reportedOutcome: jobs.reportedOutcome })
+    .from(jobs)
+    .where(
+      and(
+        inArray(jobs.status, ['assigned', 'running']),
+        isNotNull(jobs.reportedOutcome),
+        isNotNull(jobs.executeTaskToken),
+        sql`${jobs.assignedAt} < now() - ${`${olderThanMs} milliseconds`}::interval`,
+      ),
+    )
+    .orderBy(asc(jobs.assignedAt))
+    .limit(limit);
+}

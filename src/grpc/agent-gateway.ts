@@ -15,8 +15,11 @@ export interface AgentGatewayOptions extends SessionSettings {
   sweepIntervalMs: number;
 }
 
-/** How long after its claim a job's workflow may take to start the execute step before the claim counts as lost. */
-const STALLED_CLAIM_MS = 15_000;
+/**
+ * How long after its assignment a job's claim or its agent's report may take to reach the workflow
+ * before the sweep delivers it again (the process that should have died in between).
+ */
+const STALLED_STEP_MS = 15_000;
 
 export class AgentGateway {
   private readonly sessions = new Map<string, AgentSession>();
@@ -117,8 +120,9 @@ export class AgentGateway {
         this.dispatcher.sweep(orgId).catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'));
       }
       // A claim lost between the database and Temporal (its gateway died in between) is completed again.
-      const recovered = await this.service.recoverStalledClaims(STALLED_CLAIM_MS);
-      if (recovered) this.log.warn({ recovered }, 'completed claims that had not reached their workflows');
+      const claims = await this.service.recoverStalledClaims(STALLED_STEP_MS);
+      const reports = await this.service.redeliverReports(STALLED_STEP_MS);
+      if (claims || reports) this.log.warn({ claims, reports }, 'delivered claims and agent reports that had not reached their workflows');
     } catch (err) {
       this.log.warn({ err }, 'gateway sweep failed');
     }

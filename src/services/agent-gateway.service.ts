@@ -228,6 +228,28 @@ export class AgentGatewayService {
     return results.filter((result) => result === 'done').length;
   }
 
+  /**
+   * Hands the workflow again the agents' reports it never received (recorded on the job, but the
+   * process that recorded them died before telling Temporal), so a finished job does not wait for
+   * its heartbeat timeout to be noticed. Returns how many this delivered.
+   */
+  async redeliverReports(olderThanMs: number): Promise<number> {
+    const undelivered = await jobsRepo.listUndeliveredReports(this.deps.db, olderThanMs, 100);
+    const results = await Promise.all(
+      undelivered.map(async (job): Promise<CompletionResult> => {
+        const token = job.executeTaskToken;
+        const outcome = job.reportedOutcome;
+        if (!token || !outcome) return 'gone';
+        const deliver = outcome.kind === 'agent_lost' || outcome.kind === 'rejected' ? this.deps.completions.failExecution(token, outcome) : this.deps.completions.completeExecution(token, outcome);
+        return deliver.catch((err: unknown): 'gone' => {
+          this.deps.log(`could not deliver the report of job ${job.id}; will retry`, err);
+          return 'gone';
+        });
+      }),
+    );
+    return results.filter((result) => result === 'done').length;
+  }
+
   /** A gateway starts: every agent's silence counts from now at the earliest (see the lease rule). */
   async gatewayStarted(replica: string): Promise<void> {
     await agentsRepo.recordGatewayStart(this.deps.db, replica);
