@@ -71,13 +71,39 @@ try {
   await fs.writeFile(authFile, JSON.stringify({ auth: people.map(([name, secret]) => ({ name, fixedHeaders: [{ name: 'Authorization', value: `Bearer ${secret}` }] })) }));
 
   // schemathesis.toml, beside openapi.yaml, holds everything else; it names the organisation by this variable.
-  status = await run('schemathesis', ['run', 'openapi.yaml', '--url', system.httpUrl, '--auth-wfc', authFile, ...process.argv.slice(2)], { ...process.env, CONTRACT_ORG_ID: orgA });
+  const events = path.join(dataDir, 'schemathesis-events.ndjson');
+  const args = ['run', 'openapi.yaml', '--url', system.httpUrl, '--auth-wfc', authFile, '--report', 'ndjson', '--report-ndjson-path', events, ...process.argv.slice(2)];
+  status = await run('schemathesis', args, { ...process.env, CONTRACT_ORG_ID: orgA });
+  printCheckCounts(await fs.readFile(events, 'utf8').catch(() => ''));
 } finally {
   await system.stop();
   await admin(`drop database if exists ${database} with (force)`).catch(() => {});
   await fs.rm(dataDir, { recursive: true, force: true });
 }
 process.exit(status);
+
+/** Schemathesis prints cases, not checks: count each check's outcomes over every case from its event log. */
+function printCheckCounts(ndjson: string): void {
+  type Outcome = { name: string; status: string };
+  const counts = new Map<string, Map<string, number>>();
+  for (const line of ndjson.split('\n')) {
+    if (!line.startsWith('{"ScenarioFinished"')) continue;
+    // A scenario that errored before any request has no recorder.
+    const event = JSON.parse(line) as { ScenarioFinished: { recorder?: { checks?: Record<string, Outcome[]> } | null } };
+    for (const outcomes of Object.values(event.ScenarioFinished.recorder?.checks ?? {})) {
+      for (const { name, status } of outcomes) {
+        const byStatus = counts.get(name) ?? new Map<string, number>();
+        byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
+        counts.set(name, byStatus);
+      }
+    }
+  }
+  if (counts.size === 0) return;
+  console.log('\nChecks run, by outcome:');
+  for (const [name, byStatus] of [...counts].sort(([a], [b]) => a.localeCompare(b))) {
+    console.log(`  ${name.padEnd(30)} ${[...byStatus].map(([status, n]) => `${n} ${status}`).join(', ')}`);
+  }
+}
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   return new Promise((resolve, reject) => {
