@@ -79,6 +79,7 @@ const envSchema = z
     ORG_MAX_QUEUED_JOBS: positiveInt(10_000),
     AGENT_HEARTBEAT_INTERVAL: duration('10s'),
     DISPATCH_SWEEP_INTERVAL: duration('5s'),
+    GATEWAY_DRAIN_TIMEOUT: duration('10s'),
     LOG_STREAM_BUFFER_BYTES: positiveInt(512 * 1024, 64 * 1024 * 1024),
     LOG_STREAM_STALL_TIMEOUT: duration('30s'),
   })
@@ -139,6 +140,8 @@ export interface Config {
     heartbeatIntervalMs: number;
     /** How often each replica looks for work for its agents without being notified. */
     sweepIntervalMs: number;
+    /** How long a stopping gateway keeps agents' streams working after GoAway, for them to move. */
+    drainTimeoutMs: number;
   };
   logStream: {
     /** Bytes a viewer may have waiting to be sent before it is closed as too slow. */
@@ -205,7 +208,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       cancelGraceMs: e.JOB_CANCEL_GRACE,
       maxQueuedPerOrg: e.ORG_MAX_QUEUED_JOBS,
     },
-    agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL },
+    agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL, drainTimeoutMs: e.GATEWAY_DRAIN_TIMEOUT },
     logStream: { maxBufferedBytes: e.LOG_STREAM_BUFFER_BYTES, stallTimeoutMs: e.LOG_STREAM_STALL_TIMEOUT },
   };
 }

@@ -88,6 +88,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
         helloTimeoutMs: 10_000,
         maxLogBatchLines: 500,
         sweepIntervalMs: config.agents.sweepIntervalMs,
+        drainMs: config.agents.drainTimeoutMs,
       }, logger);
       await gateway.start();
       const grpc = await startGrpcEndpoint(config.host, config.grpcPort, (server) => gateway.register(server));

@@ -2,7 +2,7 @@
 // this replica holds, and carries what other replicas announce through the event bus to them (a
 // cancel or a drop for one of our agents, a revoked token, an agent that reconnected elsewhere).
 // Which agent gets which job is the dispatcher's business (src/services/dispatcher.ts).
-import { status, type Server } from '@grpc/grpc-js';
+import { Metadata, status, type Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { AgentServiceService, type AgentServiceServer } from '../../generated/proto/agent/v1/agent.js';
 import type { AgentGatewayService } from '../services/agent-gateway.service.js';
@@ -13,6 +13,8 @@ import { AgentSession, type AgentStream, type SessionSettings } from './agent-se
 export interface AgentGatewayOptions extends SessionSettings {
   /** How often every session looks for work even without a notification (a lost NOTIFY costs at most this). */
   sweepIntervalMs: number;
+  /** How long a stopping gateway keeps its streams working after GoAway, for agents to move. */
+  drainMs: number;
 }
 
 /**
@@ -27,6 +29,7 @@ export class AgentGateway {
   private readonly dispatcher: Dispatcher;
   private unsubscribe: (() => Promise<void>)[] = [];
   private sweep: NodeJS.Timeout | undefined;
+  private stopping = false;
 
   constructor(
     private readonly service: AgentGatewayService,
@@ -66,10 +69,14 @@ export class AgentGateway {
     this.sweep.unref();
   }
 
-  /** Tells every agent to reconnect elsewhere, then stops listening. */
+  /**
+   * Tells every agent to move to a new stream, refuses new ones, and waits (at most the drain
+   * window) until each has closed its stream here; then stops listening.
+   */
   async stop(): Promise<void> {
     clearInterval(this.sweep);
-    for (const session of [...this.sessions.values(), ...this.pending]) session.goAway('replica shutting down', 1000);
+    this.stopping = true;
+    await Promise.all([...this.sessions.values(), ...this.pending].map((session) => session.goAway('replica shutting down', 1000, this.options.drainMs)));
     await Promise.all(this.unsubscribe.map((u) => u().catch(() => {})));
     this.unsubscribe = [];
   }
@@ -79,6 +86,11 @@ export class AgentGateway {
   }
 
   private open(call: AgentStream): void {
+    // A stopping gateway takes no new stream: the agent's next try reaches another replica.
+    if (this.stopping) {
+      call.emit('error', { code: status.UNAVAILABLE, details: 'server going away: replica shutting down', metadata: new Metadata() });
+      return;
+    }
     const session = new AgentSession(
       call,
       this.service,

@@ -70,6 +70,7 @@ export class AgentSession {
   /** The LogBatch at the end of the queue, not yet being stored: later lines of its run join it. */
   private waitingBatch: { batch: LogBatch; text: number } | undefined;
   private closed = false;
+  private readonly whenClosed: (() => void)[] = [];
   private silence: NodeJS.Timeout | undefined;
 
   constructor(
@@ -115,11 +116,21 @@ export class AgentSession {
     this.slots.released({ jobId, attempt });
   }
 
-  /** Server going away: tell the agent to reconnect elsewhere, then end the stream. */
-  goAway(reason: string, reconnectAfterMs: number): void {
+  /**
+   * Server going away: tells the agent to open a new stream (elsewhere), assigns nothing more here,
+   * and keeps this stream working (logs, reports, acks) until the agent closes it or `drainMs` has
+   * passed, so the agent moves without a gap. Resolves once the stream has ended.
+   */
+  goAway(reason: string, reconnectAfterMs: number, drainMs: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
     this.slots?.drain();
     this.send({ $case: 'goAway', value: { reason, reconnectAfter: durationOf(reconnectAfterMs) } });
-    this.end(status.UNAVAILABLE, `server going away: ${reason}`);
+    const ended = new Promise<void>((resolve) => this.whenClosed.push(resolve));
+    const timer = setTimeout(() => this.end(status.UNAVAILABLE, `server going away: ${reason}`), drainMs);
+    void ended.then(() => clearTimeout(timer));
+    // Not yet welcomed: nothing to move, so no reason to wait.
+    if (!this.ref) this.end(status.UNAVAILABLE, `server going away: ${reason}`);
+    return ended;
   }
 
   end(code: status, message: string): void {
@@ -132,6 +143,7 @@ export class AgentSession {
   private close(): void {
     if (this.closed) return;
     this.closed = true;
+    for (const resolve of this.whenClosed.splice(0)) resolve();
     clearTimeout(this.silence);
     if (this.slots) this.dispatcher.close(this.slots);
     this.hooks.closed(this);

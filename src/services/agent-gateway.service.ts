@@ -200,6 +200,8 @@ export class AgentGatewayService {
         const stop = job.stopRequest?.attempt === job.attempt ? job.stopRequest : null;
         reconciliation.keep.push({ jobId: job.id, attempt: job.attempt, ackedSeq: Math.max(0, stored - job.logSeqBase), stop });
       } else {
+        // Counted even if it never started: an agent that keeps crashing while it prepares a job
+        // (a clone that kills it, say) must not retry it forever.
         await this.report(session, job.id, job.attempt, { kind: 'agent_lost', reason: 'the agent reconnected without this job (it restarted or lost it)' });
       }
     }

@@ -90,6 +90,8 @@ export async function startTestSystem(options: TestSystemOptions): Promise<TestS
     GRPC_PORT: '0',
     DATA_DIR: dataDir,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
+    // Tests stop systems with agents still connected: a short drain (a test that needs more sets it).
+    GATEWAY_DRAIN_TIMEOUT: '1s',
     ...(options.embeddedTemporalPort
       ? { TEMPORAL_DEV_PORT: String(options.embeddedTemporalPort) }
       : { TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_TASK_QUEUE: options.taskQueue ?? `jobs-${randomUUID()}` }),

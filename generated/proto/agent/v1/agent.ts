@@ -780,10 +780,14 @@ export interface JobFinishedAck {
 
 /**
  * GoAway says the server is draining (deploy, scale-in). It assigns no more
- * jobs on this stream. The agent opens a new stream (which the load balancer
- * routes to another replica), then closes this one; its runs go on
- * undisturbed and are reported in the new Hello. The server ends the stream
- * with UNAVAILABLE after a while if the agent does not.
+ * jobs on this stream, but the stream keeps working (log lines, reports,
+ * heartbeats and their acks) for a drain window, so the agent moves without
+ * a gap: it opens a new stream (which the load balancer routes to another
+ * replica: a draining replica refuses new streams with UNAVAILABLE), then
+ * closes this one once the new one is welcomed; its runs go on undisturbed
+ * and are reported in the new Hello. The server ends the stream with
+ * UNAVAILABLE when the drain window (10 s by default) has passed if the agent
+ * has not closed it by then.
  */
 export interface GoAway {
   /** Why, in words, for the agent's log. */
