@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../errors.js';
-import { decodeCursor, decodeNameCursor, encodeCursor, encodeNameCursor } from './cursor.js';
+import { bindCursor, cursorScope, decodeCursor, decodeNameCursor, encodeCursor, encodeNameCursor, unbindCursor } from './cursor.js';
 
 describe('list cursors', () => {
   it('round-trips the position of the last item shown', () => {
@@ -51,5 +51,34 @@ describe('name cursors', () => {
 
   it('is refused by the newest-first lists, whose cursors it cannot stand for', () => {
     expect(() => decodeCursor(encodeNameCursor({ name: 'web-app', id: '0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b' }))).toThrow(AppError);
+  });
+});
+
+describe('cursors bound to the listing that issued them', () => {
+  const org = '0b6f5a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b';
+  const position = encodeCursor({ createdAt: new Date('2026-11-25T10:00:00.123Z'), id: '1c7f6a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b' });
+  const scope = cursorScope('jobs', org, { status: ['running', 'queued'], queueType: 'backlog', repoId: undefined });
+
+  it('gives the position back to the same listing, however its filters are written', () => {
+    const bound = bindCursor(position, scope);
+    expect(bound).toMatch(/^[A-Za-z0-9_-]+$/);
+    expect(unbindCursor(bound, cursorScope('jobs', org.toUpperCase(), { queueType: 'backlog', status: ['queued', 'running', 'queued'] }))).toBe(position);
+  });
+
+  it.each([
+    ['another organisation', cursorScope('jobs', '2d8f6a9e-8f7c-4e2a-9d1b-3c4d5e6f7a8b', { status: ['running', 'queued'], queueType: 'backlog' })],
+    ['other filters', cursorScope('jobs', org, { status: ['running'], queueType: 'backlog' })],
+    ['a filter fewer', cursorScope('jobs', org, { status: ['running', 'queued'] })],
+    ['another list', cursorScope('repositories', org)],
+  ])('refuses it for %s as not a valid cursor', (_, other) => {
+    expect(() => unbindCursor(bindCursor(position, scope), other)).toThrow(
+      expect.objectContaining({ statusCode: 400, fieldErrors: [{ pointer: '/query/cursor', message: 'is not a valid cursor' }] }),
+    );
+  });
+
+  it('refuses a cursor edited by hand, or one without its check', () => {
+    const bound = bindCursor(position, scope);
+    const edited = `${bound.slice(0, 3)}${bound[3] === 'A' ? 'B' : 'A'}${bound.slice(4)}`;
+    for (const cursor of [edited, position, bound.slice(-22), 'x']) expect(() => unbindCursor(cursor, scope), cursor).toThrow(AppError);
   });
 });

@@ -1,6 +1,7 @@
 // Opaque keyset cursors: the sort key of the last item a page showed, (createdAt, id) for newest-first
 // lists and (name, id) for lists by name. Keyset rather than offset, so rows inserted while a client
 // pages never shift what it sees next.
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { InvalidArgumentError } from '../errors.js';
 
 export interface KeysetPosition {
@@ -48,4 +49,44 @@ export function decodeNameCursor(cursor: string): NamePosition {
   // Control characters (NUL above all, which PostgreSQL text refuses) are in no name we store.
   if (dot < 0 || !UUID.test(id) || name.length === 0 || /[\u0000-\u001f\u007f]/.test(name)) throw invalid();
   return { name, id: id.toLowerCase() };
+}
+
+/**
+ * What a cursor was issued for: the list, the organisation and the filters. A cursor is only good for
+ * the listing that made it; the page size may change between pages.
+ */
+export function cursorScope(list: string, orgId: string, filters: Record<string, string | readonly string[] | undefined> = {}): string {
+  const canonical = Object.entries(filters)
+    .filter((entry): entry is [string, string | readonly string[]] => entry[1] !== undefined)
+    .map(([name, value]) => [name, typeof value === 'string' ? value.toLowerCase() : [...new Set(value)].sort()] as const)
+    .sort(([a], [b]) => a.localeCompare(b));
+  return JSON.stringify([list, orgId.toLowerCase(), canonical]);
+}
+
+/** base64url of a 128-bit digest. */
+const TAG_LENGTH = 22;
+
+function tag(position: string, scope: string): string {
+  return createHash('sha256').update(scope).update('\0').update(position).digest().subarray(0, 16).toString('base64url');
+}
+
+/**
+ * Binds a position cursor to the scope it was issued for: a check over both is appended, so the
+ * cursor of another organisation's listing, of other filters or of another list, or one edited by
+ * hand, is refused as not valid rather than positioning a page by a foreign row. It is a check, not a
+ * signature: a client able to compute it gains nothing, since every read stays within its organisation.
+ */
+export function bindCursor(position: string, scope: string): string {
+  return `${position}${tag(position, scope)}`;
+}
+
+/** The position a bound cursor holds, if it was issued for `scope`. */
+export function unbindCursor(cursor: string, scope: string): string {
+  const position = cursor.slice(0, -TAG_LENGTH);
+  if (cursor.length <= TAG_LENGTH || !timingSafeEqualText(cursor.slice(-TAG_LENGTH), tag(position, scope))) throw invalid();
+  return position;
+}
+
+function timingSafeEqualText(a: string, b: string): boolean {
+  return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 }

@@ -1,4 +1,5 @@
 import type { ApiHandlers } from '../../../generated/openapi/handlers.js';
+import { bindCursor, cursorScope, unbindCursor } from '../../services/cursor.js';
 import type { Services } from '../../services/index.js';
 import type { RequestContext } from '../context.js';
 import { toWire } from '../wire.js';
@@ -21,14 +22,16 @@ export function jobHandlers({ jobs }: Services): JobHandlers {
     },
 
     async listJobs({ params, query }, ctx) {
+      // A cursor stands for this organisation and these filters only (openapi.yaml, Pagination).
+      const scope = cursorScope('jobs', params.orgId, { status: query.status, queueType: query.queueType, repoId: query.repoId });
       const page = await jobs.list(ctx.caller(), params.orgId, {
         statuses: query.status,
         queueType: query.queueType,
         repoId: query.repoId,
         limit: query.limit,
-        cursor: query.cursor,
+        cursor: query.cursor === undefined ? undefined : unbindCursor(query.cursor, scope),
       });
-      return { status: 200, body: { items: page.items.map(toWire), nextCursor: page.nextCursor } };
+      return { status: 200, body: { items: page.items.map(toWire), nextCursor: page.nextCursor && bindCursor(page.nextCursor, scope) } };
     },
 
     async getJob({ params }, ctx) {

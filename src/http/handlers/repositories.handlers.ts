@@ -1,4 +1,5 @@
 import type { ApiHandlers } from '../../../generated/openapi/handlers.js';
+import { bindCursor, cursorScope, unbindCursor } from '../../services/cursor.js';
 import type { Services } from '../../services/index.js';
 import type { RequestContext } from '../context.js';
 import { toWire } from '../wire.js';
@@ -13,8 +14,11 @@ export function repositoryHandlers({ repositories }: Services): RepositoryHandle
     },
 
     async listRepositories({ params, query }, ctx) {
-      const page = await repositories.list(ctx.caller(), params.orgId, { limit: query.limit, cursor: query.cursor });
-      return { status: 200, body: { items: page.items.map(toWire), nextCursor: page.nextCursor } };
+      // A cursor stands for this organisation's repository list only (openapi.yaml, Pagination).
+      const scope = cursorScope('repositories', params.orgId);
+      const cursor = query.cursor === undefined ? undefined : unbindCursor(query.cursor, scope);
+      const page = await repositories.list(ctx.caller(), params.orgId, { limit: query.limit, cursor });
+      return { status: 200, body: { items: page.items.map(toWire), nextCursor: page.nextCursor && bindCursor(page.nextCursor, scope) } };
     },
 
     async getRepository({ params }, ctx) {
