@@ -161,6 +161,21 @@ describe.each(drivers)('agent leases on %s', (driver) => {
     expect(done).toMatchObject({ attempt: 1, exitCode: 0 });
   });
 
+  it('delivers a claim whose claim step lost its activity (its worker died before recording it), so the job is not stuck assigned', async () => {
+    const { agent, ...org } = await orgWithAgent({ capacity: 0, heartbeatMs: 300 });
+    const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
+    const { db } = t.system.database;
+    const waiting = async () => ((await db.execute(sql`select 1 from jobs where id = ${job.id} and claim_task_token is not null`)) as unknown as { rows: unknown[] }).rows.length === 1;
+    while (!(await waiting())) await new Promise((resolve) => setTimeout(resolve, 50));
+    // The job is claimed in the database, and no token of the claim step is on record to complete it with.
+    await db.execute(sql`update jobs set status = 'assigned', agent_id = ${agent.agentId}, attempt = 1, assigned_at = now() - interval '1 minute', claim_task_token = null where id = ${job.id}`);
+    agent.start(job.id, 1);
+    agent.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
+    await agent.next('finishedAck');
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded', 30_000);
+    expect(done).toMatchObject({ attempt: 1, exitCode: 0 });
+  });
+
   it('hands the workflow a report it never received (the gateway that recorded it died before telling Temporal)', async () => {
     const { agent, ...org } = await orgWithAgent({ capacity: 1, heartbeatMs: 300 });
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });

@@ -211,10 +211,11 @@ export async function recordStopRequest(db: Executor, jobId: string, request: St
 }
 
 /**
- * Claims whose workflow never heard of them: the job is assigned (its claim step's token recorded)
- * but the execute step has not recorded its token a while later, because the process that claimed
- * it died before completing the claim on Temporal, or Temporal was away. Completing them again is
- * harmless (Temporal refuses a second completion).
+ * Claims whose workflow never heard of them: the job is assigned but its execute step has not
+ * recorded its token a while later, because the process that claimed it died before completing the
+ * claim step on Temporal, Temporal was away, or the claim step's activity was lost with its worker
+ * before it recorded its own token. Delivering them again is harmless (Temporal refuses a second
+ * completion; the workflow ignores a claim of a run it has claimed).
  */
 export async function listStalledClaims(db: Executor, olderThanMs: number, limit: number): Promise<Pick<JobRow, 'id' | 'agentId' | 'attempt' | 'claimTaskToken'>[]> {
   return db
@@ -223,7 +224,6 @@ export async function listStalledClaims(db: Executor, olderThanMs: number, limit
     .where(
       and(
         inArray(jobs.status, ['assigned', 'running']),
-        isNotNull(jobs.claimTaskToken),
         isNull(jobs.executeTaskToken),
         sql`${jobs.assignedAt} < now() - ${`${olderThanMs} milliseconds`}::interval`,
       ),

@@ -220,8 +220,11 @@ export class AgentGatewayService {
     const stalled = await jobsRepo.listStalledClaims(this.deps.db, olderThanMs, 100);
     const results = await Promise.all(
       stalled.map(async (job) => {
-        if (!job.agentId || !job.claimTaskToken) return 'gone';
-        return this.deps.completions.completeClaim(job.claimTaskToken, { agentId: job.agentId, attempt: job.attempt }).catch((err: unknown): 'gone' => {
+        if (!job.agentId) return 'gone';
+        const claim = { agentId: job.agentId, attempt: job.attempt };
+        // Without a token the claim step's activity never recorded one: the workflow takes the claim by signal.
+        const deliver = job.claimTaskToken ? this.deps.completions.completeClaim(job.claimTaskToken, claim) : this.deps.completions.signalClaim(job.id, claim);
+        return deliver.catch((err: unknown): 'gone' => {
           this.deps.log(`could not complete the stalled claim of job ${job.id}; will retry`, err);
           return 'gone';
         });

@@ -31,6 +31,8 @@ export interface JobStepCompletions {
   completeExecution(taskToken: string, outcome: JobOutcome): Promise<CompletionResult>;
   /** Ends the attempt without an outcome: the job goes back to the queue (a rejection does not count the attempt). */
   failExecution(taskToken: string, why: AttemptLoss): Promise<CompletionResult>;
+  /** Delivers a claim to a job's workflow by signal, for a claim step that lost its activity. */
+  signalClaim(jobId: string, claim: JobClaim): Promise<CompletionResult>;
   /** Records an agent heartbeat against the execute step: Temporal's heartbeat timeout is agent silence. */
   heartbeatExecution(taskToken: string): Promise<CompletionResult>;
 }

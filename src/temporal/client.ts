@@ -66,5 +66,14 @@ export function createJobStepCompletions(client: Client): JobStepCompletions {
         client.activity.fail(token(taskToken), ApplicationFailure.create({ type: kind === 'rejected' ? AGENT_REJECTED_FAILURE : AGENT_LOST_FAILURE, message: reason, nonRetryable: true })),
       ),
     heartbeatExecution: (taskToken) => settle(() => client.activity.heartbeat(token(taskToken))),
+    async signalClaim(jobId, claim) {
+      try {
+        await client.workflow.getHandle(jobId).signal(jobSignals.claimed, claim);
+        return 'done';
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) return 'gone';
+        throw err;
+      }
+    },
   };
 }

@@ -85,6 +85,12 @@ export const jobSignals = {
    * the job when the start deadline fires, and keep the handler for histories that carry the signal.
    */
   started: 'started',
+  /**
+   * A dispatcher claimed the job in the database but its claim never reached the claim step (the
+   * process died in between, or the claim step's activity was lost with its worker). Sent by the
+   * gateway's sweep; carries the JobClaim. Taken only for a run newer than the last one claimed.
+   */
+  claimed: 'claimed',
 } as const;
 
 export interface CancelRequest {

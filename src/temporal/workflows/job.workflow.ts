@@ -36,6 +36,7 @@ import type { AttemptLoss, JobOutcome } from '../../domain/job.js';
 
 export const cancelSignal = defineSignal<[CancelRequest]>(jobSignals.cancel);
 export const startedSignal = defineSignal<[StartedSignal]>(jobSignals.started);
+export const claimedSignal = defineSignal<[JobClaim]>(jobSignals.claimed);
 
 /** Error types an activity throws that no retry can fix (see errors.ts: AppError subclasses). */
 const NON_RETRYABLE = ['NotFoundError', 'InvalidArgumentError', 'ConflictError'];
@@ -80,6 +81,13 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
   setHandler(cancelSignal, (request) => {
     cancel ??= request;
   });
+  /** The run the workflow last claimed, and a claim the gateway's sweep delivered by signal. */
+  let lastClaimed = 0;
+  let recoveredClaim: JobClaim | undefined;
+  setHandler(claimedSignal, (claim) => {
+    // Run numbers only grow: a claim of a run already claimed is a late repeat.
+    if (claim.attempt > lastClaimed && claim.attempt > (recoveredClaim?.attempt ?? 0)) recoveredClaim = claim;
+  });
   setHandler(startedSignal, ({ attempt }) => {
     startedAttempts.add(attempt);
   });
@@ -113,8 +121,24 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
   async function claim(): Promise<JobClaim | 'cancel_requested'> {
     const scope = new CancellationScope();
     const claimed = scope.run(() => queue.claimJob(jobId));
-    const winner = await Promise.race([claimed, condition(cancelled).then(() => 'cancel_requested' as const)]);
-    if (winner !== 'cancel_requested') return winner;
+    const recovered = () => recoveredClaim !== undefined && recoveredClaim.attempt > lastClaimed;
+    const winner = await Promise.race([
+      claimed,
+      condition(cancelled).then(() => 'cancel_requested' as const),
+      // The claim step's activity may be lost (its worker died before it recorded its token): the
+      // claim the database holds, delivered by signal, stands instead.
+      condition(recovered).then(() => 'recovered' as const),
+    ]);
+    if (winner === 'recovered') {
+      scope.cancel();
+      void claimed.catch(() => undefined);
+      lastClaimed = recoveredClaim!.attempt;
+      return recoveredClaim!;
+    }
+    if (winner !== 'cancel_requested') {
+      lastClaimed = winner.attempt;
+      return winner;
+    }
     scope.cancel();
     // The claim may have landed at the same moment: finishJob tells whichever agent holds the job.
     await claimed.catch(() => undefined);
