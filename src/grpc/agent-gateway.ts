@@ -30,6 +30,8 @@ export class AgentGateway {
   private unsubscribe: (() => Promise<void>)[] = [];
   private sweep: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** A sweep's redelivery is under way (it talks to Temporal, which may be slow): the next sweep skips it. */
+  private redelivering = false;
 
   constructor(
     private readonly service: AgentGatewayService,
@@ -132,9 +134,16 @@ export class AgentGateway {
         this.dispatcher.sweep(orgId).catch((err: unknown) => this.log.error({ err, orgId }, 'dispatch failed'));
       }
       // A claim lost between the database and Temporal (its gateway died in between) is completed again.
-      const claims = await this.service.recoverStalledClaims(STALLED_STEP_MS);
-      const reports = await this.service.redeliverReports(STALLED_STEP_MS);
-      if (claims || reports) this.log.warn({ claims, reports }, 'delivered claims and agent reports that had not reached their workflows');
+      if (!this.redelivering) {
+        this.redelivering = true;
+        try {
+          const claims = await this.service.recoverStalledClaims(STALLED_STEP_MS);
+          const reports = await this.service.redeliverReports(STALLED_STEP_MS);
+          if (claims || reports) this.log.info({ claims, reports }, 'delivered claims and agent reports again that may not have reached their workflows');
+        } finally {
+          this.redelivering = false;
+        }
+      }
     } catch (err) {
       this.log.warn({ err }, 'gateway sweep failed');
     }

@@ -132,12 +132,21 @@ export class LogSequenceGapError extends ConflictError {
   }
 }
 
+/** How often one job's stalled claim or report is delivered again, at most. */
+const REDELIVERY_INTERVAL_MS = 30_000;
+
 /** How a workflow step completion is retried in the background while Temporal is away. */
 const COMPLETION_RETRY_MS = [500, 1000, 2000, 5000, 10_000, 20_000, 30_000];
 
 export class AgentGatewayService {
   /** Temporal heartbeats under way, by task token: one at a time each, so an outage piles none up. */
   private readonly pulsing = new Set<string>();
+  /**
+   * When this process last delivered a stalled claim or report again, by job: each is retried at
+   * most every REDELIVERY_INTERVAL_MS, so a slow workflow (its worker down, say) is not flooded with
+   * signals that each cost it a workflow task.
+   */
+  private readonly redelivered = new Map<string, number>();
 
   constructor(private readonly deps: { db: Database; completions: JobStepCompletions; log: (msg: string, err?: unknown) => void }) {}
 
@@ -217,7 +226,7 @@ export class AgentGatewayService {
    * had is refused by Temporal, and not counted).
    */
   async recoverStalledClaims(olderThanMs: number): Promise<number> {
-    const stalled = await jobsRepo.listStalledClaims(this.deps.db, olderThanMs, 100);
+    const stalled = this.due(await jobsRepo.listStalledClaims(this.deps.db, olderThanMs, 100));
     const results = await Promise.all(
       stalled.map(async (job) => {
         if (!job.agentId) return 'gone';
@@ -239,7 +248,7 @@ export class AgentGatewayService {
    * its heartbeat timeout to be noticed. Returns how many this delivered.
    */
   async redeliverReports(olderThanMs: number): Promise<number> {
-    const undelivered = await jobsRepo.listUndeliveredReports(this.deps.db, olderThanMs, 100);
+    const undelivered = this.due(await jobsRepo.listUndeliveredReports(this.deps.db, olderThanMs, 100));
     const results = await Promise.all(
       undelivered.map(async (job): Promise<CompletionResult> => {
         const token = job.executeTaskToken;
@@ -253,6 +262,15 @@ export class AgentGatewayService {
       }),
     );
     return results.filter((result) => result === 'done').length;
+  }
+
+  /** The jobs not delivered again within the last REDELIVERY_INTERVAL_MS, now marked as delivered. */
+  private due<T extends { id: string }>(jobs: T[]): T[] {
+    const now = Date.now();
+    for (const [jobId, at] of this.redelivered) if (now - at >= REDELIVERY_INTERVAL_MS) this.redelivered.delete(jobId);
+    const due = jobs.filter((job) => !this.redelivered.has(job.id));
+    for (const job of due) this.redelivered.set(job.id, now);
+    return due;
   }
 
   /** A gateway starts: every agent's silence counts from now at the earliest (see the lease rule). */
