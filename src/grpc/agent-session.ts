@@ -291,10 +291,6 @@ export class AgentSession {
   }
 
   /**
-   * Records the heartbeat, then acknowledges it (renewing the agent's lease only once the database
-   * has it), settles what the agent's list says, and takes the list as the truth about its slots.
-   */
-  /**
    * Records a run's end once every line up to its last_seq is stored, then acknowledges it. Until
    * then the JobFinished waits here (the agent resends it on a new stream anyway, having no ack).
    */
@@ -317,6 +313,10 @@ export class AgentSession {
     this.send({ $case: 'finishedAck', value: { jobId, attempt } });
   }
 
+  /**
+   * Records the heartbeat, then acknowledges it (renewing the agent's lease only once the database
+   * has it), settles what the agent's list says, and takes the list as the truth about its slots.
+   */
   private async heartbeat(ref: AgentSessionRef, seq: number, listed: readonly RunRef[]): Promise<void> {
     const runs = listed.map(({ jobId, attempt }) => ({ jobId, attempt }));
     const verdict = await this.service.heartbeat(ref, { runs, owed: this.slots?.owedRuns ?? [] });
