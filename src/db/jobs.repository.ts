@@ -192,11 +192,6 @@ export async function recordOutcome(db: Executor, jobId: string, holder: { orgId
   return row;
 }
 
-/** Updates bookkeeping columns that are no status change (task tokens, reported outcomes). */
-export async function updateJob(tx: Executor, jobId: string, patch: Partial<Pick<NewJobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome'>>): Promise<void> {
-  await tx.update(jobs).set(patch).where(eq(jobs.id, jobId));
-}
-
 /**
  * Records that the agent running this attempt was asked to stop it, while the attempt is live.
  * Returns the job (for its agent), or undefined when that attempt is no longer live.
