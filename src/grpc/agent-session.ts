@@ -43,6 +43,13 @@ class StreamEnded extends Error {
   }
 }
 
+/**
+ * Bytes of log text read from a stream and not yet stored: past this the server stops reading the
+ * stream (HTTP/2 flow control then holds the agent's writes) until storing catches up, so an agent
+ * sending faster than the database stores cannot grow the server's memory.
+ */
+export const MAX_UNSTORED_LOG_BYTES = 8 * 1024 * 1024;
+
 /** Batches stored as one (see receive) hold at most this many of Welcome's max_log_batch_lines… */
 const MERGED_BATCHES = 4;
 /** …and at most this much text: what one gRPC message may carry by default. */
@@ -70,6 +77,9 @@ export class AgentSession {
   /** The LogBatch at the end of the queue, not yet being stored: later lines of its run join it. */
   private waitingBatch: { batch: LogBatch; text: number } | undefined;
   private closed = false;
+  /** Log text read and not yet stored (see MAX_UNSTORED_LOG_BYTES); the stream is paused above it. */
+  private unstoredBytes = 0;
+  private paused = false;
   private readonly whenClosed: (() => void)[] = [];
   private silence: NodeJS.Timeout | undefined;
 
@@ -169,6 +179,7 @@ export class AgentSession {
       return;
     }
     const batch = payload.value;
+    this.holdBack(textLength(batch));
     const waiting = this.waitingBatch;
     if (
       waiting &&
@@ -184,10 +195,31 @@ export class AgentSession {
     }
     const entry = { batch: { ...batch, lines: [...batch.lines] }, text: textLength(batch) };
     this.waitingBatch = entry;
-    this.enqueue(() => {
+    this.enqueue(async () => {
       if (this.waitingBatch === entry) this.waitingBatch = undefined;
-      return this.handle({ payload: { $case: 'logBatch', value: entry.batch } });
+      try {
+        await this.handle({ payload: { $case: 'logBatch', value: entry.batch } });
+      } finally {
+        this.release(entry.text);
+      }
     });
+  }
+
+  /** Counts log text read and not stored, and stops reading the stream when there is too much. */
+  private holdBack(bytes: number): void {
+    this.unstoredBytes += bytes;
+    if (!this.paused && this.unstoredBytes > MAX_UNSTORED_LOG_BYTES) {
+      this.paused = true;
+      this.call.pause();
+    }
+  }
+
+  private release(bytes: number): void {
+    this.unstoredBytes -= bytes;
+    if (this.paused && this.unstoredBytes <= MAX_UNSTORED_LOG_BYTES / 2) {
+      this.paused = false;
+      this.call.resume();
+    }
   }
 
   private enqueue(work: () => Promise<void>): void {

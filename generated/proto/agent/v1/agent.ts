@@ -374,9 +374,15 @@ export interface ServerMessage {
 /** Hello introduces the agent. It must be the first message on the stream. */
 export interface Hello {
   /**
-   * Stable identifier of this agent: a uuid the agent generates the first
-   * time it runs and keeps (on disk) from then on, so that the server
-   * recognises a reconnecting agent and the jobs it still holds.
+   * Stable identifier of this agent: a uuid (RFC 4122 text form, any
+   * version) the agent generates the first time it runs and keeps (on disk)
+   * from then on, so that the server recognises a reconnecting agent and the
+   * jobs it still holds. An agent that restarts must make sure the processes
+   * of runs from its previous life are gone before it says Hello, and list
+   * only runs it still holds (the reference agent records each run's process
+   * group on disk and kills what it finds there at start). A Hello whose
+   * agent_id is not a uuid ends the stream with INVALID_ARGUMENT; an
+   * agent_id another organisation registered ends it with PERMISSION_DENIED.
    */
   agentId: string;
   /** Human-readable name, usually the host name. Shown to users; not unique. */
@@ -471,7 +477,12 @@ export interface JobStarted {
 /**
  * LogBatch carries consecutive log lines of one job run.
  *
- * Sequence numbers are per job run, start at 1 and have no gaps. Batches are
+ * Sequence numbers are per job run, start at 1 and have no gaps. (Readers of
+ * the job's log over HTTP see one job-wide numbering: each run's lines follow
+ * the previous run's, after a line of the server's saying how that run
+ * ended.) The agent resends from acked_seq + 1 after a new Welcome's LogAck
+ * and after NOTICE_CODE_LOG_SEQ_GAP, and may resend unacknowledged lines at
+ * any time. Batches are
  * sent in sequence order; a batch may repeat lines that were already sent
  * (after a reconnect, or when the agent is unsure what arrived): the server
  * stores each (job_id, seq) once and ignores repeats. A batch that would
@@ -599,6 +610,9 @@ export interface JobFinished {
   /**
    * Why the run failed or was cancelled, in words (e.g. "clone failed:
    * repository not found", "killed after cancel grace"). Empty on success.
+   * Free text for people, stored as the job's failureReason; the server
+   * parses nothing in it. When empty on a failure, the server writes
+   * "exited with code N", or "failed" without an exit code.
    */
   failureReason: string;
   /** When the run ended, by the agent's clock. */
@@ -636,8 +650,9 @@ export interface Welcome {
   maxLogBatchLines: number;
   /**
    * Jobs from Hello.running_jobs this agent no longer owns (cancelled, timed
-   * out or given to another agent while it was away). The agent kills them
-   * at once, without grace, drops their unacknowledged log lines and sends
+   * out or given to another agent while it was away), by job id: the run the
+   * agent listed for that job, whatever its attempt. The agent kills them at
+   * once, without grace, drops their unacknowledged log lines and sends
    * nothing more about them.
    */
   cancelJobIds: string[];
@@ -3654,11 +3669,32 @@ export const AgentServiceService = {
    * jobs. Tokens are created by an organisation admin and can be revoked;
    * revoking a token ends the live streams that use it.
    *
-   * Opening sequence: the agent's first message must be Hello; the server's
-   * first message is Welcome. The server then sends one LogAck for each job
-   * from Hello.running_jobs that the agent keeps (telling it where to resume
-   * its log), and from then on either side sends whenever it has something
-   * to say. Messages on one stream are processed in the order they are sent.
+   * Transport: the endpoint speaks plaintext HTTP/2 (h2c) on its port; an
+   * operator who needs TLS terminates it in front (an agent given an
+   * https:// address uses TLS). Messages are at most 4 MiB.
+   *
+   * Opening sequence: the agent's first message must be Hello, within 10 s
+   * of opening the stream; the server's first message is Welcome. The server
+   * then sends one LogAck for each job from Hello.running_jobs that the agent
+   * keeps (telling it where to resume its log), then a CancelJob for each of
+   * those it was asked to stop while the agent was away, and from then on
+   * either side sends whenever it has something to say. Messages on one
+   * stream are processed in the order they are sent. The first Heartbeat is
+   * due one heartbeat_interval after Welcome (Welcome itself renews the
+   * lease).
+   *
+   * After every new Welcome the agent sends again what the old stream may
+   * have lost: JobStarted of each run it has started and not finished (it has
+   * no ack; the server treats a repeat as one, and a run whose JobStarted
+   * never arrives is taken back at its start deadline), every log line after
+   * the kept run's LogAck, and JobFinished or JobRejected of runs that ended.
+   *
+   * Flow control: the server reads a stream only as fast as it stores log
+   * lines. With 8 MiB of log text read and not yet stored, it stops reading
+   * until half of it is stored, so HTTP/2 flow control holds the agent's
+   * writes; an agent should wait for its writes to drain rather than buffer
+   * without bound. The reference agent keeps at most four full batches per
+   * run unacknowledged.
    *
    * One stream per agent_id: when a new stream opens with the agent_id of a
    * live one (typically a reconnect after a network failure the server has
@@ -3709,11 +3745,32 @@ export interface AgentServiceServer extends UntypedServiceImplementation {
    * jobs. Tokens are created by an organisation admin and can be revoked;
    * revoking a token ends the live streams that use it.
    *
-   * Opening sequence: the agent's first message must be Hello; the server's
-   * first message is Welcome. The server then sends one LogAck for each job
-   * from Hello.running_jobs that the agent keeps (telling it where to resume
-   * its log), and from then on either side sends whenever it has something
-   * to say. Messages on one stream are processed in the order they are sent.
+   * Transport: the endpoint speaks plaintext HTTP/2 (h2c) on its port; an
+   * operator who needs TLS terminates it in front (an agent given an
+   * https:// address uses TLS). Messages are at most 4 MiB.
+   *
+   * Opening sequence: the agent's first message must be Hello, within 10 s
+   * of opening the stream; the server's first message is Welcome. The server
+   * then sends one LogAck for each job from Hello.running_jobs that the agent
+   * keeps (telling it where to resume its log), then a CancelJob for each of
+   * those it was asked to stop while the agent was away, and from then on
+   * either side sends whenever it has something to say. Messages on one
+   * stream are processed in the order they are sent. The first Heartbeat is
+   * due one heartbeat_interval after Welcome (Welcome itself renews the
+   * lease).
+   *
+   * After every new Welcome the agent sends again what the old stream may
+   * have lost: JobStarted of each run it has started and not finished (it has
+   * no ack; the server treats a repeat as one, and a run whose JobStarted
+   * never arrives is taken back at its start deadline), every log line after
+   * the kept run's LogAck, and JobFinished or JobRejected of runs that ended.
+   *
+   * Flow control: the server reads a stream only as fast as it stores log
+   * lines. With 8 MiB of log text read and not yet stored, it stops reading
+   * until half of it is stored, so HTTP/2 flow control holds the agent's
+   * writes; an agent should wait for its writes to drain rather than buffer
+   * without bound. The reference agent keeps at most four full batches per
+   * run unacknowledged.
    *
    * One stream per agent_id: when a new stream opens with the agent_id of a
    * live one (typically a reconnect after a network failure the server has
@@ -3756,11 +3813,32 @@ export interface AgentServiceClient extends Client {
    * jobs. Tokens are created by an organisation admin and can be revoked;
    * revoking a token ends the live streams that use it.
    *
-   * Opening sequence: the agent's first message must be Hello; the server's
-   * first message is Welcome. The server then sends one LogAck for each job
-   * from Hello.running_jobs that the agent keeps (telling it where to resume
-   * its log), and from then on either side sends whenever it has something
-   * to say. Messages on one stream are processed in the order they are sent.
+   * Transport: the endpoint speaks plaintext HTTP/2 (h2c) on its port; an
+   * operator who needs TLS terminates it in front (an agent given an
+   * https:// address uses TLS). Messages are at most 4 MiB.
+   *
+   * Opening sequence: the agent's first message must be Hello, within 10 s
+   * of opening the stream; the server's first message is Welcome. The server
+   * then sends one LogAck for each job from Hello.running_jobs that the agent
+   * keeps (telling it where to resume its log), then a CancelJob for each of
+   * those it was asked to stop while the agent was away, and from then on
+   * either side sends whenever it has something to say. Messages on one
+   * stream are processed in the order they are sent. The first Heartbeat is
+   * due one heartbeat_interval after Welcome (Welcome itself renews the
+   * lease).
+   *
+   * After every new Welcome the agent sends again what the old stream may
+   * have lost: JobStarted of each run it has started and not finished (it has
+   * no ack; the server treats a repeat as one, and a run whose JobStarted
+   * never arrives is taken back at its start deadline), every log line after
+   * the kept run's LogAck, and JobFinished or JobRejected of runs that ended.
+   *
+   * Flow control: the server reads a stream only as fast as it stores log
+   * lines. With 8 MiB of log text read and not yet stored, it stops reading
+   * until half of it is stored, so HTTP/2 flow control holds the agent's
+   * writes; an agent should wait for its writes to drain rather than buffer
+   * without bound. The reference agent keeps at most four full batches per
+   * run unacknowledged.
    *
    * One stream per agent_id: when a new stream opens with the agent_id of a
    * live one (typically a reconnect after a network failure the server has
