@@ -88,5 +88,7 @@ export function unbindCursor(cursor: string, scope: string): string {
 }
 
 function timingSafeEqualText(a: string, b: string): boolean {
-  return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
+  // Compare bytes, not characters: a cursor may hold any text, and timingSafeEqual throws on unequal lengths.
+  const [x, y] = [Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')];
+  return x.length === y.length && timingSafeEqual(x, y);
 }
