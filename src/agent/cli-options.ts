@@ -33,8 +33,8 @@ Options:
 Signals: SIGINT/SIGTERM stop taking jobs, stop running ones (SIGTERM, then SIGKILL
 after the job's cancel grace) and give them back to the server, which runs them again
 on another agent (the attempt counts); then exit 0. A second signal kills at once (130).
-Exit codes: 0 stopped by a signal, 1 the server refused the agent (e.g. revoked token),
-2 bad arguments or state directory.`;
+Exit codes: 0 stopped by a signal, 1 the server refused the agent (e.g. revoked token)
+or the address does not speak gRPC, 2 bad arguments or state directory.`;
 
 export interface ServerTarget {
   /** host:port as grpc-js takes it. */

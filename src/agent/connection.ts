@@ -55,6 +55,8 @@ export type ConnectionEnd = { kind: 'stopped' } | { kind: 'fatal'; code: status;
 
 /** Retrying cannot fix these: the token is bad or revoked, the Hello is wrong, or the agent id is another organisation's. */
 const FATAL_STATUSES = new Set<status>([status.UNAUTHENTICATED, status.INVALID_ARGUMENT, status.PERMISSION_DENIED]);
+/** Streams in a row ended by a protocol error, never welcomed, after which the address is taken for not gRPC at all. */
+const PROTOCOL_ERRORS_BEFORE_GIVING_UP = 3;
 /** A stream that gets no Welcome in this time is given up and retried. */
 const WELCOME_TIMEOUT_MS = 30_000;
 /** A session that lasted this long was healthy: the next failure starts the backoff from the bottom. */
@@ -121,6 +123,10 @@ export class AgentConnection {
   private sessionCount = 0;
   private stopping = false;
   private ended = false;
+  /** Some stream of this agent was welcomed once: the address does speak the protocol. */
+  private everWelcomed = false;
+  /** Streams in a row that ended in an HTTP/2 protocol error before any Welcome. */
+  private protocolErrors = 0;
   /** The lease the last Welcome named: reconnects are tried often enough to come back well within it. */
   private leaseMs: number | undefined;
   private resolveEnd: (end: ConnectionEnd) => void = () => {};
@@ -222,6 +228,7 @@ export class AgentConnection {
     const heartbeatMs = durationToMs(welcome.heartbeatInterval) || this.settings.heartbeatFallbackMs;
     session.leaseMs = durationToMs(welcome.leaseDuration) || undefined;
     this.leaseMs = session.leaseMs;
+    this.everWelcomed = true;
     agentLog.info('connected', {
       stream: session.sessionNumber,
       session: welcome.sessionId,
@@ -265,6 +272,16 @@ export class AgentConnection {
     if (this.stopping || this.ended) return;
 
     const code = streamStatus.code;
+    // A server that answers but does not speak gRPC (the HTTP port, say) will never welcome this
+    // agent: after a few tries in a row, say so and stop rather than retry forever.
+    if (!this.everWelcomed && /protocol error/i.test(streamStatus.details ?? '')) this.protocolErrors++;
+    else this.protocolErrors = 0;
+    if (this.protocolErrors >= PROTOCOL_ERRORS_BEFORE_GIVING_UP) {
+      const message = `${this.settings.target.address} does not speak gRPC (${streamStatus.details}): is it the control plane's gRPC port (GRPC_PORT, 50051 by default) rather than its HTTP port?`;
+      agentLog.error('not a gRPC endpoint; not retrying', { server: this.settings.target.address });
+      this.finish({ kind: 'fatal', code, message });
+      return;
+    }
     if (FATAL_STATUSES.has(code)) {
       const message = streamStatus.details || status[code];
       agentLog.error('the server refused this agent; not retrying', { code: status[code], message });

@@ -191,6 +191,13 @@ describe(`the reference agent on ${driver}`, () => {
     }
   });
 
+  it('stops with a clear message when pointed at the HTTP port instead of the gRPC one', async () => {
+    const org = await setup();
+    const wrong = await agent(org.agentToken, 'true', { server: new URL(t.url).host });
+    expect(await wrong.exited).toBe(1);
+    expect(wrong.output()).toMatch(/does not speak gRPC/);
+  });
+
   it('stops an agent whose token is revoked, and its job runs again elsewhere', async () => {
     const org = await setup();
     const revoked = await agent(org.agentToken, 'sleep 300');
