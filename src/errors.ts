@@ -105,7 +105,31 @@ export class ResourceExhaustedError extends AppError {
 }
 
 export class UnavailableError extends AppError {
-  constructor(message: string, cause?: unknown) {
-    super('unavailable', message, { cause });
+  /** Every 503 says when to try again (the contract requires Retry-After): by default at once, elsewhere. */
+  constructor(message: string, options: { cause?: unknown; retryAfterSeconds?: number } = {}) {
+    super('unavailable', message, { cause: options.cause, retryAfterSeconds: options.retryAfterSeconds ?? 1 });
   }
+}
+
+/** Socket errors of a dependency that is down or unreachable, as Node reports them. */
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH']);
+/** node-postgres's own words for a connection it lost or could not get from its pool. */
+const LOST_CONNECTION = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connection .* closed/i;
+
+/**
+ * Whether an unexpected error means the database (or another dependency) cannot be reached for the
+ * moment, rather than a bug: socket errors, PostgreSQL's connection exceptions (SQLSTATE class 08)
+ * and shutdown states (57P01-57P03), and a pool that lost its connection. Such a failure is
+ * answered as 503 with Retry-After, as the contract says, not as a 500. Follows `cause` chains
+ * (Drizzle wraps the driver's error).
+ */
+export function isDependencyUnavailable(err: unknown): boolean {
+  for (let current = err, depth = 0; current && depth < 5; depth++) {
+    const candidate = current as { code?: unknown; message?: unknown; cause?: unknown };
+    const code = typeof candidate.code === 'string' ? candidate.code : '';
+    if (UNREACHABLE_CODES.has(code) || code.startsWith('08') || ['57P01', '57P02', '57P03'].includes(code)) return true;
+    if (typeof candidate.message === 'string' && LOST_CONNECTION.test(candidate.message)) return true;
+    current = candidate.cause;
+  }
+  return false;
 }

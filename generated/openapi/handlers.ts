@@ -134,7 +134,7 @@ export type CreateJobResult =
   | { status: 415; body: Problem }
   | { status: 429; headers: { 'Retry-After': operations['createJob']['responses'][429]['headers']['Retry-After'] }; body: Problem }
   | { status: 431; body: Problem }
-  | { status: 503; body: Problem };
+  | { status: 503; headers: { 'Retry-After': operations['createJob']['responses'][503]['headers']['Retry-After'] }; body: Problem };
 
 /** Input of `listJobs` (GET /v1/orgs/{orgId}/jobs). */
 export type ListJobsInput = {
@@ -192,7 +192,7 @@ export type CancelJobResult =
   | { status: 414; body: Problem }
   | { status: 415; body: Problem }
   | { status: 431; body: Problem }
-  | { status: 503; body: Problem };
+  | { status: 503; headers: { 'Retry-After': operations['cancelJob']['responses'][503]['headers']['Retry-After'] }; body: Problem };
 
 /** Input of `listJobLogs` (GET /v1/orgs/{orgId}/jobs/{jobId}/logs). */
 export type ListJobLogsInput = {

@@ -902,9 +902,10 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description A dependency (database or Temporal) is unavailable. Retry later. */
+        /** @description A dependency (the database) is unreachable for the moment, or the replica is shutting down. Retry later; when the database is away, Retry-After says how long to wait. Nothing was changed. */
         ServiceUnavailable: {
             headers: {
+                "Retry-After": components["headers"]["RetryAfter"];
                 [name: string]: unknown;
             };
             content: {

@@ -3,7 +3,7 @@
 // Fastify's framework errors (bad URL, overlong path segment, no route, oversized headers) come here too.
 import http from 'node:http';
 import type { FastifyError } from 'fastify';
-import { AppError, errorCodes, problemType, type ErrorCode, type FieldError } from '../errors.js';
+import { AppError, errorCodes, isDependencyUnavailable, problemType, type ErrorCode, type FieldError } from '../errors.js';
 
 /**
  * Failures of HTTP framing itself, which no service raises and no other transport has, so they stay
@@ -109,8 +109,15 @@ export function renderProblem(err: unknown, instance: string, hints: ProblemHint
   if (fastifyError.statusCode === 400) {
     return { problem: build('invalid_argument', fastifyError.message ?? 'Bad request', instance), headers: {}, unexpected: false };
   }
+  // The database away for a moment is the client's to retry, as the contract's 503 says.
+  if (isDependencyUnavailable(err)) {
+    return { problem: build('unavailable', 'The database is unreachable for the moment; retry shortly', instance), headers: { 'retry-after': String(DEPENDENCY_RETRY_AFTER_SECONDS) }, unexpected: true };
+  }
   return { problem: build('internal', 'An unexpected error occurred', instance), headers: {}, unexpected: true };
 }
+
+/** What a 503 for an unreachable database asks clients to wait. */
+const DEPENDENCY_RETRY_AFTER_SECONDS = 5;
 
 /** Fastify names no type in its 415; the problem says which one was sent and which the operation takes. */
 function unsupportedMediaType(err: Partial<FastifyError>, hints: ProblemHints): string {

@@ -15,10 +15,10 @@ const EXEMPT: Record<string, Record<number, string>> = {
     1011: 'the internal-error close: no request makes the server fail on purpose',
     4408: 'the too-slow close is followed by dropping the socket, so whether a stuck client still reads it is timing; log-stream.test.ts checks the server closed the viewer as too slow (its metric) and that it resumes',
   },
-  // The jobs service no longer fails on an unreachable workflow (creation and cancels go through the
-  // outbox); 503 now only answers a request that reaches a replica while it shuts down, a race no test holds.
-  createJob: { 503: 'only while the replica shuts down (src/http/app.ts), a race' },
-  cancelJob: { 503: 'only while the replica shuts down (src/http/app.ts), a race' },
+  // 503 answers an unreachable database: test/database-outage.test.ts cuts the link to PostgreSQL, so
+  // only a run without a PostgreSQL server (PGlite runs in the process: no link to cut) lacks them.
+  createJob: { 503: 'produced only on PostgreSQL (test/database-outage.test.ts)' },
+  cancelJob: { 503: 'produced only on PostgreSQL (test/database-outage.test.ts)' },
 };
 
 type Spec = {

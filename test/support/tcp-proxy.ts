@@ -47,6 +47,12 @@ export async function startCuttableProxy(target: string): Promise<CuttableProxy>
     heal() {
       partitioned = false;
     },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    // Open connections would keep close() waiting for their ends: cut them first.
+    close: () =>
+      new Promise<void>((resolve) => {
+        partitioned = true;
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
   };
 }
