@@ -63,6 +63,8 @@ export const jobs = pgTable(
       .on(t.orgId, sql`(${t.queueType} = 'rework') desc`, t.createdAt, t.id)
       .where(sql`${t.status} = 'queued'`),
     index('jobs_agent_idx').on(t.agentId).where(sql`${t.status} in ('assigned', 'running')`),
+    // The gateways' sweep for claims and reports that never reached their workflows: live jobs by age.
+    index('jobs_live_assigned_idx').on(t.assignedAt).where(sql`${t.status} in ('assigned', 'running')`),
     index('jobs_repo_idx').on(t.repoId),
     check('jobs_attempt_within_limit', sql`${t.attempt} >= 0 and ${t.attempt} - ${t.declinedAttempts} <= ${t.maxAttempts}`),
     check('jobs_rework_has_parent', sql`(${t.queueType} = 'rework') = (${t.parentJobId} is not null)`),

@@ -1,0 +1,1 @@
+CREATE INDEX "jobs_live_assigned_idx" ON "jobs" USING btree ("assigned_at") WHERE "jobs"."status" in ('assigned', 'running');
