@@ -67,9 +67,9 @@ export class JobLifecycleService {
   /**
    * Back to the queue. A lost agent's attempt stays counted; an attempt the agent declined before
    * starting (`declined`) keeps its number but is not counted against maxAttempts (workflows from
-   * before run numbers take its number back instead: `uncount`). The log
-   * gets a line of the server's saying where the attempt ended and why, and the agent, if it is
-   * still connected, is told to drop the run (which frees its slot at once).
+   * before run numbers take its number back instead: `uncount`). The log gets a line of the
+   * server's saying where the attempt ended and why, and the agent, if it is still connected, is
+   * told to drop the run (which frees its slot at once).
    */
   async requeue(jobId: string, reason: string, options: { uncount?: boolean; declined?: boolean } = {}): Promise<void> {
     const moved = await this.deps.db.transaction(async (tx) => {
