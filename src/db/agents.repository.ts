@@ -165,9 +165,12 @@ export async function attemptLease(db: Executor, attempt: { jobId: string; agent
 }
 
 /** The live attempts of these jobs: who holds each (for a heartbeat naming runs the server may have moved). */
-export async function liveHolders(db: Executor, jobIds: string[]): Promise<{ id: string; agentId: string | null; attempt: number; status: JobRow['status'] }[]> {
+export async function liveHolders(db: Executor, jobIds: string[]): Promise<{ id: string; agentId: string | null; attempt: number; status: JobRow['status']; reported: boolean }[]> {
   if (jobIds.length === 0) return [];
-  return db.select({ id: jobs.id, agentId: jobs.agentId, attempt: jobs.attempt, status: jobs.status }).from(jobs).where(inArray(jobs.id, jobIds));
+  return db
+    .select({ id: jobs.id, agentId: jobs.agentId, attempt: jobs.attempt, status: jobs.status, reported: sql<boolean>`${jobs.reportedOutcome} is not null` })
+    .from(jobs)
+    .where(inArray(jobs.id, jobIds));
 }
 
 /** The jobs an agent holds now: assigned to it and not finished. */

@@ -352,8 +352,9 @@ export class AgentGatewayService {
       const holders = new Map((await agentsRepo.liveHolders(this.deps.db, others.map((r) => r.jobId).filter((id) => UUID.test(id)))).map((h) => [h.id, h]));
       for (const run of others) {
         const holder = holders.get(run.jobId);
-        // A run of its own that has ended (its JobFinished acknowledged, or on its way) is still its to report.
-        if (holder && holder.agentId === session.agentId && holder.attempt === run.attempt && isTerminalStatus(holder.status)) continue;
+        // A run of its own that it reported ended (its JobFinishedAck may be on its way) is still its
+        // to hold; one whose job ended without its report (timed out, cancelled) must stop.
+        if (holder && holder.agentId === session.agentId && holder.attempt === run.attempt && isTerminalStatus(holder.status) && holder.reported) continue;
         verdict.drop.push({ ...run, reason: holder ? 'the job is no longer this run\'s: it went back to the queue or to another agent' : 'no such job' });
       }
     }
