@@ -128,7 +128,13 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
       // The claim step's activity may be lost (its worker died before it recorded its token): the
       // claim the database holds, delivered by signal, stands instead.
       condition(recovered).then(() => 'recovered' as const),
-    ]);
+    ]).catch((err: unknown) => {
+      // A workflow task that ended the job as cancelled can fail to complete (it outlived its
+      // timeout on a busy worker): then the claim step may run against the ended job and fail, and
+      // the retried task sees that failure beside the cancel. The cancel decides.
+      if (cancelled()) return 'cancel_requested' as const;
+      throw err;
+    });
     if (winner === 'recovered') {
       scope.cancel();
       void claimed.catch(() => undefined);
@@ -182,7 +188,8 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
           if (isHeartbeatTimeout(err)) return 'silent';
           if (failureType(err) === AGENT_LOST_FAILURE) return { kind: 'agent_lost', reason: failureMessage(err) };
           if (failureType(err) === AGENT_REJECTED_FAILURE) return { kind: 'rejected', reason: failureMessage(err) };
-          if (isCancellation(err)) return { kind: 'cancel_requested' };
+          // Once a cancel is asked for, the step failing against the job it ended decides nothing.
+          if (isCancellation(err) || cancelled()) return { kind: 'cancel_requested' };
           throw err;
         },
       );

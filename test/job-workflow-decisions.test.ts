@@ -1,0 +1,83 @@
+// The job workflow's own decisions when its steps misbehave in ways the full system only shows on a
+// busy machine. The workflow runs on the real Temporal server; the test plays its activities, so it
+// can order events exactly as they happened in the incident each test is named for.
+import { randomUUID } from 'node:crypto';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
+import { JOB_WORKFLOW_TYPE, jobSignals, type FinishJobInput, type JobActivities, type JobWorkflowInput } from '../src/temporal/shared.js';
+
+let connection: NativeConnection;
+let client: Client;
+beforeAll(async () => {
+  connection = await NativeConnection.connect({ address: inject('temporalAddress') });
+  client = new Client({ connection: await Connection.connect({ address: inject('temporalAddress') }) });
+});
+afterAll(async () => {
+  await connection.close();
+  await client.connection.close();
+});
+
+function defer<T = void>() {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+const input = (jobId: string): JobWorkflowInput => ({
+  jobId,
+  maxAttempts: 3,
+  timeouts: { queueMs: 600_000, startMs: 600_000, runMs: 600_000, agentSilenceMs: 600_000, cancelGraceMs: 30_000 },
+});
+
+describe('the job workflow', () => {
+  it('ends a job cancelled when its claim step fails against the job the cancel already ended', async () => {
+    const taskQueue = `decisions-${randomUUID()}`;
+    const jobId = randomUUID();
+    const claimRunning = defer();
+    const claimMayFail = defer();
+    const finished: FinishJobInput[] = [];
+    const activities: Partial<JobActivities> = {
+      async claimJob(id) {
+        claimRunning.resolve();
+        await claimMayFail.promise;
+        // What awaitClaim answers for a job that is already cancelled.
+        throw ApplicationFailure.create({ type: 'ConflictError', message: `Job ${id} is cancelled, not queued`, nonRetryable: true });
+      },
+      async finishJob(request) {
+        finished.push(request);
+      },
+    };
+    // The claim step runs on a worker of its own; workflow workers only run the local bookkeeping,
+    // so one can be stopped while the claim step is in flight.
+    const activityWorker = await Worker.create({ connection, taskQueue, activities });
+    const workflowWorker = () =>
+      Worker.create({ connection, taskQueue, activities, enableNonLocalActivities: false, stickyQueueScheduleToStartTimeout: '1s', workflowBundle: { codePath: inject('workflowBundlePath') } });
+    const activityRun = activityWorker.run();
+
+    const first = await workflowWorker();
+    const firstRun = first.run();
+    const handle = await client.workflow.start(JOB_WORKFLOW_TYPE, { taskQueue, workflowId: jobId, args: [input(jobId)] });
+    await claimRunning.promise;
+    // The workflow's worker is gone (its task outlived its timeout), so the cancel and the claim
+    // step's failure reach the workflow together, in the task the next worker takes.
+    first.shutdown();
+    await firstRun;
+    await handle.signal(jobSignals.cancel, { reason: 'wrong repository' });
+    claimMayFail.resolve();
+    for (;;) {
+      const { events } = await handle.fetchHistory();
+      if (events?.some((e) => e.activityTaskFailedEventAttributes)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+
+    const second = await workflowWorker();
+    const ended = await second.runUntil(handle.result().catch((err: unknown) => (err instanceof WorkflowFailedError ? err : Promise.reject(err))));
+    activityWorker.shutdown();
+    await activityRun;
+
+    expect(ended).toBe('cancelled');
+    expect(finished).toEqual([{ jobId, status: 'cancelled', reason: 'wrong repository' }]);
+  });
+});
