@@ -1,5 +1,6 @@
 // The one way generated/ changes: every file there is rebuilt from openapi.yaml and contracts/.
 import { execFileSync } from 'node:child_process';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateOpenApi } from './generate-openapi.js';
 
@@ -10,6 +11,15 @@ function generateProto(): void {
   execFileSync('npx', ['--no-install', 'buf', 'generate'], { cwd: root, stdio: 'inherit' });
 }
 
+function generateGoProto(): void {
+  // agents/go/buf.gen.yaml uses protoc-gen-go and protoc-gen-go-grpc at pinned versions, built once
+  // through the Go module proxy into a cache folder; the script prints that folder, put first on PATH.
+  const pluginDir = execFileSync('bash', [path.join(root, 'agents/go/scripts/protoc-plugins.sh')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' }).trim();
+  const env = { ...process.env, PATH: `${pluginDir}${path.delimiter}${process.env.PATH ?? ''}` };
+  execFileSync('npx', ['--no-install', 'buf', 'generate', '--template', 'agents/go/buf.gen.yaml'], { cwd: root, stdio: 'inherit', env });
+}
+
 generateProto();
+generateGoProto();
 await generateOpenApi(root);
 console.log('generated/ is up to date with openapi.yaml and contracts/');
