@@ -1,0 +1,412 @@
+package main
+
+// One job run's processes: the clone, then the command, each in its own session (so its process
+// group can be signalled as a whole and outlives nothing it should not), with its output split into
+// lines and handed to the agent loop as events.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	pb "agent-jobs/agent-go/generated/agent/v1"
+)
+
+type stopKind int
+
+const (
+	stopNone     stopKind = iota
+	stopCancel            // CancelJob: JobFinished CANCELLED
+	stopGiveBack          // lease ran out or the agent is shutting down: JobRejected
+	stopDrop              // DropJob, Notice UNKNOWN_JOB, Welcome.cancel_job_ids: nothing more is said
+)
+
+// procControl is the part of a runner other goroutines touch: the stop request and the live group.
+type procControl struct {
+	mu        sync.Mutex
+	pgid      int
+	kind      stopKind
+	reason    string
+	killTimer *time.Timer
+	killed    bool
+	grace     time.Duration
+}
+
+// stop asks the run to stop: SIGTERM to the group, SIGKILL after grace (at once when grace is 0).
+// The first cause decides the outcome; a later one can only make the kill sooner.
+func (p *procControl) stop(kind stopKind, reason string, grace time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if kind == stopDrop {
+		grace = 0
+	}
+	if p.kind == stopNone {
+		p.kind, p.reason, p.grace = kind, reason, grace
+	} else {
+		if kind == stopDrop {
+			p.kind = stopDrop
+		}
+		if grace < p.grace {
+			p.grace = grace
+		}
+	}
+	p.signalLocked(grace)
+}
+
+func (p *procControl) signalLocked(grace time.Duration) {
+	if p.pgid <= 0 || p.kind == stopNone {
+		return
+	}
+	if grace <= 0 {
+		p.killLocked()
+		return
+	}
+	if p.killTimer == nil {
+		syscall.Kill(-p.pgid, syscall.SIGTERM)
+		pgid := p.pgid
+		p.killTimer = time.AfterFunc(grace, func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.pgid == pgid {
+				p.killLocked()
+			}
+		})
+	}
+}
+
+func (p *procControl) killLocked() {
+	if p.pgid > 0 {
+		syscall.Kill(-p.pgid, syscall.SIGKILL)
+		p.killed = true
+	}
+}
+
+func (p *procControl) state() (stopKind, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.kind, p.reason
+}
+
+// setGroup records the group of a process just started; a stop asked before it applies at once.
+func (p *procControl) setGroup(pgid int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pgid, p.killTimer, p.killed = pgid, nil, false
+	p.signalLocked(p.grace)
+}
+
+func (p *procControl) clearGroup() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.killTimer != nil {
+		p.killTimer.Stop()
+	}
+	p.pgid, p.killTimer = 0, nil
+}
+
+func (p *procControl) killNow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.killLocked()
+}
+
+// runner prepares and runs one job; it reports through events to the agent loop.
+type runner struct {
+	r       *run
+	asg     *pb.JobAssignment
+	command string
+	folder  string
+	store   runStore
+	events  chan<- event
+}
+
+func (x *runner) emit(stream pb.LogStream, text string) {
+	x.events <- event{kind: evLine, run: x.r, logStream: stream, text: text, at: time.Now()}
+}
+
+func (x *runner) system(text string) { x.emit(pb.LogStream_LOG_STREAM_SYSTEM, text) }
+
+func (x *runner) finish(res runResult) {
+	res.FinishedAt = time.Now()
+	x.events <- event{kind: evEnded, run: x.r, result: &res}
+}
+
+// stoppedResult is the result of a run stopped by a request, given how its process ended.
+func (x *runner) stoppedResult(kind stopKind, reason string, exitCode *int32, what string) runResult {
+	switch kind {
+	case stopGiveBack:
+		x.system(fmt.Sprintf("%s; stopped: the job goes back to the server (%s)", what, reason))
+		return runResult{GiveBack: true, Reason: reason}
+	default:
+		x.system(fmt.Sprintf("%s; %s", what, reason))
+		return runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_CANCELLED), ExitCode: exitCode, Reason: reason}
+	}
+}
+
+func (x *runner) run() {
+	ctl := x.r.ctl
+	if x.folder == "" {
+		x.system("agent error: the job id cannot name a folder")
+		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), Reason: "agent error: the job id cannot name a folder"})
+		return
+	}
+	x.system("preparing " + x.folder)
+	if err := prepareRunFolder(x.folder); err != nil {
+		x.system("agent error: " + err.Error())
+		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), Reason: "agent error: " + err.Error()})
+		return
+	}
+	repoDir := filepath.Join(x.folder, "repo")
+	repo := x.asg.GetRepository()
+	args := []string{"clone"}
+	if repo.GetDefaultBranch() != "" {
+		args = append(args, "--branch", repo.GetDefaultBranch())
+	}
+	args = append(args, "--depth", "1", "--", repo.GetCloneUrl(), repoDir)
+	shown := make([]string, len(args))
+	for i, a := range args {
+		shown[i] = a
+		if a == repo.GetCloneUrl() {
+			shown[i] = redactURL(a)
+		}
+	}
+	if kind, reason := ctl.state(); kind != stopNone {
+		x.finish(x.stoppedResult(kind, reason, nil, "stopped before the command started"))
+		return
+	}
+	x.system("$ git " + strings.Join(shown, " "))
+	gitEnv := append(withoutEnv(os.Environ(), "AGENT_TOKEN"), "GIT_TERMINAL_PROMPT=0")
+	var gitErr bytes.Buffer
+	exit, startErr := x.spawn("git", args, x.folder, gitEnv, pb.LogStream_LOG_STREAM_SYSTEM, pb.LogStream_LOG_STREAM_SYSTEM, &gitErr, nil)
+	if startErr != nil {
+		x.system("clone failed: could not run git: " + startErr.Error())
+		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), Reason: "clone failed: could not run git: " + startErr.Error()})
+		return
+	}
+	if kind, reason := ctl.state(); kind != stopNone {
+		x.finish(x.stoppedResult(kind, reason, nil, "stopped before the command started"))
+		return
+	}
+	if !exit.Success() {
+		detail := lastLine(gitErr.String())
+		if detail == "" {
+			detail = "git " + describeExit(exit)
+		}
+		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), Reason: "clone failed: " + detail})
+		return
+	}
+
+	env := withoutEnv(os.Environ(), "AGENT_TOKEN", "JOB_ID", "JOB_ATTEMPT", "JOB_PROMPT", "JOB_QUEUE", "JOB_REVISES_JOB_ID", "REPO_DIR", "REPO_URL", "REPO_BRANCH", "REPO_NAME")
+	queue := map[pb.JobQueue]string{pb.JobQueue_JOB_QUEUE_BACKLOG: "backlog", pb.JobQueue_JOB_QUEUE_REWORK: "rework"}[x.asg.GetQueue()]
+	env = append(env,
+		"JOB_ID="+x.asg.GetJobId(),
+		"JOB_ATTEMPT="+strconv.FormatUint(uint64(x.asg.GetAttempt()), 10),
+		"JOB_PROMPT="+x.asg.GetPrompt(),
+		"JOB_QUEUE="+queue,
+		"JOB_REVISES_JOB_ID="+x.asg.GetRevisesJobId(),
+		"REPO_DIR="+repoDir,
+		"REPO_URL="+repo.GetCloneUrl(),
+		"REPO_BRANCH="+repo.GetDefaultBranch(),
+		"REPO_NAME="+repo.GetName(),
+	)
+	quoted, _ := json.Marshal(x.command)
+	x.system("$ /bin/sh -c " + string(quoted))
+	exit, startErr = x.spawn("/bin/sh", []string{"-c", x.command}, repoDir, env, pb.LogStream_LOG_STREAM_STDOUT, pb.LogStream_LOG_STREAM_STDERR, nil, func() {
+		x.events <- event{kind: evStarted, run: x.r, at: time.Now()}
+	})
+	if startErr != nil {
+		x.system("agent error: could not run /bin/sh: " + startErr.Error())
+		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), Reason: "agent error: could not run /bin/sh: " + startErr.Error()})
+		return
+	}
+	var code *int32
+	if ws := exit.Sys().(syscall.WaitStatus); ws.Exited() {
+		c := int32(ws.ExitStatus())
+		code = &c
+	}
+	if kind, reason := ctl.state(); kind != stopNone {
+		x.finish(x.stoppedResult(kind, reason, code, describeExit(exit)))
+		return
+	}
+	x.system(describeExit(exit))
+	if code != nil && *code == 0 {
+		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_SUCCEEDED), ExitCode: code})
+		return
+	}
+	x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), ExitCode: code, Reason: describeExit(exit)})
+}
+
+// spawn runs one process in a new session, streams its output as lines and waits for it. Once it
+// has exited, what is left of its group is killed: a run leaves no process behind.
+func (x *runner) spawn(name string, args []string, dir string, env []string, outStream, errStream pb.LogStream, errCopy *bytes.Buffer, onStart func()) (*os.ProcessState, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Dir, cmd.Env = dir, env
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, err
+	}
+	pgid := cmd.Process.Pid
+	if werr := x.store.write(runRecord{JobID: x.r.jobID, Attempt: x.r.attempt, Pgid: pgid, Folder: x.folder}); werr != nil {
+		logWarn("cannot write the run record", "jobId", x.r.jobID, "error", werr)
+	}
+	x.r.ctl.setGroup(pgid)
+	if onStart != nil {
+		onStart()
+	}
+
+	var wg sync.WaitGroup
+	read := func(r *os.File, stream pb.LogStream, copyTo *bytes.Buffer) {
+		defer wg.Done()
+		splitter := newLineSplitter(0)
+		buf := make([]byte, 64*1024)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				if copyTo != nil && copyTo.Len() < 64*1024 {
+					copyTo.Write(buf[:n])
+				}
+				for _, line := range splitter.Push(buf[:n]) {
+					x.emit(stream, line)
+				}
+			}
+			if err != nil {
+				if err != io.EOF && !strings.Contains(err.Error(), "file already closed") {
+					logDebug("output read ended", "error", err)
+				}
+				break
+			}
+		}
+		for _, line := range splitter.End() {
+			x.emit(stream, line)
+		}
+	}
+	wg.Add(2)
+	go read(outR, outStream, nil)
+	go read(errR, errStream, errCopy)
+	state, _ := cmd.Process.Wait()
+
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(2 * time.Second):
+		// A process of the group (a daemon the command started) still holds a pipe.
+		x.r.ctl.killNow()
+		select {
+		case <-drained:
+		case <-time.After(2 * time.Second):
+			x.system("an output pipe is still held open by a process outside the job; no longer reading it")
+			outR.Close()
+			errR.Close()
+			<-drained
+		}
+	}
+	x.r.ctl.killNow() // whatever the command left running in its group
+	x.r.ctl.clearGroup()
+	outR.Close()
+	errR.Close()
+	return state, nil
+}
+
+func prepareRunFolder(folder string) error {
+	if err := os.RemoveAll(folder); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(folder, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(folder, runFolderMarker), nil, 0o644)
+}
+
+func withoutEnv(env []string, names ...string) []string {
+	out := make([]string, 0, len(env))
+outer:
+	for _, kv := range env {
+		for _, n := range names {
+			if strings.HasPrefix(kv, n+"=") {
+				continue outer
+			}
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func lastLine(text string) string {
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return ""
+}
+
+var signalNames = map[syscall.Signal]string{
+	syscall.SIGHUP: "SIGHUP", syscall.SIGINT: "SIGINT", syscall.SIGQUIT: "SIGQUIT", syscall.SIGILL: "SIGILL",
+	syscall.SIGABRT: "SIGABRT", syscall.SIGBUS: "SIGBUS", syscall.SIGFPE: "SIGFPE", syscall.SIGKILL: "SIGKILL",
+	syscall.SIGSEGV: "SIGSEGV", syscall.SIGPIPE: "SIGPIPE", syscall.SIGALRM: "SIGALRM", syscall.SIGTERM: "SIGTERM",
+	syscall.SIGUSR1: "SIGUSR1", syscall.SIGUSR2: "SIGUSR2",
+}
+
+func describeExit(state *os.ProcessState) string {
+	ws := state.Sys().(syscall.WaitStatus)
+	if ws.Exited() {
+		return fmt.Sprintf("exited with code %d", ws.ExitStatus())
+	}
+	if ws.Signaled() {
+		name, ok := signalNames[ws.Signal()]
+		if !ok {
+			name = fmt.Sprintf("signal %d", int(ws.Signal()))
+		}
+		return "killed by signal " + name
+	}
+	return "ended: " + state.String()
+}
+
+// redactURL masks credentials in a clone URL before it is logged.
+func redactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	userinfo, host, ok := strings.Cut(rest, "@")
+	if !ok || strings.Contains(userinfo, "/") {
+		return raw
+	}
+	user, _, hasPass := strings.Cut(userinfo, ":")
+	masked := ""
+	if user != "" {
+		masked = "***"
+	}
+	if hasPass {
+		masked += ":***"
+	}
+	return scheme + "://" + masked + "@" + host
+}
