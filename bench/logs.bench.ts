@@ -299,7 +299,7 @@ async function run(): Promise<BenchReport> {
       print(row, `; max ${fmt.ms(v.latency.max)} ms`);
       comparisons.push({ kind: 'limit', name: `latency p99, ${LATENCY_VIEWERS} viewers at ${LATENCY_RATE} lines/s`, value: row.p99, unit: 'ms', ceiling: LATENCY_P99_MAX_MS, informative: onlyShown });
       notes.push(
-        `- latency: the reference agent (src/agent/main.ts, its own process) ran a job printing ${LATENCY_RATE} lines/s for ${LATENCY_WARMUP_S} s of warm-up then ${LATENCY_S} s measured`,
+        `- latency: the reference agent (agents/typescript/src/main.ts, its own process) ran a job printing ${LATENCY_RATE} lines/s for ${LATENCY_WARMUP_S} s of warm-up then ${LATENCY_S} s measured`,
         `  (${expectedPrinted} lines, each carrying its print time by this machine's clock); ${opened.opened} viewers connected before the job started (handshake p50 ${fmt.ms(opened.handshake.p50)} ms).`,
         `  Print -> received over ${v.latency.count} line deliveries: p50 ${fmt.ms(v.latency.p50)} ms, p99 ${fmt.ms(v.latency.p99)} ms, max ${fmt.ms(v.latency.max)} ms. This includes the agent's`,
         `  batching (a line waits up to 20 ms for company) and the child process's own delay in reading its sockets.`,

@@ -1,4 +1,4 @@
-// Fails when generated/ (and agents/go/generated/) is not what `npm run generate` makes from the contracts: it regenerates and
+// Fails when generated/ (and agents/go/generated/, agents/typescript/generated/) is not what `npm run generate` makes from the contracts: it regenerates and
 // compares every file's hash before and after (no git needed), then lists what differed.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -10,6 +10,8 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const generated = path.join(root, 'generated');
 // The Go agent's stubs (agents/go/buf.gen.yaml) are generated from the same contracts.
 const generatedGo = path.join(root, 'agents', 'go', 'generated');
+// The TypeScript agent's stubs (the second output of buf.gen.yaml), inside its own package.
+const generatedTs = path.join(root, 'agents', 'typescript', 'generated');
 
 function snapshot(): Map<string, string> {
   const files = new Map<string, string>();
@@ -23,6 +25,7 @@ function snapshot(): Map<string, string> {
   };
   walk(generated);
   walk(generatedGo);
+  walk(generatedTs);
   return files;
 }
 

@@ -1,13 +1,13 @@
 // A lean agent.v1 agent that only prints: a real gRPC client over loopback (a connection of its own,
 // as an agent on another machine has) that takes one job, says accepted and started, and sends the
 // job's log the way the reference agent does: lines go into the reference agent's own LogOutbox
-// (src/agent/log-outbox.ts, so the same bound on unacknowledged lines) and leave as batches of the
-// reference agent's limits for Welcome's max_log_batch_lines (batchLimits in src/agent/agent.ts:
-// a few batches in flight, not waiting for each ack), pausing while the stream's buffer is full.
+// (the one export of its package, `@agent-jobs/agent/log-sending`, so the same bound on
+// unacknowledged lines) and leave as batches of the reference agent's limits for Welcome's
+// max_log_batch_lines (its batchLimits: a few batches in flight, not waiting for each ack), pausing
+// while the stream's buffer is full.
 // No child process, no pipe, no clone: what it measures is the gateway and the database.
 import { JobOutcome, LogStream, type JobAssignment, type RunningJob, type Welcome } from '../../generated/proto/agent/v1/agent.js';
-import { batchLimits } from '../../src/agent/agent.js';
-import { DEFAULT_OUTBOX_LIMITS, LogOutbox, type BatchLimits, type OutboxLimits } from '../../src/agent/log-outbox.js';
+import { batchLimits, DEFAULT_OUTBOX_LIMITS, LogOutbox, type BatchLimits, type OutboxLimits } from '@agent-jobs/agent/log-sending';
 import { BenchStreamAgent, type ServerPayload } from './bench-stream-agent.js';
 
 export interface PrintResult {

@@ -1,5 +1,6 @@
-// The reference agent as a real process (`node --import tsx src/agent/main.ts`, what `npm run agent`
-// runs), each with a state directory of its own and its own cuttable link to the gateways.
+// The reference agent as a real process (`node --import tsx agents/typescript/src/main.ts`, what
+// `npm run agent` runs), each with a state directory of its own and its own cuttable link to the
+// gateways.
 import fs from 'node:fs';
 import path from 'node:path';
 import { ManagedProcess } from './processes.js';
@@ -36,7 +37,7 @@ export async function startAgent(spec: AgentSpec): Promise<Agent> {
     name: `agent ${spec.name}`,
     file: process.execPath,
     args: [
-      '--import', 'tsx', path.join(root, 'src/agent/main.ts'),
+      '--import', 'tsx', path.join(root, 'agents/typescript/src/main.ts'),
       '--server', link.address,
       '--exec', spec.exec,
       '--state-dir', stateDir,

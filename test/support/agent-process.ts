@@ -35,7 +35,7 @@ export interface AgentOptions {
 
 export async function startAgent(options: AgentOptions): Promise<AgentProcess> {
   const stateDir = options.stateDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'agent-jobs-agent-')));
-  const args = ['--import', 'tsx', path.join(root, 'src/agent/main.ts'), '--server', options.server, '--exec', options.exec, '--state-dir', stateDir, '--heartbeat', '500ms'];
+  const args = ['--import', 'tsx', path.join(root, 'agents/typescript/src/main.ts'), '--server', options.server, '--exec', options.exec, '--state-dir', stateDir, '--heartbeat', '500ms'];
   if (options.name) args.push('--name', options.name);
   if (options.labels?.length) args.push('--labels', options.labels.join(','));
   if (options.capacity) args.push('--capacity', String(options.capacity));

@@ -3,7 +3,7 @@
 // after a jittered exponential backoff. Statuses that a retry cannot fix (a revoked token, for
 // instance) end the agent instead. What the messages mean is the SessionHandler's business.
 import { credentials, Metadata, status, type ChannelOptions, type ClientDuplexStream, type StatusObject } from '@grpc/grpc-js';
-import { AgentServiceClient, type AgentMessage, type Heartbeat, type Hello, type ServerMessage, type Welcome } from '../../generated/proto/agent/v1/agent.js';
+import { AgentServiceClient, type AgentMessage, type Heartbeat, type Hello, type ServerMessage, type Welcome } from '../generated/agent/v1/agent.js';
 import { agentLog } from './agent-log.js';
 import { DEFAULT_BACKOFF, fullJitterDelayMs, goAwayDelayMs, type BackoffPolicy } from './backoff.js';
 import type { ServerTarget } from './cli-options.js';

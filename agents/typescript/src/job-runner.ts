@@ -2,7 +2,7 @@
 // its own process group, its output line by line into the job's log, and an outcome. It knows
 // nothing of the stream: the agent feeds it cancellations and reads its result.
 import path from 'node:path';
-import { JobOutcome, JobQueue, LogStream, type JobAssignment, type Repository } from '../../generated/proto/agent/v1/agent.js';
+import { JobOutcome, JobQueue, LogStream, type JobAssignment, type Repository } from '../generated/agent/v1/agent.js';
 import { agentLog } from './agent-log.js';
 import { durationToMs, formatMs } from './durations.js';
 import { OutputCapture, type JobLogSink } from './output-capture.js';

@@ -1,7 +1,7 @@
 // What the agent holds and how it answers the server: the job runs it owns, their log outboxes, and
 // what each server message does to them. It writes only through the channel the connection hands
 // it at Welcome, so it never has to know whether a stream is up, being replaced or gone.
-import { JobOutcome, NoticeCode, type CancelJob, type Heartbeat, type Hello, type JobAssignment, type JobFinished, type JobRejected, type Notice, type RunningJob, type Welcome } from '../../generated/proto/agent/v1/agent.js';
+import { JobOutcome, NoticeCode, type CancelJob, type Heartbeat, type Hello, type JobAssignment, type JobFinished, type JobRejected, type Notice, type RunningJob, type Welcome } from '../generated/agent/v1/agent.js';
 import { agentLog } from './agent-log.js';
 import type { AgentPayload, OutboundChannel, SessionHandler, SessionPayload } from './connection.js';
 import { durationToMs, formatMs } from './durations.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LogStream } from '../../generated/proto/agent/v1/agent.js';
+import { LogStream } from '../generated/agent/v1/agent.js';
 import { LogOutbox } from './log-outbox.js';
 
 const wide = { maxLines: 1000, maxBytes: 1024 * 1024 };

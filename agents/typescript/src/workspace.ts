@@ -2,7 +2,7 @@
 // named for the job and attempt, so a retry never inherits a half-finished checkout.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Repository } from '../../generated/proto/agent/v1/agent.js';
+import type { Repository } from '../generated/agent/v1/agent.js';
 
 /** `<job_id>-<attempt>`, or undefined when the job id could escape the work directory. */
 export function runFolderName(jobId: string, attempt: number): string | undefined {

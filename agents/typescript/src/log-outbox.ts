@@ -9,7 +9,7 @@
 // itself full, and the reader of the child's output pauses until an ack makes room. Lines are
 // never dropped; the cap may be overshot by what one read of the pipes holds, and by the agent's
 // own few system lines, which are not held back.
-import type { LogBatch, LogLine, LogStream } from '../../generated/proto/agent/v1/agent.js';
+import type { LogBatch, LogLine, LogStream } from '../generated/agent/v1/agent.js';
 
 export interface OutboxLimits {
   maxUnackedLines: number;

@@ -1,5 +1,5 @@
 // Conversions between protobuf Durations (what the server sends) and the milliseconds timers use.
-import type { Duration } from '../../generated/proto/google/protobuf/duration.js';
+import type { Duration } from '../generated/google/protobuf/duration.js';
 
 /** Milliseconds in a Duration; undefined when the field was not set, so callers can fall back. */
 export function durationToMs(duration: Duration | undefined): number | undefined {

@@ -3,7 +3,7 @@
 // plane until a signal or a refusal ends it. See `--help` (cli-options.ts) for usage.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import packageJson from '../../package.json' with { type: 'json' };
+import packageJson from '../package.json' with { type: 'json' };
 import { Agent } from './agent.js';
 import { agentLog } from './agent-log.js';
 import { loadOrCreateAgentId, StateDirError } from './agent-identity.js';

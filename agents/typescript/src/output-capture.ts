@@ -2,7 +2,7 @@
 // Pausing is the backpressure: the pipe fills, the child blocks on write, and nothing is dropped
 // or buffered without bound.
 import type { Readable } from 'node:stream';
-import type { LogStream } from '../../generated/proto/agent/v1/agent.js';
+import type { LogStream } from '../generated/agent/v1/agent.js';
 import { LineSplitter } from './line-splitter.js';
 
 /** Where a run's lines go: the job's log outbox, seen through what the runner needs. */
