@@ -22,6 +22,8 @@ export interface Row {
   expected: string;
   /** The row needs the deadline API (split roles on PostgreSQL). */
   needsDeadlines?: boolean;
+  /** The row disturbs every other (it restarts a process they use): it runs alone, after the rest. */
+  exclusive?: (sut: SystemUnderTest) => boolean;
   run(ctx: RowContext): Promise<void>;
 }
 

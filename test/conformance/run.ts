@@ -183,17 +183,22 @@ async function main(): Promise<number> {
   fs.mkdirSync(path.join(scratch, 'rows'), { recursive: true });
   for (const row of selected) fs.mkdirSync(path.join(scratch, 'rows', row.id), { recursive: true });
 
-  // A pool of `concurrency` rows; results keep the rows' order.
+  // A pool of `concurrency` rows, then the exclusive ones alone; results keep the rows' order.
   const results: RowResult[] = new Array(selected.length);
+  const alone = (row: Row) => row.exclusive?.(shared.sut) ?? false;
+  const pooled = selected.map((row, index) => ({ row, index })).filter(({ row }) => !alone(row));
   let next = 0;
   await Promise.all(
-    Array.from({ length: Math.min(concurrency, selected.length) }, async () => {
-      while (next < selected.length && !interrupted) {
-        const index = next++;
-        results[index] = await runRow(selected[index]!, shared);
+    Array.from({ length: Math.min(concurrency, pooled.length) }, async () => {
+      while (next < pooled.length && !interrupted) {
+        const { row, index } = pooled[next++]!;
+        results[index] = await runRow(row, shared);
       }
     }),
   );
+  for (const [index, row] of selected.entries()) {
+    if (alone(row) && !interrupted) results[index] = await runRow(row, shared);
+  }
 
   const done = results.filter((r): r is RowResult => r !== undefined);
   process.stdout.write(`\n${renderTable(done)}\n`);
