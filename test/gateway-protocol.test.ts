@@ -12,7 +12,10 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
   const t = useTestSystem({ driver, env: { AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '4s', DISPATCH_SWEEP_INTERVAL: '1s' } });
   const clients: ProtocolClient[] = [];
   afterEach(() => {
+    // Whatever a test does, the server kept its side of agent.proto (see ProtocolClient.violations).
+    const violations = clients.flatMap((c) => c.violations);
     for (const c of clients.splice(0)) c.close();
+    expect(violations).toEqual([]);
   });
 
   async function orgWithAgentToken() {

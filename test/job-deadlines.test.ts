@@ -11,7 +11,10 @@ describe.each(drivers)('job deadlines on %s', (driver) => {
   const t = useTestSystem({ driver, env: { JOB_QUEUE_TIMEOUT: '3s', JOB_START_TIMEOUT: '2s', JOB_RUN_TIMEOUT: '4s', AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '4s' } });
   const clients: ProtocolClient[] = [];
   afterEach(() => {
+    // Whatever a test does, the server kept its side of agent.proto (see ProtocolClient.violations).
+    const violations = clients.flatMap((c) => c.violations);
     for (const c of clients.splice(0)) c.close();
+    expect(violations).toEqual([]);
   });
 
   async function orgWithAgent() {

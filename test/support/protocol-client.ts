@@ -1,5 +1,7 @@
 // A scriptable agent.v1 client for protocol tests: speaks the generated stubs over real gRPC and
-// lets a test read the server's messages one by one.
+// lets a test read the server's messages one by one. It also checks the server's side of the
+// protocol as a conforming agent would notice it (Welcome first and once, never more assignments than
+// the capacity, acks only for what it sent), and lists what the server got wrong in `violations`.
 import { randomUUID } from 'node:crypto';
 import { credentials, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { AgentServiceClient, type AgentMessage, type JobOutcome, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
@@ -23,15 +25,26 @@ export class ProtocolClient {
    * or accepted since, until rejected, dropped, or their JobFinished is acknowledged.
    */
   readonly held = new Map<string, { attempt: number; lastSeq: number }>();
+  /** Where the server broke agent.proto, as this client saw it; tests expect it empty. */
+  readonly violations: string[] = [];
+  private capacity = 0;
+  private welcomed = false;
+  /** Assignments not yet answered with JobAccepted or JobRejected, as `jobId/attempt`. */
+  private readonly unanswered = new Set<string>();
+  /** Runs whose JobFinished was sent, as `jobId/attempt`: a JobFinishedAck names one of them. */
+  private readonly reportedFinished = new Set<string>();
 
-  constructor(address: string, token: string | undefined, agentId: string = randomUUID()) {
+  /** `authorization` replaces the `Bearer <token>` header as a whole (to send malformed ones). */
+  constructor(address: string, token: string | undefined, agentId: string = randomUUID(), authorization?: string) {
     this.agentId = agentId;
     this.client = new AgentServiceClient(address, credentials.createInsecure());
     const metadata = new Metadata();
-    if (token) metadata.set('authorization', `Bearer ${token}`);
+    const header = authorization ?? (token ? `Bearer ${token}` : undefined);
+    if (header !== undefined) metadata.set('authorization', header);
     this.stream = this.client.connect(metadata);
     this.stream.on('data', (message: ServerMessage) => {
       if (message.payload) {
+        this.check(message.payload);
         this.inbox.push(message.payload);
         this.track(message.payload);
       }
@@ -49,6 +62,15 @@ export class ProtocolClient {
   }
 
   send(payload: AgentMessage['payload']): void {
+    switch (payload?.$case) {
+      case 'hello':
+        this.capacity = payload.value.capacity;
+        break;
+      case 'finished':
+        this.reportedFinished.add(`${payload.value.jobId}/${payload.value.attempt}`);
+        break;
+    }
+    if (payload?.$case === 'accepted' || payload?.$case === 'rejected') this.unanswered.delete(`${payload.value.jobId}/${payload.value.attempt}`);
     switch (payload?.$case) {
       case 'accepted':
         if (this.held.get(payload.value.jobId)?.attempt !== payload.value.attempt) this.held.set(payload.value.jobId, { attempt: payload.value.attempt, lastSeq: 0 });
@@ -78,11 +100,30 @@ export class ProtocolClient {
     return seq;
   }
 
+  /** What a conforming agent would find wrong with this server message. */
+  private check(payload: Payload): void {
+    const violation = (what: string) => this.violations.push(`${payload.$case}: ${what}`);
+    if (!this.welcomed && payload.$case !== 'welcome') violation('arrived before Welcome');
+    if (this.welcomed && payload.$case === 'welcome') violation('a second Welcome on one stream');
+    if (payload.$case === 'welcome') this.welcomed = true;
+    if (payload.$case === 'heartbeatAck' && payload.value.seq > this.heartbeatSeq) violation(`acks heartbeat ${payload.value.seq}, never sent`);
+    if (payload.$case === 'finishedAck' && !this.reportedFinished.has(`${payload.value.jobId}/${payload.value.attempt}`)) violation('acks a JobFinished never sent');
+    if (payload.$case === 'assignment') {
+      // The server counts the runs the agent holds and the assignments it has not answered.
+      const busy = new Set([...[...this.held].map(([jobId, run]) => `${jobId}/${run.attempt}`), ...this.unanswered]).size;
+      if (busy >= this.capacity) violation(`beyond capacity ${this.capacity} (${busy} held or unanswered)`);
+      this.unanswered.add(`${payload.value.jobId}/${payload.value.attempt}`);
+    }
+  }
+
   private track(payload: Payload): void {
     const forget = (jobId: string, attempt?: number) => {
       if (attempt === undefined || this.held.get(jobId)?.attempt === attempt) this.held.delete(jobId);
     };
-    if (payload.$case === 'finishedAck' || payload.$case === 'drop') forget(payload.value.jobId, payload.value.attempt);
+    if (payload.$case === 'finishedAck' || payload.$case === 'drop') {
+      forget(payload.value.jobId, payload.value.attempt);
+      this.unanswered.delete(`${payload.value.jobId}/${payload.value.attempt}`);
+    }
     if (payload.$case === 'welcome') for (const jobId of payload.value.cancelJobIds) forget(jobId);
   }
 
