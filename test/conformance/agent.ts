@@ -4,6 +4,7 @@
 // knows which agent it is: readiness is read from the server (listAgents), never from the agent's
 // output. Each agent reaches the gateway through a TCP proxy of its own, so a row can cut its link.
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { ManagedProcess, type ProcessExit } from '../faults/processes.js';
 import { startProxy, type Proxy } from '../faults/proxy.js';
@@ -15,6 +16,8 @@ export interface AgentUnderTest {
   /** The agent's network link: sever() cuts it while both ends live, setTargets() moves it. */
   link: Proxy;
   process: ManagedProcess;
+  /** TCP connections the agent has opened to its server address so far (its attempts to connect). */
+  connectionsMade(): number;
   /** The agent's own pid (the command is exec'd, so not a shell's). */
   readonly pid: number | undefined;
   readonly running: boolean;
@@ -60,8 +63,41 @@ function cliArgs(spec: AgentSpec, server: string): string[] {
   return args;
 }
 
+/**
+ * A forwarder in front of the link that counts the connections made through it: test/faults/proxy.ts
+ * counts only open ones, and "it tried, was refused, and did not try again" needs the total.
+ */
+async function countingForwarder(target: string): Promise<{ address: string; count(): number; close(): Promise<void> }> {
+  const port = Number(target.slice(target.lastIndexOf(':') + 1));
+  const sockets = new Set<net.Socket>();
+  let count = 0;
+  const server = net.createServer((client) => {
+    count++;
+    const upstream = net.connect(port, '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => socket.destroy());
+      socket.on('close', () => sockets.delete(socket));
+    }
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    count: () => count,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
 export async function launchAgent(spec: AgentSpec): Promise<AgentUnderTest> {
   const link = await startProxy(spec.gateways);
+  const counter = await countingForwarder(link.address);
   fs.mkdirSync(spec.stateDir, { recursive: true });
   fs.mkdirSync(path.dirname(spec.logFile), { recursive: true });
   const env = Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined && !entry[0].startsWith('AGENT_')));
@@ -71,7 +107,7 @@ export async function launchAgent(spec: AgentSpec): Promise<AgentUnderTest> {
     // The command may carry quotes and assignments; `exec` makes the agent the process the kit
     // signals, rather than a shell in front of it.
     file: '/bin/sh',
-    args: ['-c', `exec ${spec.command} "$@"`, 'agent', ...cliArgs(spec, link.address)],
+    args: ['-c', `exec ${spec.command} "$@"`, 'agent', ...cliArgs(spec, counter.address)],
     env,
     cwd: process.cwd(),
     logFile: spec.logFile,
@@ -84,6 +120,7 @@ export async function launchAgent(spec: AgentSpec): Promise<AgentUnderTest> {
     await start();
   } catch (err) {
     await proc.kill();
+    await counter.close();
     await link.close();
     throw err;
   }
@@ -92,6 +129,7 @@ export async function launchAgent(spec: AgentSpec): Promise<AgentUnderTest> {
     stateDir: spec.stateDir,
     link,
     process: proc,
+    connectionsMade: () => counter.count(),
     get pid() {
       return proc.pid;
     },
@@ -120,6 +158,7 @@ export async function launchAgent(spec: AgentSpec): Promise<AgentUnderTest> {
     async dispose() {
       // The whole group: whatever the agent left behind in it goes too.
       await proc.kill();
+      await counter.close();
       await link.close();
     },
   };

@@ -21,24 +21,27 @@ export const basicRows: Row[] = [
   {
     id: 'auth-missing-token',
     scenario: 'started with no AGENT_TOKEN (and no --token)',
-    expected: 'exits 2 (USAGE: a required setting is missing) without connecting or retrying',
+    expected: 'exits 2 (USAGE: a required setting is missing) without opening a connection',
     async run(ctx) {
       const org = await ctx.org();
       const agent = await ctx.agent(org, { token: null, waitConnected: false });
       const code = await exitOf(ctx, agent);
       if (code !== undefined) ctx.check(code === 2, `exited ${code}`);
-      ctx.check((await ctx.agentRecord(org, agent.name)) === undefined, (await ctx.agentRecord(org, agent.name)) ? 'the server welcomed it' : 'never welcomed');
+      ctx.check(agent.connectionsMade() === 0, `${agent.connectionsMade()} connection(s) to the server`);
     },
   },
   {
     id: 'auth-unknown-token',
     scenario: 'started with a well-formed token the server does not know',
-    expected: 'the server refuses it (UNAUTHENTICATED); exits 1 without retrying',
+    expected: 'connects, is refused (UNAUTHENTICATED), exits 1 without retrying',
     async run(ctx) {
       const org = await ctx.org();
       const agent = await ctx.agent(org, { token: `ajt_${randomBytes(24).toString('base64url')}`, waitConnected: false });
       const code = await exitOf(ctx, agent);
       if (code !== undefined) ctx.check(code === 1, `exited ${code}`);
+      // Without a connection the refusal was never heard: an agent that exits 1 for any reason would pass.
+      const made = agent.connectionsMade();
+      ctx.check(made >= 1, `${made} connection(s) to the server before it exited`);
       ctx.check((await ctx.agentRecord(org, agent.name)) === undefined, (await ctx.agentRecord(org, agent.name)) ? 'the server welcomed it' : 'never welcomed');
     },
   },
