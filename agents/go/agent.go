@@ -30,6 +30,7 @@ const (
 	stableStream        = 10 * time.Second
 	shutdownDrain       = 5 * time.Second
 	protocolErrorsLimit = 3
+	signalDebounce      = 300 * time.Millisecond
 )
 
 type evKind int
@@ -113,10 +114,11 @@ type agent struct {
 	leaseExpired   bool
 	batchLines     int
 
-	stopping   bool
-	drainUntil time.Time
-	done       bool
-	exitCode   int
+	stopping      bool
+	stoppingSince time.Time
+	drainUntil    time.Time
+	done          bool
+	exitCode      int
 }
 
 func newAgent(opts *options, agentID string, conn *grpc.ClientConn) *agent {
@@ -582,6 +584,9 @@ func (a *agent) connect() {
 	s, err := openStream(a.conn, a.opts.Token, a.streams, a.events)
 	if err != nil {
 		logWarn("cannot open a stream", "error", err)
+		if a.notSpeakingGRPC(nil, status.Convert(err)) {
+			return
+		}
 		a.scheduleReconnect()
 		return
 	}
@@ -629,21 +634,32 @@ func (a *agent) onStreamEnded(s *stream, err error) {
 		a.exit(1)
 		return
 	}
-	if !a.everWelcomed && !s.welcomed && (notGRPC.MatchString(st.Message()) || st.Code() == codes.Unimplemented || st.Code() == codes.Internal) {
-		a.protoErrors++
-		if a.protoErrors >= protocolErrorsLimit {
-			fmt.Fprintf(os.Stderr, "agent-jobs-agent-go: %s does not speak gRPC (%s): is it the control plane's gRPC port (GRPC_PORT, 50051 by default) rather than its HTTP port?\n", a.opts.Server.Address, st.Message())
-			a.exit(1)
-			return
-		}
-	} else {
-		a.protoErrors = 0
+	if a.notSpeakingGRPC(s, st) {
+		return
 	}
 	if a.cur == nil && a.opening == nil {
 		a.scheduleReconnect()
 	} else if a.opening == nil && a.cur != nil && a.cur.goneAway {
 		a.scheduleReconnect()
 	}
+}
+
+// notSpeakingGRPC counts streams in a row that failed in an HTTP/2 or gRPC protocol error before any
+// Welcome: a server that answers but does not speak gRPC (the HTTP port, say) will never welcome the
+// agent, so after a few it says so and exits 1 rather than retry forever.
+func (a *agent) notSpeakingGRPC(s *stream, st *status.Status) bool {
+	if a.everWelcomed || (s != nil && s.welcomed) || !(notGRPC.MatchString(st.Message()) || st.Code() == codes.Unimplemented || st.Code() == codes.Internal) {
+		a.protoErrors = 0
+		return false
+	}
+	a.protoErrors++
+	if a.protoErrors < protocolErrorsLimit {
+		return false
+	}
+	logError("not a gRPC endpoint; not retrying", "server", a.opts.Server.Address)
+	fmt.Fprintf(os.Stderr, "agent-jobs-agent-go: %s does not speak gRPC (%s): is it the control plane's gRPC port (GRPC_PORT, 50051 by default) rather than its HTTP port?\n", a.opts.Server.Address, st.Message())
+	a.exit(1)
+	return true
 }
 
 func (a *agent) exit(code int) {
@@ -699,6 +715,9 @@ func (a *agent) tick() {
 }
 
 func (a *agent) onSignal() {
+	if a.stopping && time.Since(a.stoppingSince) < signalDebounce {
+		return // the same signal twice: to the process and to its group (timeout(1), a shell's job control)
+	}
 	if a.stopping {
 		logWarn("second signal: killing every run now")
 		for _, r := range a.runs {
@@ -707,7 +726,7 @@ func (a *agent) onSignal() {
 		a.done, a.exitCode = true, 130
 		return
 	}
-	a.stopping = true
+	a.stopping, a.stoppingSince = true, time.Now()
 	logInfo("stopping: giving running jobs back to the server")
 	for _, r := range a.sortedRuns() {
 		if r.result == nil {

@@ -197,7 +197,7 @@ func (x *runner) run() {
 		return
 	}
 	if !exit.Success() {
-		detail := lastLine(gitErr.String())
+		detail := gitFailure(gitErr.String())
 		if detail == "" {
 			detail = "git " + describeExit(exit)
 		}
@@ -356,6 +356,16 @@ outer:
 		out = append(out, kv)
 	}
 	return out
+}
+
+// gitFailure is git's reason: its "fatal:" line when there is one, else its last line.
+func gitFailure(text string) string {
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "fatal: "); ok && rest != "" {
+			return rest
+		}
+	}
+	return lastLine(text)
 }
 
 func lastLine(text string) string {

@@ -102,9 +102,20 @@ func acquireStateLock(stateDir string) (release func(), err error) {
 	return nil, &stateDirError{fmt.Sprintf("cannot take %s: another agent is starting with the same --state-dir", file)}
 }
 
+// processAlive: a zombie (exited, not yet reaped, as a killed agent whose parent is gone may stay)
+// is not alive.
 func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		s := string(stat)
+		if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) && (s[i+2] == 'Z' || s[i+2] == 'X') {
+			return false
+		}
+	}
+	return true
 }
 
 // runRecord is one run on disk.
