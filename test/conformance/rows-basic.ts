@@ -118,6 +118,25 @@ export const basicRows: Row[] = [
     },
   },
   {
+    id: 'signal-dispositions',
+    scenario: 'a job whose command reports which signals it was started with ignored (SigIgn of a process it execs)',
+    expected: 'SIGHUP, SIGINT, SIGPIPE and SIGTERM at their defaults, as a shell would start it (an ignored signal is inherited by every process the command starts, and cannot be trapped again)',
+    async run(ctx) {
+      const org = await ctx.org();
+      await ctx.agent(org);
+      const done = await ctx.untilEnded(org, await ctx.submit(org, `grep '^SigIgn:' /proc/self/status`));
+      if (!done) return;
+      ctx.check(done.status === 'succeeded', `job ${ctx.describe(done)}`);
+      const line = (await ctx.stdout(org, done.id)).find((l) => l.startsWith('SigIgn:'));
+      if (!line) return ctx.fail('the command printed no SigIgn line');
+      const mask = BigInt(`0x${line.slice('SigIgn:'.length).trim()}`);
+      const ignored = Object.entries({ SIGHUP: 1, SIGINT: 2, SIGPIPE: 13, SIGTERM: 15 })
+        .filter(([, n]) => (mask >> BigInt(n - 1)) & 1n)
+        .map(([name]) => name);
+      ctx.check(ignored.length === 0, ignored.length === 0 ? 'none of them ignored' : `started with ${ignored.join(', ')} ignored`);
+    },
+  },
+  {
     id: 'exit-0',
     scenario: 'a job whose command exits 0',
     expected: 'succeeded, exitCode 0, attempt 1',
