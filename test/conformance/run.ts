@@ -28,7 +28,7 @@
 //
 // Output. A Markdown table (row, scenario, expected, observed, pass) on stdout; progress on
 // stderr. Exit 0 when every row that ran passed, 1 otherwise (2 for bad arguments). Rows run four
-// at a time; the whole kit takes about three minutes on two cores against the TypeScript agent.
+// at a time; the whole kit takes about a minute on two cores (system start-up included).
 //
 //   DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres \
 //     npm run conformance -- --agent 'node --import tsx /path/to/agents/typescript/src/main.ts'
