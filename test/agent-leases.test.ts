@@ -5,6 +5,7 @@ import { sql } from 'drizzle-orm';
 import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome, NoticeCode } from '../generated/proto/agent/v1/agent.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
+import { LogStreamViewer } from './support/log-stream-client.js';
 import { ProtocolClient } from './support/protocol-client.js';
 import { drivers, useTestSystem } from './support/system.js';
 
@@ -68,7 +69,7 @@ describe.each(drivers)('agent leases on %s', (driver) => {
     expect(await agent.next('assignment', 30_000)).toMatchObject({ jobId: job.id, attempt: 2 });
   });
 
-  it('puts back at once a run the agent accepted but no longer lists, counting the attempt, and marks the attempt in the log', async () => {
+  it('puts back at once a run the agent accepted but no longer lists, counting the attempt, and marks the attempt in the log, each line with its run', async () => {
     const { agent, ...org } = await orgWithAgent({ capacity: 1 });
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     await agent.next('assignment');
@@ -91,11 +92,21 @@ describe.each(drivers)('agent leases on %s', (driver) => {
     agent.start(job.id, 2);
     agent.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 2, firstSeq: 1, lines: [{ at: new Date(), stream: 1, text: 'from attempt 2' }] } });
     await agent.next('logAck');
-    expect(await logTexts(org, job.id)).toEqual([
-      'from attempt 1',
-      'attempt 1 ended without a result: the agent no longer lists this run in its heartbeats; the job goes back to the queue',
-      'from attempt 2',
-    ]);
+    const expected = [
+      [1, 1, 'from attempt 1'],
+      [2, 1, 'attempt 1 ended without a result: the agent no longer lists this run in its heartbeats; the job goes back to the queue'],
+      [3, 2, 'from attempt 2'],
+    ];
+    const { data } = await org.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: org.orgId, jobId: job.id }, query: {} } });
+    expect(data!.items.map((line) => [line.seq, line.attempt, line.text])).toEqual(expected);
+    // A live viewer tells the runs apart the same way.
+    const viewer = new LogStreamViewer(t.url, org.orgId, job.id, { token: org.tokens.member });
+    try {
+      await viewer.until((v) => v.lines.length >= 3);
+      expect(viewer.lines.map((line) => [line.seq, line.attempt, line.text])).toEqual(expected);
+    } finally {
+      viewer.cut();
+    }
   });
 
   it('refuses the log lines of a run it took back', async () => {

@@ -688,8 +688,17 @@ export interface components {
         /** @enum {string} */
         LogStream: "stdout" | "stderr" | "system";
         LogLine: {
-            /** @description Per-job sequence number, gapless from 1; at most 2^53 − 1. */
+            /**
+             * @description Per-job sequence number, gapless from 1; at most 2^53 − 1. One numbering runs through
+             *     the whole job: a retried job's next run continues after the lines of the runs before it.
+             */
             seq: number;
+            /**
+             * @description The run the line belongs to (the job's `attempt` while that run held it), so a reader can
+             *     tell a retried job's runs apart. Lines only grow in `attempt` along `seq`; the server's
+             *     own line saying how a run ended (stream `system`) carries that run's number.
+             */
+            attempt: number;
             /** Format: date-time */
             at: string;
             stream: components["schemas"]["LogStream"];

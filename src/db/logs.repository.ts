@@ -22,15 +22,15 @@ export type NewLogLine = Omit<LogLineRow, 'jobId'>;
  * log at ~20,000 lines/s. The stream goes as text[], cast per row: PGlite cannot bind an array of
  * an enum type.
  *
- * With `fence`, the lines are stored only while that agent still holds that attempt of the job,
+ * With `fence`, the lines are stored only while that agent still holds `attempt` of the job,
  * checked in the same statement under a share lock on the job row: a requeue (which updates the
  * row) either waits for this insert or is seen by it, so a run the server has moved on from cannot
  * add a line after the requeue's marker. Returns false when the fence refused the lines.
  */
-export async function insertLines(db: Executor, jobId: string, lines: readonly NewLogLine[], fence?: { agentId: string; attempt: number }): Promise<boolean> {
+export async function insertLines(db: Executor, jobId: string, attempt: number, lines: readonly Omit<NewLogLine, 'attempt'>[], fence?: { agentId: string }): Promise<boolean> {
   if (lines.length === 0) return true;
   const rows = sql`
-    select ${jobId}::uuid, line.seq, line.at, line.stream::log_stream, line.text
+    select ${jobId}::uuid, line.seq, ${attempt}::int, line.at, line.stream::log_stream, line.text
     from unnest(
       ${sql.param(lines.map((l) => l.seq))}::bigint[],
       ${sql.param(lines.map((l) => l.at.toISOString()))}::timestamptz[],
@@ -38,14 +38,14 @@ export async function insertLines(db: Executor, jobId: string, lines: readonly N
       ${sql.param(lines.map((l) => l.text))}::text[]
     ) as line(seq, at, stream, text)`;
   if (!fence) {
-    await db.execute(sql`insert into ${logLines} (job_id, seq, at, stream, text) ${rows} on conflict do nothing`);
+    await db.execute(sql`insert into ${logLines} (job_id, seq, attempt, at, stream, text) ${rows} on conflict do nothing`);
     return true;
   }
   const result = await db.execute<{ held: number }>(sql`
     with fence as (
-      select 1 from ${jobs} where ${jobs.id} = ${jobId} and ${jobs.agentId} = ${fence.agentId} and ${jobs.attempt} = ${fence.attempt} for share
+      select 1 from ${jobs} where ${jobs.id} = ${jobId} and ${jobs.agentId} = ${fence.agentId} and ${jobs.attempt} = ${attempt} for share
     ), stored as (
-      insert into ${logLines} (job_id, seq, at, stream, text) ${rows} where exists (select 1 from fence) on conflict do nothing returning 1
+      insert into ${logLines} (job_id, seq, attempt, at, stream, text) ${rows} where exists (select 1 from fence) on conflict do nothing returning 1
     )
     select (select count(*) from fence)::int as held`);
   return Number((result as unknown as { rows: { held: number }[] }).rows[0]?.held ?? 0) > 0;
@@ -56,10 +56,10 @@ export async function insertLines(db: Executor, jobId: string, lines: readonly N
  * attempt numbers from after it): where an attempt ended and why, so the log never runs two
  * attempts together unmarked.
  */
-export async function appendServerLine(db: Executor, jobId: string, text: string): Promise<void> {
+export async function appendServerLine(db: Executor, jobId: string, attempt: number, text: string): Promise<void> {
   await db.execute(sql`
-    insert into ${logLines} (job_id, seq, at, stream, text)
-    select ${jobId}::uuid, coalesce(max(${logLines.seq}), 0) + 1, now(), 'system'::log_stream, ${text}
+    insert into ${logLines} (job_id, seq, attempt, at, stream, text)
+    select ${jobId}::uuid, coalesce(max(${logLines.seq}), 0) + 1, ${attempt}::int, now(), 'system'::log_stream, ${text}
     from ${logLines} where ${logLines.jobId} = ${jobId}
     on conflict do nothing`);
 }

@@ -403,7 +403,7 @@ export class AgentGatewayService {
     const skip = Math.max(0, stored - batch.firstSeq + 1);
     const fresh = batch.lines.slice(skip).map((line, i) => ({ seq: job.logSeqBase + batch.firstSeq + skip + i, at: line.at, stream: line.stream, text: line.text }));
     // Fenced: the job may have gone back to the queue since it was read, and then this run may add nothing.
-    if (!(await logsRepo.insertLines(this.deps.db, job.id, fresh, { agentId: session.agentId, attempt: batch.attempt }))) {
+    if (!(await logsRepo.insertLines(this.deps.db, job.id, batch.attempt, fresh, { agentId: session.agentId }))) {
       throw new NotFoundError(`Job ${batch.jobId} attempt ${batch.attempt} held by this agent`);
     }
     return Math.max(stored, batch.firstSeq + batch.lines.length - 1);

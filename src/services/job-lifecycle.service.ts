@@ -94,7 +94,7 @@ export class JobLifecycleService {
       );
       if (!row || !before) return undefined;
       const what = options.uncount || options.declined ? `attempt ${before.attempt} was not started` : `attempt ${before.attempt} ended without a result`;
-      await logsRepo.appendServerLine(tx, jobId, `${what}: ${reason}; the job goes back to the queue`);
+      await logsRepo.appendServerLine(tx, jobId, before.attempt, `${what}: ${reason}; the job goes back to the queue`);
       return { row, before };
     });
     // A repeated activity finds the job queued already, or claimed again: nothing to announce.

@@ -18,7 +18,7 @@ const LINES_FRAME_HEAD = '{"type":"lines","lines":[';
 type WireLine = LogLinesFrame['lines'][number];
 
 function wireLine(line: LogLine): WireLine {
-  return { seq: line.seq, at: line.at.toISOString(), stream: line.stream, text: line.text };
+  return { seq: line.seq, attempt: line.attempt, at: line.at.toISOString(), stream: line.stream, text: line.text };
 }
 
 /** Consecutive lines as one or more `lines` frames, in order. */
