@@ -28,8 +28,9 @@ func realMain() int {
 	}
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
-	// The job commands get no terminal signals of ours: they run in their own sessions.
-	signal.Ignore(syscall.SIGPIPE)
+	// A broken pipe to our own output must not kill the agent. Caught rather than ignored: an
+	// ignored signal stays ignored in every command the agent starts, and a shell cannot trap it.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		fmt.Fprintf(os.Stderr, "agent-jobs-agent-go: cannot create --state-dir %s: %v\n", opts.StateDir, err)
