@@ -32,7 +32,7 @@
 //
 //   DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres \
 //     npm run conformance -- --agent 'node --import tsx /path/to/agents/typescript/src/main.ts'
-//   npm run conformance -- --agent 'go run ./agents/go/cmd/agent' --only auth-revoked,cancel-running
+//   npm run conformance -- --agent agents/go/bin/agent-jobs-agent-go --only auth-revoked,cancel-running
 //   npm run conformance -- --list
 import fs from 'node:fs';
 import os from 'node:os';
