@@ -56,6 +56,9 @@ export const protobufFileName = "agent/v1/agent.proto";
  * from the moment the agent sent the Heartbeat it answers (Heartbeat.seq).
  * The lease runs out Welcome.lease_duration after the send time of the last
  * answered Hello or Heartbeat, counted on the agent's own monotonic clock.
+ * The send time is read before the message is handed to the transport (the
+ * reference agent reads it as it queues the message): a time read later, such
+ * as when a write completes, could fall after the server received it.
  * When it runs out, the agent stops every run it has not finished by itself,
  * as for a CancelJob (SIGTERM, the run's cancel_grace, SIGKILL), and gives
  * those jobs back (JobRejected) once it reaches a server again. Runs that had
@@ -87,7 +90,16 @@ export enum LogStream {
   LOG_STREAM_STDOUT = 1,
   /** LOG_STREAM_STDERR - The coding tool's standard error. */
   LOG_STREAM_STDERR = 2,
-  /** LOG_STREAM_SYSTEM - Written by the agent itself: preparation, cancellation, exit status. */
+  /**
+   * LOG_STREAM_SYSTEM - Written by the agent itself: preparation, cancellation, exit status.
+   * Free text for people; nothing parses it. An agent should say what it
+   * does and why, one event a line, without secrets (mask credentials in a
+   * clone URL). The reference agent writes, for instance, "preparing
+   * <folder>", "$ git clone …", "$ /bin/sh -c \"…\"", "cancel requested:
+   * <reason>; sending SIGTERM, then SIGKILL after 30s" and "exited with
+   * code 1". The server writes lines of its own on this stream too, between
+   * runs (see LogBatch).
+   */
   LOG_STREAM_SYSTEM = 3,
   UNRECOGNIZED = -1,
 }
@@ -374,40 +386,71 @@ export interface ServerMessage {
 /** Hello introduces the agent. It must be the first message on the stream. */
 export interface Hello {
   /**
-   * Stable identifier of this agent: a uuid (RFC 4122 text form, any
-   * version) the agent generates the first time it runs and keeps (on disk)
-   * from then on, so that the server recognises a reconnecting agent and the
-   * jobs it still holds. An agent that restarts must make sure the processes
-   * of runs from its previous life are gone before it says Hello, and list
-   * only runs it still holds (the reference agent records each run's process
-   * group on disk and kills what it finds there at start). A Hello whose
-   * agent_id is not a uuid ends the stream with INVALID_ARGUMENT; an
-   * agent_id another organisation registered ends it with PERMISSION_DENIED.
+   * Stable identifier of this agent: a uuid (RFC 4122 text form,
+   * 8-4-4-4-12 hex digits, any version) the agent generates the first time
+   * it runs and keeps (on disk) from then on, so that the server recognises
+   * a reconnecting agent and the jobs it still holds. Where it keeps it is
+   * its own business. A Hello whose agent_id is not a uuid ends the stream
+   * with INVALID_ARGUMENT; an agent_id another organisation registered ends
+   * it with PERMISSION_DENIED.
+   *
+   * An agent that restarts must make sure the processes of runs from its
+   * previous life are gone before it says Hello, and list only runs it still
+   * holds. What suffices is that no process started for such a run can
+   * still be running: for instance, each run's command gets a process group
+   * (or cgroup, or container) of its own whose id is written to disk before
+   * JobStarted, and at start the agent kills every group it finds recorded
+   * that is still the run's; or a supervisor kills the agent's whole process
+   * tree when it dies. How is the agent's own business.
    */
   agentId: string;
-  /** Human-readable name, usually the host name. Shown to users; not unique. */
+  /**
+   * Human-readable name, usually the host name. Shown to users; not unique.
+   * Must not be empty or blank (INVALID_ARGUMENT); the server keeps the
+   * first 200 characters.
+   */
   name: string;
-  /** Version of the agent software, for diagnostics (e.g. "1.4.2"). */
+  /**
+   * Version of the agent software, for diagnostics: free text that nothing
+   * parses; a semantic version (e.g. "1.4.2") is recommended, and is what
+   * the reference agent sends. May be empty; the server keeps the first 100
+   * characters.
+   */
   version: string;
   /**
    * Free-form labels describing what the agent offers (e.g. "linux",
    * "gpu", "region:eu"). Only jobs whose labels are all among these are
-   * assigned to the agent.
+   * assigned to the agent. At most 32, each 1 to 64 characters of lowercase
+   * letters, digits and ._:/- starting with a letter or digit
+   * (INVALID_ARGUMENT otherwise); repeats count once.
    */
   labels: string[];
   /**
-   * How many jobs the agent runs at once. The server never has more than
-   * this many jobs assigned to the agent (the jobs in running_jobs count).
-   * Zero means the agent takes no new jobs and only finishes the ones it
-   * holds (draining before shutdown).
+   * How many jobs the agent runs at once, 0 to 256 (INVALID_ARGUMENT
+   * otherwise). The server never has more than this many jobs assigned to
+   * the agent (the jobs in running_jobs count). Zero means the agent takes
+   * no new jobs and only finishes the ones it holds (draining before
+   * shutdown: see "Shutting down" on AgentService.Connect).
    */
   capacity: number;
   /**
-   * The jobs this agent still holds from before this stream: those it is
-   * running, and those that have finished but whose JobFinished the server
-   * has not acknowledged yet. Empty on a fresh start. The server answers in
-   * Welcome.cancel_job_ids with the ones it no longer owns, and with one
-   * LogAck for each of the others.
+   * The jobs this agent still holds from before this stream: those it was
+   * assigned and accepted, is running, or has stopped to give back and not
+   * yet sent the JobRejected of, and those that have finished but whose
+   * JobFinished the server has not acknowledged yet. Empty on a fresh
+   * start. Job ids must be uuids (INVALID_ARGUMENT otherwise). The server
+   * answers in Welcome.cancel_job_ids with the ones it no longer owns, and
+   * with one LogAck for each of the others.
+   *
+   * A run is listed only if the agent can still report it: its process is
+   * alive (or it stopped it and can give it back), or it still has its
+   * outcome and every log line after what the server stored (the LogAck
+   * tells which), since a JobFinished is recorded only once every line up to
+   * its last_seq is stored. An agent that kept neither across a restart (the
+   * reference agent keeps nothing) lists nothing for the run: the server
+   * then takes the run as lost at once (the job requeued, the attempt
+   * counted), unless it had already recorded the run's JobFinished, which
+   * stands.
    */
   runningJobs: RunningJob[];
 }
@@ -451,6 +494,27 @@ export interface JobAccepted {
  * attempt limit; given back after JobStarted (the agent is shutting down and stopped
  * the run, or its lease ran out and it stopped the run), it counts like a
  * lost agent's, since the run did begin.
+ *
+ * The server stores no log line of a run after its JobRejected. Lines the
+ * agent wants kept (the run's output, and its own lines saying why it
+ * stopped) must therefore be stored first: sent earlier on the same stream
+ * is enough, since messages are handled in order, unless one was refused
+ * (a gap). The reference agent sends JobRejected only once a LogAck covers
+ * every line of the run, resending lines after a reconnect as usual.
+ *
+ * JobRejected has no ack. Until it is written to a stream the agent lists
+ * the run in every Hello and Heartbeat (a run accepted on the stream and not
+ * listed is taken as lost, the attempt counted even if the run never
+ * started) and sends JobRejected again on each new stream. Once it is
+ * written, listing the run or not changes nothing but the agent's free
+ * slots: a listed run counts against its capacity until the server has
+ * requeued the job, and is then answered with DropJob. The
+ * agent may forget the run once JobRejected is written (the reference agent
+ * does); one that wants certainty keeps it until a HeartbeatAck answers a
+ * Heartbeat sent after the JobRejected on the same stream, since that
+ * JobRejected has then been handled. If the stream ends before that, it
+ * cannot tell whether JobRejected arrived; a run it no longer lists in its
+ * next Hello is then taken as lost if it did not.
  */
 export interface JobRejected {
   /** The job from the JobAssignment. */
@@ -481,9 +545,9 @@ export interface JobStarted {
  * the job's log over HTTP see one job-wide numbering: each run's lines follow
  * the previous run's, after a line of the server's saying how that run
  * ended.) The agent resends from acked_seq + 1 after a new Welcome's LogAck
- * and after NOTICE_CODE_LOG_SEQ_GAP, and may resend unacknowledged lines at
- * any time. Batches are
- * sent in sequence order; a batch may repeat lines that were already sent
+ * (see Connect for resending at once) and after NOTICE_CODE_LOG_SEQ_GAP, and
+ * may resend unacknowledged lines at any time. Batches are sent in sequence
+ * order; a batch may repeat lines that were already sent
  * (after a reconnect, or when the agent is unsure what arrived): the server
  * stores each (job_id, seq) once and ignores repeats. A batch that would
  * leave a gap (first_seq greater than the last stored seq + 1) is not stored
@@ -491,8 +555,13 @@ export interface JobStarted {
  *
  * A batch may be sent before JobStarted (preparation output such as a clone,
  * usually on LOG_STREAM_SYSTEM) and after a CancelJob, but not after the
- * run's JobFinished. Keep batches well under the gRPC message size limit
- * (4 MiB by default); Welcome.max_log_batch_lines is the server's hint.
+ * run's JobFinished or JobRejected. Keep batches well under the gRPC message
+ * size limit (4 MiB by default): a larger message ends the stream with
+ * RESOURCE_EXHAUSTED, and so does every resend of it.
+ * Welcome.max_log_batch_lines is the server's hint for the number of lines
+ * (this server asks for 500); when it is 0 the agent chooses (the reference agent: 500 lines, and at most about
+ * 1 MiB of text per batch, a single longer line alone). The reference agent
+ * sends a batch when it is full or when its oldest line has waited 20 ms.
  */
 export interface LogBatch {
   /** The job. */
@@ -518,7 +587,28 @@ export interface LogLine {
   stream: LogStream;
   /**
    * The line, without its line terminator. The agent splits output on
-   * newlines and replaces bytes that are not valid UTF-8 with U+FFFD.
+   * newlines and replaces bytes that are not valid UTF-8 with U+FFFD. For
+   * two agents to store the same output byte for byte, an agent should
+   * follow these rules, which the reference agent does:
+   *   - Lines end at LF (0x0A). One CR (0x0D) right before the LF, or at the
+   *     very end of the output, is dropped with it; any other CR stays in
+   *     the text (a progress bar's "10%\r20%" is one line).
+   *   - Output that ends without LF still makes a last line; output that
+   *     ends right after an LF makes no empty line after it.
+   *   - Decoding is WHATWG UTF-8 decoding: each maximal subpart of an
+   *     ill-formed sequence becomes one U+FFFD (so "\xE2\x82A" is
+   *     "\uFFFDA", and "\xF0\x80\x80" three U+FFFD), and a character whose
+   *     bytes arrive in two reads is decoded whole.
+   *   - A line longer than 65,536 UTF-16 code units (a character outside
+   *     the BMP counts two) is cut into pieces of that length, each sent as
+   *     a line of its own; a cut that would split a character is made one
+   *     unit earlier. (Where a cut meets a CR LF, chunking may add an empty
+   *     line.)
+   * The server stores text as it arrives and sets no limit on its length:
+   * only the message size limit bounds it. It cannot store U+0000 (NUL): a
+   * batch holding one currently ends the stream with UNAVAILABLE, and so
+   * does every resend, so an agent should not send NUL (the reference agent
+   * does not yet guard against it).
    */
   text: string;
 }
@@ -541,14 +631,17 @@ export interface LogLine {
 export interface Heartbeat {
   /**
    * Every job run the agent holds at this moment: those it was assigned and
-   * accepted, is running, or has finished without a JobFinishedAck.
+   * accepted, is running, has stopped to give back and not yet sent the
+   * JobRejected of (see JobRejected), or has finished without a
+   * JobFinishedAck.
    */
   runningJobs: RunningJob[];
   /**
    * Numbers this stream's heartbeats from 1, so that a HeartbeatAck names the
    * one it answers. The agent remembers when it sent each (by its monotonic
-   * clock) until answered. 0 (an agent that does not count) is still
-   * answered, but renews no lease.
+   * clock, read before the Heartbeat is handed to the transport) until
+   * answered. 0 (an agent that does not count) is still answered, but
+   * renews no lease.
    */
   seq: number;
 }
@@ -592,6 +685,17 @@ export interface DropJob {
  * it after the run's last LogBatch, keeps the job until JobFinishedAck
  * arrives, and sends it again on the next stream if the ack never came; the
  * server treats repeats as one.
+ *
+ * A run ends when the command the agent started exits. Processes it left
+ * behind (daemons, background jobs) are part of the run: the agent should
+ * stop them before it sends JobFinished (SIGTERM, the run's cancel_grace,
+ * SIGKILL), as at most one run of a job may be live, and their output until
+ * the pipes close belongs to the run. They do not change the outcome, which
+ * is the command's own exit. A pipe held open by a process the agent cannot
+ * reach may be abandoned after a while. The reference agent stops the rest
+ * of the command's process group once the command exits, and stops reading
+ * a pipe that stays open and silent for 5 s after that, saying so on
+ * LOG_STREAM_SYSTEM.
  */
 export interface JobFinished {
   /** The job. */
@@ -601,8 +705,8 @@ export interface JobFinished {
   /** How the run ended. */
   outcome: JobOutcome;
   /**
-   * Exit code of the coding tool, when it exited by itself. Absent when it
-   * never started, or was killed by a signal.
+   * Exit code of the coding tool, when it exited by itself (after a SIGTERM
+   * included). Absent when it never started, or was killed by a signal.
    */
   exitCode?:
     | number
@@ -610,9 +714,12 @@ export interface JobFinished {
   /**
    * Why the run failed or was cancelled, in words (e.g. "clone failed:
    * repository not found", "killed after cancel grace"). Empty on success.
-   * Free text for people, stored as the job's failureReason; the server
-   * parses nothing in it. When empty on a failure, the server writes
-   * "exited with code N", or "failed" without an exit code.
+   * Free text for people, stored as the job's failureReason for a failed
+   * run (for a cancelled one, see CancelJob); the server parses nothing in
+   * it. When empty on a failure, the server writes "exited with code N", or
+   * "failed" without an exit code. Recommended, and what the reference
+   * agent sends: "exited with code N" for a non-zero exit, "killed by
+   * signal SIGSEGV" (the signal's name) for a signal.
    */
   failureReason: string;
   /** When the run ended, by the agent's clock. */
@@ -638,22 +745,27 @@ export interface Welcome {
   sessionId: string;
   /** Name of the server replica holding the stream, for diagnostics. */
   replica: string;
-  /** How often the agent sends a Heartbeat. */
+  /**
+   * How often the agent sends a Heartbeat (this server always sets it; the
+   * reference agent falls back to 10 s).
+   */
   heartbeatInterval:
     | Duration
     | undefined;
   /**
    * Most log lines the server wants in one LogBatch. A hint: 0 means no
-   * preference. Smaller batches reach live viewers sooner; larger ones cost
-   * less to store.
+   * preference (see LogBatch). Smaller batches reach live viewers sooner;
+   * larger ones cost less to store.
    */
   maxLogBatchLines: number;
   /**
    * Jobs from Hello.running_jobs this agent no longer owns (cancelled, timed
-   * out or given to another agent while it was away), by job id: the run the
-   * agent listed for that job, whatever its attempt. The agent kills them at
-   * once, without grace, drops their unacknowledged log lines and sends
-   * nothing more about them.
+   * out or given to another agent while it was away, or ended with the
+   * run's JobFinished recorded and its JobFinishedAck lost), by job id: the
+   * one run the agent listed for that job, whatever its attempt (an agent
+   * holds at most one run per job). The agent kills them at once, without
+   * grace, drops their unacknowledged log lines and sends nothing more about
+   * them.
    */
   cancelJobIds: string[];
   /**
@@ -715,9 +827,13 @@ export interface JobAssignment {
     | Duration
     | undefined;
   /**
-   * When the agent stops this run, by CancelJob or its run_timeout backstop,
-   * how long it waits after asking the coding tool to stop (SIGTERM) before
-   * killing it (SIGKILL), unless CancelJob.grace says otherwise.
+   * When the agent stops this run, by CancelJob, its run_timeout backstop,
+   * at shutdown or when its lease runs out, how long it waits after asking
+   * the coding tool to stop (SIGTERM) before killing it (SIGKILL), unless
+   * CancelJob.grace says otherwise. Zero (set, but 0) means SIGKILL at once.
+   * This server always sets it (JOB_CANCEL_GRACE or the job's own); an
+   * agent given neither this nor CancelJob.grace should use 10 s, as the
+   * reference agent does.
    */
   cancelGrace: Duration | undefined;
 }
@@ -749,6 +865,19 @@ export interface Repository {
  * may treat it as a repeat, since it kills the run when its grace ends. A
  * CancelJob the agent could not receive (its stream was down) is sent again
  * after its next Hello that lists the run.
+ *
+ * What is recorded: a run still going when the CancelJob arrives is
+ * reported JOB_OUTCOME_CANCELLED, however it then ends (its command exiting
+ * by itself after SIGTERM included), with exit_code set if the command
+ * exited by itself, and failure_reason saying why (the reference agent:
+ * "cancelled: <reason>", plus a note when SIGKILL was needed). The server
+ * records the job as cancelled, with the cancel request's own reason and no
+ * exit code: neither field of that report is stored. A run stopped for its
+ * run timeout is recorded as timed out, whatever the agent reports. Only a
+ * JobFinished that reached the server before the cancel was requested
+ * decides the outcome. A run not started by its start deadline also gets a
+ * CancelJob ("not started within …"); its job goes back to the queue at
+ * once (the attempt counted), and a DropJob usually follows.
  */
 export interface CancelJob {
   /** The job. */
@@ -810,6 +939,9 @@ export interface GoAway {
   /**
    * How long to wait before reconnecting, to spread the reconnects of many
    * agents. The agent adds random jitter. Unset means at once (plus jitter).
+   * Recommended, and what the reference agent does: wait reconnect_after
+   * plus a delay drawn uniformly between 0 and max(1 s, reconnect_after / 2).
+   * This server sends 1 s. If that stream fails, the usual backoff applies.
    */
   reconnectAfter: Duration | undefined;
 }
@@ -3670,31 +3802,60 @@ export const AgentServiceService = {
    * revoking a token ends the live streams that use it.
    *
    * Transport: the endpoint speaks plaintext HTTP/2 (h2c) on its port; an
-   * operator who needs TLS terminates it in front (an agent given an
-   * https:// address uses TLS). Messages are at most 4 MiB.
+   * operator who needs TLS terminates it in front. An agent therefore
+   * supports both: plaintext to reach the port itself, TLS to reach such a
+   * front (how it is told which is its own business). Messages are at most
+   * 4 MiB. The server sends HTTP/2 keepalive pings every 30 s and drops a
+   * connection that leaves one unanswered for 10 s; an agent may ping too
+   * (the reference agent: every 30 s), to keep NATs and proxies open.
    *
    * Opening sequence: the agent's first message must be Hello, within 10 s
-   * of opening the stream; the server's first message is Welcome. The server
-   * then sends one LogAck for each job from Hello.running_jobs that the agent
-   * keeps (telling it where to resume its log), then a CancelJob for each of
-   * those it was asked to stop while the agent was away, and from then on
-   * either side sends whenever it has something to say. Messages on one
-   * stream are processed in the order they are sent. The first Heartbeat is
-   * due one heartbeat_interval after Welcome (Welcome itself renews the
-   * lease).
+   * of opening the stream; the server's first message is Welcome, sent once
+   * the Hello is durably recorded (an agent should allow it some seconds:
+   * the reference agent gives up on a stream without Welcome after 30 s and
+   * reconnects). The server then sends one LogAck for each job from
+   * Hello.running_jobs that the agent keeps (telling it where to resume its
+   * log), then a CancelJob for each of those it was asked to stop while the
+   * agent was away, and only then anything else. From then on either side
+   * sends whenever it has something to say. Messages on one stream are
+   * processed in the order they are sent. The first Heartbeat is due one
+   * heartbeat_interval after Welcome arrives (Welcome itself renews the
+   * lease), then one every heartbeat_interval.
    *
    * After every new Welcome the agent sends again what the old stream may
    * have lost: JobStarted of each run it has started and not finished (it has
    * no ack; the server treats a repeat as one, and a run whose JobStarted
-   * never arrives is taken back at its start deadline), every log line after
-   * the kept run's LogAck, and JobFinished or JobRejected of runs that ended.
+   * never arrives is taken back at its start deadline), every log line it
+   * holds that is not acknowledged, and JobFinished or JobRejected of runs
+   * that ended. It may resend lines at once from its own last LogAck
+   * (repeats of stored lines are ignored), as the reference agent does, or
+   * wait for the run's LogAck after Welcome and resend from there.
+   *
+   * Every server message is true whichever of the agent's streams carried
+   * it: LogAck, JobFinishedAck, HeartbeatAck, CancelJob and DropJob that
+   * arrive on a stream the agent is leaving (after GoAway, or once a newer
+   * stream is welcomed) apply as if they came on the new one. An assignment
+   * is answered on the stream that carried it.
    *
    * Flow control: the server reads a stream only as fast as it stores log
    * lines. With 8 MiB of log text read and not yet stored, it stops reading
    * until half of it is stored, so HTTP/2 flow control holds the agent's
    * writes; an agent should wait for its writes to drain rather than buffer
-   * without bound. The reference agent keeps at most four full batches per
-   * run unacknowledged.
+   * without bound. It should also bound, per run, the lines sent and not yet
+   * acknowledged (the reference agent: four batches of max_log_batch_lines),
+   * since what it sends ahead waits in the server's memory rather than in
+   * the database.
+   *
+   * Shutting down: an agent that stops taking jobs says capacity 0 in its
+   * next Hello. Heartbeats carry no capacity, so on a stream opened before
+   * it declines further assignments with JobRejected (not counted against
+   * the job). It should stop or finish its runs, then wait for each
+   * JobFinishedAck and until each JobRejected is written before it closes
+   * its side of the stream, for as long as its operator allows (the
+   * reference agent: 10 s after its runs have ended). What it leaves
+   * unreported stays its own until the lease rule lets the server requeue it
+   * as lost (the attempt counted, a finished run's outcome lost with it), or
+   * until it says Hello again without it.
    *
    * One stream per agent_id: when a new stream opens with the agent_id of a
    * live one (typically a reconnect after a network failure the server has
@@ -3704,20 +3865,34 @@ export const AgentServiceService = {
    * message:
    *   UNAUTHENTICATED      missing, malformed, unknown or revoked token.
    *   INVALID_ARGUMENT     the first message is not Hello, a second Hello
-   *                        arrives, or Hello itself is invalid (empty
-   *                        agent_id, for instance).
+   *                        arrives, or Hello itself is invalid (see Hello's
+   *                        fields).
+   *   PERMISSION_DENIED    Hello.agent_id is registered to another
+   *                        organisation (its token's organisation differs).
    *   DEADLINE_EXCEEDED    no Hello soon after the stream opened, or no
    *                        message at all for Welcome.lease_duration. The
    *                        stream ends; the agent's jobs are requeued only
    *                        under the lease rule above.
    *   ABORTED              superseded by a newer stream with the same
    *                        agent_id.
-   *   UNAVAILABLE          the server is shutting down (after GoAway).
+   *   UNAVAILABLE          the server is shutting down (after GoAway), or
+   *                        it could not process a message (reconnect and
+   *                        resend).
    *   RESOURCE_EXHAUSTED   a message larger than the server accepts
    *                        (gRPC's default limit, 4 MiB).
-   * The agent reconnects after any of these except UNAUTHENTICATED and
-   * INVALID_ARGUMENT, which a retry cannot fix, with jittered exponential
-   * backoff.
+   * The agent reconnects after any other status and after transport failures
+   * (no connection, a peer that does not speak HTTP/2 or gRPC), but not
+   * after UNAUTHENTICATED, INVALID_ARGUMENT or PERMISSION_DENIED, which a
+   * retry cannot fix: it reports them to its operator and stops. Whether it
+   * gives up on an address that has never welcomed it is its own business.
+   * Reconnects use jittered exponential backoff; recommended, and what the
+   * reference agent does: a delay drawn uniformly between 0 and
+   * min(cap, 500 ms × 2^n) after n failures in a row ("full jitter"), cap
+   * 30 s, and once a Welcome has named a lease at most a quarter of
+   * lease_duration, so that a server back within the lease hears from the
+   * agent in time; n starts again from 0 after a welcomed stream that
+   * lasted 10 s or more.
+   * After GoAway see GoAway.reconnect_after.
    *
    * A mistake in a single message that does not put the session in doubt (a
    * log batch for a job the agent does not hold, for instance) does not end
@@ -3746,31 +3921,60 @@ export interface AgentServiceServer extends UntypedServiceImplementation {
    * revoking a token ends the live streams that use it.
    *
    * Transport: the endpoint speaks plaintext HTTP/2 (h2c) on its port; an
-   * operator who needs TLS terminates it in front (an agent given an
-   * https:// address uses TLS). Messages are at most 4 MiB.
+   * operator who needs TLS terminates it in front. An agent therefore
+   * supports both: plaintext to reach the port itself, TLS to reach such a
+   * front (how it is told which is its own business). Messages are at most
+   * 4 MiB. The server sends HTTP/2 keepalive pings every 30 s and drops a
+   * connection that leaves one unanswered for 10 s; an agent may ping too
+   * (the reference agent: every 30 s), to keep NATs and proxies open.
    *
    * Opening sequence: the agent's first message must be Hello, within 10 s
-   * of opening the stream; the server's first message is Welcome. The server
-   * then sends one LogAck for each job from Hello.running_jobs that the agent
-   * keeps (telling it where to resume its log), then a CancelJob for each of
-   * those it was asked to stop while the agent was away, and from then on
-   * either side sends whenever it has something to say. Messages on one
-   * stream are processed in the order they are sent. The first Heartbeat is
-   * due one heartbeat_interval after Welcome (Welcome itself renews the
-   * lease).
+   * of opening the stream; the server's first message is Welcome, sent once
+   * the Hello is durably recorded (an agent should allow it some seconds:
+   * the reference agent gives up on a stream without Welcome after 30 s and
+   * reconnects). The server then sends one LogAck for each job from
+   * Hello.running_jobs that the agent keeps (telling it where to resume its
+   * log), then a CancelJob for each of those it was asked to stop while the
+   * agent was away, and only then anything else. From then on either side
+   * sends whenever it has something to say. Messages on one stream are
+   * processed in the order they are sent. The first Heartbeat is due one
+   * heartbeat_interval after Welcome arrives (Welcome itself renews the
+   * lease), then one every heartbeat_interval.
    *
    * After every new Welcome the agent sends again what the old stream may
    * have lost: JobStarted of each run it has started and not finished (it has
    * no ack; the server treats a repeat as one, and a run whose JobStarted
-   * never arrives is taken back at its start deadline), every log line after
-   * the kept run's LogAck, and JobFinished or JobRejected of runs that ended.
+   * never arrives is taken back at its start deadline), every log line it
+   * holds that is not acknowledged, and JobFinished or JobRejected of runs
+   * that ended. It may resend lines at once from its own last LogAck
+   * (repeats of stored lines are ignored), as the reference agent does, or
+   * wait for the run's LogAck after Welcome and resend from there.
+   *
+   * Every server message is true whichever of the agent's streams carried
+   * it: LogAck, JobFinishedAck, HeartbeatAck, CancelJob and DropJob that
+   * arrive on a stream the agent is leaving (after GoAway, or once a newer
+   * stream is welcomed) apply as if they came on the new one. An assignment
+   * is answered on the stream that carried it.
    *
    * Flow control: the server reads a stream only as fast as it stores log
    * lines. With 8 MiB of log text read and not yet stored, it stops reading
    * until half of it is stored, so HTTP/2 flow control holds the agent's
    * writes; an agent should wait for its writes to drain rather than buffer
-   * without bound. The reference agent keeps at most four full batches per
-   * run unacknowledged.
+   * without bound. It should also bound, per run, the lines sent and not yet
+   * acknowledged (the reference agent: four batches of max_log_batch_lines),
+   * since what it sends ahead waits in the server's memory rather than in
+   * the database.
+   *
+   * Shutting down: an agent that stops taking jobs says capacity 0 in its
+   * next Hello. Heartbeats carry no capacity, so on a stream opened before
+   * it declines further assignments with JobRejected (not counted against
+   * the job). It should stop or finish its runs, then wait for each
+   * JobFinishedAck and until each JobRejected is written before it closes
+   * its side of the stream, for as long as its operator allows (the
+   * reference agent: 10 s after its runs have ended). What it leaves
+   * unreported stays its own until the lease rule lets the server requeue it
+   * as lost (the attempt counted, a finished run's outcome lost with it), or
+   * until it says Hello again without it.
    *
    * One stream per agent_id: when a new stream opens with the agent_id of a
    * live one (typically a reconnect after a network failure the server has
@@ -3780,20 +3984,34 @@ export interface AgentServiceServer extends UntypedServiceImplementation {
    * message:
    *   UNAUTHENTICATED      missing, malformed, unknown or revoked token.
    *   INVALID_ARGUMENT     the first message is not Hello, a second Hello
-   *                        arrives, or Hello itself is invalid (empty
-   *                        agent_id, for instance).
+   *                        arrives, or Hello itself is invalid (see Hello's
+   *                        fields).
+   *   PERMISSION_DENIED    Hello.agent_id is registered to another
+   *                        organisation (its token's organisation differs).
    *   DEADLINE_EXCEEDED    no Hello soon after the stream opened, or no
    *                        message at all for Welcome.lease_duration. The
    *                        stream ends; the agent's jobs are requeued only
    *                        under the lease rule above.
    *   ABORTED              superseded by a newer stream with the same
    *                        agent_id.
-   *   UNAVAILABLE          the server is shutting down (after GoAway).
+   *   UNAVAILABLE          the server is shutting down (after GoAway), or
+   *                        it could not process a message (reconnect and
+   *                        resend).
    *   RESOURCE_EXHAUSTED   a message larger than the server accepts
    *                        (gRPC's default limit, 4 MiB).
-   * The agent reconnects after any of these except UNAUTHENTICATED and
-   * INVALID_ARGUMENT, which a retry cannot fix, with jittered exponential
-   * backoff.
+   * The agent reconnects after any other status and after transport failures
+   * (no connection, a peer that does not speak HTTP/2 or gRPC), but not
+   * after UNAUTHENTICATED, INVALID_ARGUMENT or PERMISSION_DENIED, which a
+   * retry cannot fix: it reports them to its operator and stops. Whether it
+   * gives up on an address that has never welcomed it is its own business.
+   * Reconnects use jittered exponential backoff; recommended, and what the
+   * reference agent does: a delay drawn uniformly between 0 and
+   * min(cap, 500 ms × 2^n) after n failures in a row ("full jitter"), cap
+   * 30 s, and once a Welcome has named a lease at most a quarter of
+   * lease_duration, so that a server back within the lease hears from the
+   * agent in time; n starts again from 0 after a welcomed stream that
+   * lasted 10 s or more.
+   * After GoAway see GoAway.reconnect_after.
    *
    * A mistake in a single message that does not put the session in doubt (a
    * log batch for a job the agent does not hold, for instance) does not end
@@ -3814,31 +4032,60 @@ export interface AgentServiceClient extends Client {
    * revoking a token ends the live streams that use it.
    *
    * Transport: the endpoint speaks plaintext HTTP/2 (h2c) on its port; an
-   * operator who needs TLS terminates it in front (an agent given an
-   * https:// address uses TLS). Messages are at most 4 MiB.
+   * operator who needs TLS terminates it in front. An agent therefore
+   * supports both: plaintext to reach the port itself, TLS to reach such a
+   * front (how it is told which is its own business). Messages are at most
+   * 4 MiB. The server sends HTTP/2 keepalive pings every 30 s and drops a
+   * connection that leaves one unanswered for 10 s; an agent may ping too
+   * (the reference agent: every 30 s), to keep NATs and proxies open.
    *
    * Opening sequence: the agent's first message must be Hello, within 10 s
-   * of opening the stream; the server's first message is Welcome. The server
-   * then sends one LogAck for each job from Hello.running_jobs that the agent
-   * keeps (telling it where to resume its log), then a CancelJob for each of
-   * those it was asked to stop while the agent was away, and from then on
-   * either side sends whenever it has something to say. Messages on one
-   * stream are processed in the order they are sent. The first Heartbeat is
-   * due one heartbeat_interval after Welcome (Welcome itself renews the
-   * lease).
+   * of opening the stream; the server's first message is Welcome, sent once
+   * the Hello is durably recorded (an agent should allow it some seconds:
+   * the reference agent gives up on a stream without Welcome after 30 s and
+   * reconnects). The server then sends one LogAck for each job from
+   * Hello.running_jobs that the agent keeps (telling it where to resume its
+   * log), then a CancelJob for each of those it was asked to stop while the
+   * agent was away, and only then anything else. From then on either side
+   * sends whenever it has something to say. Messages on one stream are
+   * processed in the order they are sent. The first Heartbeat is due one
+   * heartbeat_interval after Welcome arrives (Welcome itself renews the
+   * lease), then one every heartbeat_interval.
    *
    * After every new Welcome the agent sends again what the old stream may
    * have lost: JobStarted of each run it has started and not finished (it has
    * no ack; the server treats a repeat as one, and a run whose JobStarted
-   * never arrives is taken back at its start deadline), every log line after
-   * the kept run's LogAck, and JobFinished or JobRejected of runs that ended.
+   * never arrives is taken back at its start deadline), every log line it
+   * holds that is not acknowledged, and JobFinished or JobRejected of runs
+   * that ended. It may resend lines at once from its own last LogAck
+   * (repeats of stored lines are ignored), as the reference agent does, or
+   * wait for the run's LogAck after Welcome and resend from there.
+   *
+   * Every server message is true whichever of the agent's streams carried
+   * it: LogAck, JobFinishedAck, HeartbeatAck, CancelJob and DropJob that
+   * arrive on a stream the agent is leaving (after GoAway, or once a newer
+   * stream is welcomed) apply as if they came on the new one. An assignment
+   * is answered on the stream that carried it.
    *
    * Flow control: the server reads a stream only as fast as it stores log
    * lines. With 8 MiB of log text read and not yet stored, it stops reading
    * until half of it is stored, so HTTP/2 flow control holds the agent's
    * writes; an agent should wait for its writes to drain rather than buffer
-   * without bound. The reference agent keeps at most four full batches per
-   * run unacknowledged.
+   * without bound. It should also bound, per run, the lines sent and not yet
+   * acknowledged (the reference agent: four batches of max_log_batch_lines),
+   * since what it sends ahead waits in the server's memory rather than in
+   * the database.
+   *
+   * Shutting down: an agent that stops taking jobs says capacity 0 in its
+   * next Hello. Heartbeats carry no capacity, so on a stream opened before
+   * it declines further assignments with JobRejected (not counted against
+   * the job). It should stop or finish its runs, then wait for each
+   * JobFinishedAck and until each JobRejected is written before it closes
+   * its side of the stream, for as long as its operator allows (the
+   * reference agent: 10 s after its runs have ended). What it leaves
+   * unreported stays its own until the lease rule lets the server requeue it
+   * as lost (the attempt counted, a finished run's outcome lost with it), or
+   * until it says Hello again without it.
    *
    * One stream per agent_id: when a new stream opens with the agent_id of a
    * live one (typically a reconnect after a network failure the server has
@@ -3848,20 +4095,34 @@ export interface AgentServiceClient extends Client {
    * message:
    *   UNAUTHENTICATED      missing, malformed, unknown or revoked token.
    *   INVALID_ARGUMENT     the first message is not Hello, a second Hello
-   *                        arrives, or Hello itself is invalid (empty
-   *                        agent_id, for instance).
+   *                        arrives, or Hello itself is invalid (see Hello's
+   *                        fields).
+   *   PERMISSION_DENIED    Hello.agent_id is registered to another
+   *                        organisation (its token's organisation differs).
    *   DEADLINE_EXCEEDED    no Hello soon after the stream opened, or no
    *                        message at all for Welcome.lease_duration. The
    *                        stream ends; the agent's jobs are requeued only
    *                        under the lease rule above.
    *   ABORTED              superseded by a newer stream with the same
    *                        agent_id.
-   *   UNAVAILABLE          the server is shutting down (after GoAway).
+   *   UNAVAILABLE          the server is shutting down (after GoAway), or
+   *                        it could not process a message (reconnect and
+   *                        resend).
    *   RESOURCE_EXHAUSTED   a message larger than the server accepts
    *                        (gRPC's default limit, 4 MiB).
-   * The agent reconnects after any of these except UNAUTHENTICATED and
-   * INVALID_ARGUMENT, which a retry cannot fix, with jittered exponential
-   * backoff.
+   * The agent reconnects after any other status and after transport failures
+   * (no connection, a peer that does not speak HTTP/2 or gRPC), but not
+   * after UNAUTHENTICATED, INVALID_ARGUMENT or PERMISSION_DENIED, which a
+   * retry cannot fix: it reports them to its operator and stops. Whether it
+   * gives up on an address that has never welcomed it is its own business.
+   * Reconnects use jittered exponential backoff; recommended, and what the
+   * reference agent does: a delay drawn uniformly between 0 and
+   * min(cap, 500 ms × 2^n) after n failures in a row ("full jitter"), cap
+   * 30 s, and once a Welcome has named a lease at most a quarter of
+   * lease_duration, so that a server back within the lease hears from the
+   * agent in time; n starts again from 0 after a welcomed stream that
+   * lasted 10 s or more.
+   * After GoAway see GoAway.reconnect_after.
    *
    * A mistake in a single message that does not put the session in doubt (a
    * log batch for a job the agent does not hold, for instance) does not end

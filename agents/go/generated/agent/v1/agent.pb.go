@@ -29,6 +29,9 @@
 // from the moment the agent sent the Heartbeat it answers (Heartbeat.seq).
 // The lease runs out Welcome.lease_duration after the send time of the last
 // answered Hello or Heartbeat, counted on the agent's own monotonic clock.
+// The send time is read before the message is handed to the transport (the
+// reference agent reads it as it queues the message): a time read later, such
+// as when a write completes, could fall after the server received it.
 // When it runs out, the agent stops every run it has not finished by itself,
 // as for a CancelJob (SIGTERM, the run's cancel_grace, SIGKILL), and gives
 // those jobs back (JobRejected) once it reaches a server again. Runs that had
@@ -87,6 +90,13 @@ const (
 	// The coding tool's standard error.
 	LogStream_LOG_STREAM_STDERR LogStream = 2
 	// Written by the agent itself: preparation, cancellation, exit status.
+	// Free text for people; nothing parses it. An agent should say what it
+	// does and why, one event a line, without secrets (mask credentials in a
+	// clone URL). The reference agent writes, for instance, "preparing
+	// <folder>", "$ git clone …", "$ /bin/sh -c \"…\"", "cancel requested:
+	// <reason>; sending SIGTERM, then SIGKILL after 30s" and "exited with
+	// code 1". The server writes lines of its own on this stream too, between
+	// runs (see LogBatch).
 	LogStream_LOG_STREAM_SYSTEM LogStream = 3
 )
 
@@ -697,34 +707,61 @@ func (*ServerMessage_Drop) isServerMessage_Payload() {}
 // Hello introduces the agent. It must be the first message on the stream.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stable identifier of this agent: a uuid (RFC 4122 text form, any
-	// version) the agent generates the first time it runs and keeps (on disk)
-	// from then on, so that the server recognises a reconnecting agent and the
-	// jobs it still holds. An agent that restarts must make sure the processes
-	// of runs from its previous life are gone before it says Hello, and list
-	// only runs it still holds (the reference agent records each run's process
-	// group on disk and kills what it finds there at start). A Hello whose
-	// agent_id is not a uuid ends the stream with INVALID_ARGUMENT; an
-	// agent_id another organisation registered ends it with PERMISSION_DENIED.
+	// Stable identifier of this agent: a uuid (RFC 4122 text form,
+	// 8-4-4-4-12 hex digits, any version) the agent generates the first time
+	// it runs and keeps (on disk) from then on, so that the server recognises
+	// a reconnecting agent and the jobs it still holds. Where it keeps it is
+	// its own business. A Hello whose agent_id is not a uuid ends the stream
+	// with INVALID_ARGUMENT; an agent_id another organisation registered ends
+	// it with PERMISSION_DENIED.
+	//
+	// An agent that restarts must make sure the processes of runs from its
+	// previous life are gone before it says Hello, and list only runs it still
+	// holds. What suffices is that no process started for such a run can
+	// still be running: for instance, each run's command gets a process group
+	// (or cgroup, or container) of its own whose id is written to disk before
+	// JobStarted, and at start the agent kills every group it finds recorded
+	// that is still the run's; or a supervisor kills the agent's whole process
+	// tree when it dies. How is the agent's own business.
 	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	// Human-readable name, usually the host name. Shown to users; not unique.
+	// Must not be empty or blank (INVALID_ARGUMENT); the server keeps the
+	// first 200 characters.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	// Version of the agent software, for diagnostics (e.g. "1.4.2").
+	// Version of the agent software, for diagnostics: free text that nothing
+	// parses; a semantic version (e.g. "1.4.2") is recommended, and is what
+	// the reference agent sends. May be empty; the server keeps the first 100
+	// characters.
 	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	// Free-form labels describing what the agent offers (e.g. "linux",
 	// "gpu", "region:eu"). Only jobs whose labels are all among these are
-	// assigned to the agent.
+	// assigned to the agent. At most 32, each 1 to 64 characters of lowercase
+	// letters, digits and ._:/- starting with a letter or digit
+	// (INVALID_ARGUMENT otherwise); repeats count once.
 	Labels []string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty"`
-	// How many jobs the agent runs at once. The server never has more than
-	// this many jobs assigned to the agent (the jobs in running_jobs count).
-	// Zero means the agent takes no new jobs and only finishes the ones it
-	// holds (draining before shutdown).
+	// How many jobs the agent runs at once, 0 to 256 (INVALID_ARGUMENT
+	// otherwise). The server never has more than this many jobs assigned to
+	// the agent (the jobs in running_jobs count). Zero means the agent takes
+	// no new jobs and only finishes the ones it holds (draining before
+	// shutdown: see "Shutting down" on AgentService.Connect).
 	Capacity uint32 `protobuf:"varint,5,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	// The jobs this agent still holds from before this stream: those it is
-	// running, and those that have finished but whose JobFinished the server
-	// has not acknowledged yet. Empty on a fresh start. The server answers in
-	// Welcome.cancel_job_ids with the ones it no longer owns, and with one
-	// LogAck for each of the others.
+	// The jobs this agent still holds from before this stream: those it was
+	// assigned and accepted, is running, or has stopped to give back and not
+	// yet sent the JobRejected of, and those that have finished but whose
+	// JobFinished the server has not acknowledged yet. Empty on a fresh
+	// start. Job ids must be uuids (INVALID_ARGUMENT otherwise). The server
+	// answers in Welcome.cancel_job_ids with the ones it no longer owns, and
+	// with one LogAck for each of the others.
+	//
+	// A run is listed only if the agent can still report it: its process is
+	// alive (or it stopped it and can give it back), or it still has its
+	// outcome and every log line after what the server stored (the LogAck
+	// tells which), since a JobFinished is recorded only once every line up to
+	// its last_seq is stored. An agent that kept neither across a restart (the
+	// reference agent keeps nothing) lists nothing for the run: the server
+	// then takes the run as lost at once (the job requeued, the attempt
+	// counted), unless it had already recorded the run's JobFinished, which
+	// stands.
 	RunningJobs   []*RunningJob `protobuf:"bytes,6,rep,name=running_jobs,json=runningJobs,proto3" json:"running_jobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -937,6 +974,27 @@ func (x *JobAccepted) GetAttempt() uint32 {
 // attempt limit; given back after JobStarted (the agent is shutting down and stopped
 // the run, or its lease ran out and it stopped the run), it counts like a
 // lost agent's, since the run did begin.
+//
+// The server stores no log line of a run after its JobRejected. Lines the
+// agent wants kept (the run's output, and its own lines saying why it
+// stopped) must therefore be stored first: sent earlier on the same stream
+// is enough, since messages are handled in order, unless one was refused
+// (a gap). The reference agent sends JobRejected only once a LogAck covers
+// every line of the run, resending lines after a reconnect as usual.
+//
+// JobRejected has no ack. Until it is written to a stream the agent lists
+// the run in every Hello and Heartbeat (a run accepted on the stream and not
+// listed is taken as lost, the attempt counted even if the run never
+// started) and sends JobRejected again on each new stream. Once it is
+// written, listing the run or not changes nothing but the agent's free
+// slots: a listed run counts against its capacity until the server has
+// requeued the job, and is then answered with DropJob. The
+// agent may forget the run once JobRejected is written (the reference agent
+// does); one that wants certainty keeps it until a HeartbeatAck answers a
+// Heartbeat sent after the JobRejected on the same stream, since that
+// JobRejected has then been handled. If the stream ends before that, it
+// cannot tell whether JobRejected arrived; a run it no longer lists in its
+// next Hello is then taken as lost if it did not.
 type JobRejected struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job from the JobAssignment.
@@ -1071,9 +1129,9 @@ func (x *JobStarted) GetStartedAt() *timestamppb.Timestamp {
 // the job's log over HTTP see one job-wide numbering: each run's lines follow
 // the previous run's, after a line of the server's saying how that run
 // ended.) The agent resends from acked_seq + 1 after a new Welcome's LogAck
-// and after NOTICE_CODE_LOG_SEQ_GAP, and may resend unacknowledged lines at
-// any time. Batches are
-// sent in sequence order; a batch may repeat lines that were already sent
+// (see Connect for resending at once) and after NOTICE_CODE_LOG_SEQ_GAP, and
+// may resend unacknowledged lines at any time. Batches are sent in sequence
+// order; a batch may repeat lines that were already sent
 // (after a reconnect, or when the agent is unsure what arrived): the server
 // stores each (job_id, seq) once and ignores repeats. A batch that would
 // leave a gap (first_seq greater than the last stored seq + 1) is not stored
@@ -1081,8 +1139,13 @@ func (x *JobStarted) GetStartedAt() *timestamppb.Timestamp {
 //
 // A batch may be sent before JobStarted (preparation output such as a clone,
 // usually on LOG_STREAM_SYSTEM) and after a CancelJob, but not after the
-// run's JobFinished. Keep batches well under the gRPC message size limit
-// (4 MiB by default); Welcome.max_log_batch_lines is the server's hint.
+// run's JobFinished or JobRejected. Keep batches well under the gRPC message
+// size limit (4 MiB by default): a larger message ends the stream with
+// RESOURCE_EXHAUSTED, and so does every resend of it.
+// Welcome.max_log_batch_lines is the server's hint for the number of lines
+// (this server asks for 500); when it is 0 the agent chooses (the reference agent: 500 lines, and at most about
+// 1 MiB of text per batch, a single longer line alone). The reference agent
+// sends a batch when it is full or when its oldest line has waited 20 ms.
 type LogBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job.
@@ -1164,7 +1227,29 @@ type LogLine struct {
 	// Which output the line came from.
 	Stream LogStream `protobuf:"varint,2,opt,name=stream,proto3,enum=agent.v1.LogStream" json:"stream,omitempty"`
 	// The line, without its line terminator. The agent splits output on
-	// newlines and replaces bytes that are not valid UTF-8 with U+FFFD.
+	// newlines and replaces bytes that are not valid UTF-8 with U+FFFD. For
+	// two agents to store the same output byte for byte, an agent should
+	// follow these rules, which the reference agent does:
+	//   - Lines end at LF (0x0A). One CR (0x0D) right before the LF, or at the
+	//     very end of the output, is dropped with it; any other CR stays in
+	//     the text (a progress bar's "10%\r20%" is one line).
+	//   - Output that ends without LF still makes a last line; output that
+	//     ends right after an LF makes no empty line after it.
+	//   - Decoding is WHATWG UTF-8 decoding: each maximal subpart of an
+	//     ill-formed sequence becomes one U+FFFD (so "\xE2\x82A" is
+	//     "\uFFFDA", and "\xF0\x80\x80" three U+FFFD), and a character whose
+	//     bytes arrive in two reads is decoded whole.
+	//   - A line longer than 65,536 UTF-16 code units (a character outside
+	//     the BMP counts two) is cut into pieces of that length, each sent as
+	//     a line of its own; a cut that would split a character is made one
+	//     unit earlier. (Where a cut meets a CR LF, chunking may add an empty
+	//     line.)
+	//
+	// The server stores text as it arrives and sets no limit on its length:
+	// only the message size limit bounds it. It cannot store U+0000 (NUL): a
+	// batch holding one currently ends the stream with UNAVAILABLE, and so
+	// does every resend, so an agent should not send NUL (the reference agent
+	// does not yet guard against it).
 	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1237,12 +1322,15 @@ func (x *LogLine) GetText() string {
 type Heartbeat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every job run the agent holds at this moment: those it was assigned and
-	// accepted, is running, or has finished without a JobFinishedAck.
+	// accepted, is running, has stopped to give back and not yet sent the
+	// JobRejected of (see JobRejected), or has finished without a
+	// JobFinishedAck.
 	RunningJobs []*RunningJob `protobuf:"bytes,1,rep,name=running_jobs,json=runningJobs,proto3" json:"running_jobs,omitempty"`
 	// Numbers this stream's heartbeats from 1, so that a HeartbeatAck names the
 	// one it answers. The agent remembers when it sent each (by its monotonic
-	// clock) until answered. 0 (an agent that does not count) is still
-	// answered, but renews no lease.
+	// clock, read before the Heartbeat is handed to the transport) until
+	// answered. 0 (an agent that does not count) is still answered, but
+	// renews no lease.
 	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1418,6 +1506,17 @@ func (x *DropJob) GetReason() string {
 // it after the run's last LogBatch, keeps the job until JobFinishedAck
 // arrives, and sends it again on the next stream if the ack never came; the
 // server treats repeats as one.
+//
+// A run ends when the command the agent started exits. Processes it left
+// behind (daemons, background jobs) are part of the run: the agent should
+// stop them before it sends JobFinished (SIGTERM, the run's cancel_grace,
+// SIGKILL), as at most one run of a job may be live, and their output until
+// the pipes close belongs to the run. They do not change the outcome, which
+// is the command's own exit. A pipe held open by a process the agent cannot
+// reach may be abandoned after a while. The reference agent stops the rest
+// of the command's process group once the command exits, and stops reading
+// a pipe that stays open and silent for 5 s after that, saying so on
+// LOG_STREAM_SYSTEM.
 type JobFinished struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job.
@@ -1426,14 +1525,17 @@ type JobFinished struct {
 	Attempt uint32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// How the run ended.
 	Outcome JobOutcome `protobuf:"varint,3,opt,name=outcome,proto3,enum=agent.v1.JobOutcome" json:"outcome,omitempty"`
-	// Exit code of the coding tool, when it exited by itself. Absent when it
-	// never started, or was killed by a signal.
+	// Exit code of the coding tool, when it exited by itself (after a SIGTERM
+	// included). Absent when it never started, or was killed by a signal.
 	ExitCode *int32 `protobuf:"varint,4,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
 	// Why the run failed or was cancelled, in words (e.g. "clone failed:
 	// repository not found", "killed after cancel grace"). Empty on success.
-	// Free text for people, stored as the job's failureReason; the server
-	// parses nothing in it. When empty on a failure, the server writes
-	// "exited with code N", or "failed" without an exit code.
+	// Free text for people, stored as the job's failureReason for a failed
+	// run (for a cancelled one, see CancelJob); the server parses nothing in
+	// it. When empty on a failure, the server writes "exited with code N", or
+	// "failed" without an exit code. Recommended, and what the reference
+	// agent sends: "exited with code N" for a non-zero exit, "killed by
+	// signal SIGSEGV" (the signal's name) for a signal.
 	FailureReason string `protobuf:"bytes,5,opt,name=failure_reason,json=failureReason,proto3" json:"failure_reason,omitempty"`
 	// When the run ended, by the agent's clock.
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
@@ -1536,17 +1638,20 @@ type Welcome struct {
 	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// Name of the server replica holding the stream, for diagnostics.
 	Replica string `protobuf:"bytes,2,opt,name=replica,proto3" json:"replica,omitempty"`
-	// How often the agent sends a Heartbeat.
+	// How often the agent sends a Heartbeat (this server always sets it; the
+	// reference agent falls back to 10 s).
 	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
 	// Most log lines the server wants in one LogBatch. A hint: 0 means no
-	// preference. Smaller batches reach live viewers sooner; larger ones cost
-	// less to store.
+	// preference (see LogBatch). Smaller batches reach live viewers sooner;
+	// larger ones cost less to store.
 	MaxLogBatchLines uint32 `protobuf:"varint,4,opt,name=max_log_batch_lines,json=maxLogBatchLines,proto3" json:"max_log_batch_lines,omitempty"`
 	// Jobs from Hello.running_jobs this agent no longer owns (cancelled, timed
-	// out or given to another agent while it was away), by job id: the run the
-	// agent listed for that job, whatever its attempt. The agent kills them at
-	// once, without grace, drops their unacknowledged log lines and sends
-	// nothing more about them.
+	// out or given to another agent while it was away, or ended with the
+	// run's JobFinished recorded and its JobFinishedAck lost), by job id: the
+	// one run the agent listed for that job, whatever its attempt (an agent
+	// holds at most one run per job). The agent kills them at once, without
+	// grace, drops their unacknowledged log lines and sends nothing more about
+	// them.
 	CancelJobIds []string `protobuf:"bytes,5,rep,name=cancel_job_ids,json=cancelJobIds,proto3" json:"cancel_job_ids,omitempty"`
 	// How long the agent's lease lasts after the send time of the last Hello
 	// or Heartbeat the server answered (see the lease rule at the top of this
@@ -1668,9 +1773,13 @@ type JobAssignment struct {
 	// when it runs out and records the job as timed out. The agent may enforce
 	// it too, as a backstop for when it cannot reach the server.
 	RunTimeout *durationpb.Duration `protobuf:"bytes,9,opt,name=run_timeout,json=runTimeout,proto3" json:"run_timeout,omitempty"`
-	// When the agent stops this run, by CancelJob or its run_timeout backstop,
-	// how long it waits after asking the coding tool to stop (SIGTERM) before
-	// killing it (SIGKILL), unless CancelJob.grace says otherwise.
+	// When the agent stops this run, by CancelJob, its run_timeout backstop,
+	// at shutdown or when its lease runs out, how long it waits after asking
+	// the coding tool to stop (SIGTERM) before killing it (SIGKILL), unless
+	// CancelJob.grace says otherwise. Zero (set, but 0) means SIGKILL at once.
+	// This server always sets it (JOB_CANCEL_GRACE or the job's own); an
+	// agent given neither this nor CancelJob.grace should use 10 s, as the
+	// reference agent does.
 	CancelGrace   *durationpb.Duration `protobuf:"bytes,10,opt,name=cancel_grace,json=cancelGrace,proto3" json:"cancel_grace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1863,6 +1972,19 @@ func (x *Repository) GetDefaultBranch() string {
 // may treat it as a repeat, since it kills the run when its grace ends. A
 // CancelJob the agent could not receive (its stream was down) is sent again
 // after its next Hello that lists the run.
+//
+// What is recorded: a run still going when the CancelJob arrives is
+// reported JOB_OUTCOME_CANCELLED, however it then ends (its command exiting
+// by itself after SIGTERM included), with exit_code set if the command
+// exited by itself, and failure_reason saying why (the reference agent:
+// "cancelled: <reason>", plus a note when SIGKILL was needed). The server
+// records the job as cancelled, with the cancel request's own reason and no
+// exit code: neither field of that report is stored. A run stopped for its
+// run timeout is recorded as timed out, whatever the agent reports. Only a
+// JobFinished that reached the server before the cancel was requested
+// decides the outcome. A run not started by its start deadline also gets a
+// CancelJob ("not started within …"); its job goes back to the queue at
+// once (the attempt counted), and a DropJob usually follows.
 type CancelJob struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job.
@@ -2075,6 +2197,9 @@ type GoAway struct {
 	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// How long to wait before reconnecting, to spread the reconnects of many
 	// agents. The agent adds random jitter. Unset means at once (plus jitter).
+	// Recommended, and what the reference agent does: wait reconnect_after
+	// plus a delay drawn uniformly between 0 and max(1 s, reconnect_after / 2).
+	// This server sends 1 s. If that stream fails, the usual backoff applies.
 	ReconnectAfter *durationpb.Duration `protobuf:"bytes,2,opt,name=reconnect_after,json=reconnectAfter,proto3" json:"reconnect_after,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache

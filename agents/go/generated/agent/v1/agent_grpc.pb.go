@@ -29,6 +29,9 @@
 // from the moment the agent sent the Heartbeat it answers (Heartbeat.seq).
 // The lease runs out Welcome.lease_duration after the send time of the last
 // answered Hello or Heartbeat, counted on the agent's own monotonic clock.
+// The send time is read before the message is handed to the transport (the
+// reference agent reads it as it queues the message): a time read later, such
+// as when a write completes, could fall after the server received it.
 // When it runs out, the agent stops every run it has not finished by itself,
 // as for a CancelJob (SIGTERM, the run's cancel_grace, SIGKILL), and gives
 // those jobs back (JobRejected) once it reaches a server again. Runs that had
@@ -91,31 +94,60 @@ type AgentServiceClient interface {
 	// revoking a token ends the live streams that use it.
 	//
 	// Transport: the endpoint speaks plaintext HTTP/2 (h2c) on its port; an
-	// operator who needs TLS terminates it in front (an agent given an
-	// https:// address uses TLS). Messages are at most 4 MiB.
+	// operator who needs TLS terminates it in front. An agent therefore
+	// supports both: plaintext to reach the port itself, TLS to reach such a
+	// front (how it is told which is its own business). Messages are at most
+	// 4 MiB. The server sends HTTP/2 keepalive pings every 30 s and drops a
+	// connection that leaves one unanswered for 10 s; an agent may ping too
+	// (the reference agent: every 30 s), to keep NATs and proxies open.
 	//
 	// Opening sequence: the agent's first message must be Hello, within 10 s
-	// of opening the stream; the server's first message is Welcome. The server
-	// then sends one LogAck for each job from Hello.running_jobs that the agent
-	// keeps (telling it where to resume its log), then a CancelJob for each of
-	// those it was asked to stop while the agent was away, and from then on
-	// either side sends whenever it has something to say. Messages on one
-	// stream are processed in the order they are sent. The first Heartbeat is
-	// due one heartbeat_interval after Welcome (Welcome itself renews the
-	// lease).
+	// of opening the stream; the server's first message is Welcome, sent once
+	// the Hello is durably recorded (an agent should allow it some seconds:
+	// the reference agent gives up on a stream without Welcome after 30 s and
+	// reconnects). The server then sends one LogAck for each job from
+	// Hello.running_jobs that the agent keeps (telling it where to resume its
+	// log), then a CancelJob for each of those it was asked to stop while the
+	// agent was away, and only then anything else. From then on either side
+	// sends whenever it has something to say. Messages on one stream are
+	// processed in the order they are sent. The first Heartbeat is due one
+	// heartbeat_interval after Welcome arrives (Welcome itself renews the
+	// lease), then one every heartbeat_interval.
 	//
 	// After every new Welcome the agent sends again what the old stream may
 	// have lost: JobStarted of each run it has started and not finished (it has
 	// no ack; the server treats a repeat as one, and a run whose JobStarted
-	// never arrives is taken back at its start deadline), every log line after
-	// the kept run's LogAck, and JobFinished or JobRejected of runs that ended.
+	// never arrives is taken back at its start deadline), every log line it
+	// holds that is not acknowledged, and JobFinished or JobRejected of runs
+	// that ended. It may resend lines at once from its own last LogAck
+	// (repeats of stored lines are ignored), as the reference agent does, or
+	// wait for the run's LogAck after Welcome and resend from there.
+	//
+	// Every server message is true whichever of the agent's streams carried
+	// it: LogAck, JobFinishedAck, HeartbeatAck, CancelJob and DropJob that
+	// arrive on a stream the agent is leaving (after GoAway, or once a newer
+	// stream is welcomed) apply as if they came on the new one. An assignment
+	// is answered on the stream that carried it.
 	//
 	// Flow control: the server reads a stream only as fast as it stores log
 	// lines. With 8 MiB of log text read and not yet stored, it stops reading
 	// until half of it is stored, so HTTP/2 flow control holds the agent's
 	// writes; an agent should wait for its writes to drain rather than buffer
-	// without bound. The reference agent keeps at most four full batches per
-	// run unacknowledged.
+	// without bound. It should also bound, per run, the lines sent and not yet
+	// acknowledged (the reference agent: four batches of max_log_batch_lines),
+	// since what it sends ahead waits in the server's memory rather than in
+	// the database.
+	//
+	// Shutting down: an agent that stops taking jobs says capacity 0 in its
+	// next Hello. Heartbeats carry no capacity, so on a stream opened before
+	// it declines further assignments with JobRejected (not counted against
+	// the job). It should stop or finish its runs, then wait for each
+	// JobFinishedAck and until each JobRejected is written before it closes
+	// its side of the stream, for as long as its operator allows (the
+	// reference agent: 10 s after its runs have ended). What it leaves
+	// unreported stays its own until the lease rule lets the server requeue it
+	// as lost (the attempt counted, a finished run's outcome lost with it), or
+	// until it says Hello again without it.
 	//
 	// One stream per agent_id: when a new stream opens with the agent_id of a
 	// live one (typically a reconnect after a network failure the server has
@@ -126,21 +158,35 @@ type AgentServiceClient interface {
 	//
 	//	UNAUTHENTICATED      missing, malformed, unknown or revoked token.
 	//	INVALID_ARGUMENT     the first message is not Hello, a second Hello
-	//	                     arrives, or Hello itself is invalid (empty
-	//	                     agent_id, for instance).
+	//	                     arrives, or Hello itself is invalid (see Hello's
+	//	                     fields).
+	//	PERMISSION_DENIED    Hello.agent_id is registered to another
+	//	                     organisation (its token's organisation differs).
 	//	DEADLINE_EXCEEDED    no Hello soon after the stream opened, or no
 	//	                     message at all for Welcome.lease_duration. The
 	//	                     stream ends; the agent's jobs are requeued only
 	//	                     under the lease rule above.
 	//	ABORTED              superseded by a newer stream with the same
 	//	                     agent_id.
-	//	UNAVAILABLE          the server is shutting down (after GoAway).
+	//	UNAVAILABLE          the server is shutting down (after GoAway), or
+	//	                     it could not process a message (reconnect and
+	//	                     resend).
 	//	RESOURCE_EXHAUSTED   a message larger than the server accepts
 	//	                     (gRPC's default limit, 4 MiB).
 	//
-	// The agent reconnects after any of these except UNAUTHENTICATED and
-	// INVALID_ARGUMENT, which a retry cannot fix, with jittered exponential
-	// backoff.
+	// The agent reconnects after any other status and after transport failures
+	// (no connection, a peer that does not speak HTTP/2 or gRPC), but not
+	// after UNAUTHENTICATED, INVALID_ARGUMENT or PERMISSION_DENIED, which a
+	// retry cannot fix: it reports them to its operator and stops. Whether it
+	// gives up on an address that has never welcomed it is its own business.
+	// Reconnects use jittered exponential backoff; recommended, and what the
+	// reference agent does: a delay drawn uniformly between 0 and
+	// min(cap, 500 ms × 2^n) after n failures in a row ("full jitter"), cap
+	// 30 s, and once a Welcome has named a lease at most a quarter of
+	// lease_duration, so that a server back within the lease hears from the
+	// agent in time; n starts again from 0 after a welcomed stream that
+	// lasted 10 s or more.
+	// After GoAway see GoAway.reconnect_after.
 	//
 	// A mistake in a single message that does not put the session in doubt (a
 	// log batch for a job the agent does not hold, for instance) does not end
@@ -185,31 +231,60 @@ type AgentServiceServer interface {
 	// revoking a token ends the live streams that use it.
 	//
 	// Transport: the endpoint speaks plaintext HTTP/2 (h2c) on its port; an
-	// operator who needs TLS terminates it in front (an agent given an
-	// https:// address uses TLS). Messages are at most 4 MiB.
+	// operator who needs TLS terminates it in front. An agent therefore
+	// supports both: plaintext to reach the port itself, TLS to reach such a
+	// front (how it is told which is its own business). Messages are at most
+	// 4 MiB. The server sends HTTP/2 keepalive pings every 30 s and drops a
+	// connection that leaves one unanswered for 10 s; an agent may ping too
+	// (the reference agent: every 30 s), to keep NATs and proxies open.
 	//
 	// Opening sequence: the agent's first message must be Hello, within 10 s
-	// of opening the stream; the server's first message is Welcome. The server
-	// then sends one LogAck for each job from Hello.running_jobs that the agent
-	// keeps (telling it where to resume its log), then a CancelJob for each of
-	// those it was asked to stop while the agent was away, and from then on
-	// either side sends whenever it has something to say. Messages on one
-	// stream are processed in the order they are sent. The first Heartbeat is
-	// due one heartbeat_interval after Welcome (Welcome itself renews the
-	// lease).
+	// of opening the stream; the server's first message is Welcome, sent once
+	// the Hello is durably recorded (an agent should allow it some seconds:
+	// the reference agent gives up on a stream without Welcome after 30 s and
+	// reconnects). The server then sends one LogAck for each job from
+	// Hello.running_jobs that the agent keeps (telling it where to resume its
+	// log), then a CancelJob for each of those it was asked to stop while the
+	// agent was away, and only then anything else. From then on either side
+	// sends whenever it has something to say. Messages on one stream are
+	// processed in the order they are sent. The first Heartbeat is due one
+	// heartbeat_interval after Welcome arrives (Welcome itself renews the
+	// lease), then one every heartbeat_interval.
 	//
 	// After every new Welcome the agent sends again what the old stream may
 	// have lost: JobStarted of each run it has started and not finished (it has
 	// no ack; the server treats a repeat as one, and a run whose JobStarted
-	// never arrives is taken back at its start deadline), every log line after
-	// the kept run's LogAck, and JobFinished or JobRejected of runs that ended.
+	// never arrives is taken back at its start deadline), every log line it
+	// holds that is not acknowledged, and JobFinished or JobRejected of runs
+	// that ended. It may resend lines at once from its own last LogAck
+	// (repeats of stored lines are ignored), as the reference agent does, or
+	// wait for the run's LogAck after Welcome and resend from there.
+	//
+	// Every server message is true whichever of the agent's streams carried
+	// it: LogAck, JobFinishedAck, HeartbeatAck, CancelJob and DropJob that
+	// arrive on a stream the agent is leaving (after GoAway, or once a newer
+	// stream is welcomed) apply as if they came on the new one. An assignment
+	// is answered on the stream that carried it.
 	//
 	// Flow control: the server reads a stream only as fast as it stores log
 	// lines. With 8 MiB of log text read and not yet stored, it stops reading
 	// until half of it is stored, so HTTP/2 flow control holds the agent's
 	// writes; an agent should wait for its writes to drain rather than buffer
-	// without bound. The reference agent keeps at most four full batches per
-	// run unacknowledged.
+	// without bound. It should also bound, per run, the lines sent and not yet
+	// acknowledged (the reference agent: four batches of max_log_batch_lines),
+	// since what it sends ahead waits in the server's memory rather than in
+	// the database.
+	//
+	// Shutting down: an agent that stops taking jobs says capacity 0 in its
+	// next Hello. Heartbeats carry no capacity, so on a stream opened before
+	// it declines further assignments with JobRejected (not counted against
+	// the job). It should stop or finish its runs, then wait for each
+	// JobFinishedAck and until each JobRejected is written before it closes
+	// its side of the stream, for as long as its operator allows (the
+	// reference agent: 10 s after its runs have ended). What it leaves
+	// unreported stays its own until the lease rule lets the server requeue it
+	// as lost (the attempt counted, a finished run's outcome lost with it), or
+	// until it says Hello again without it.
 	//
 	// One stream per agent_id: when a new stream opens with the agent_id of a
 	// live one (typically a reconnect after a network failure the server has
@@ -220,21 +295,35 @@ type AgentServiceServer interface {
 	//
 	//	UNAUTHENTICATED      missing, malformed, unknown or revoked token.
 	//	INVALID_ARGUMENT     the first message is not Hello, a second Hello
-	//	                     arrives, or Hello itself is invalid (empty
-	//	                     agent_id, for instance).
+	//	                     arrives, or Hello itself is invalid (see Hello's
+	//	                     fields).
+	//	PERMISSION_DENIED    Hello.agent_id is registered to another
+	//	                     organisation (its token's organisation differs).
 	//	DEADLINE_EXCEEDED    no Hello soon after the stream opened, or no
 	//	                     message at all for Welcome.lease_duration. The
 	//	                     stream ends; the agent's jobs are requeued only
 	//	                     under the lease rule above.
 	//	ABORTED              superseded by a newer stream with the same
 	//	                     agent_id.
-	//	UNAVAILABLE          the server is shutting down (after GoAway).
+	//	UNAVAILABLE          the server is shutting down (after GoAway), or
+	//	                     it could not process a message (reconnect and
+	//	                     resend).
 	//	RESOURCE_EXHAUSTED   a message larger than the server accepts
 	//	                     (gRPC's default limit, 4 MiB).
 	//
-	// The agent reconnects after any of these except UNAUTHENTICATED and
-	// INVALID_ARGUMENT, which a retry cannot fix, with jittered exponential
-	// backoff.
+	// The agent reconnects after any other status and after transport failures
+	// (no connection, a peer that does not speak HTTP/2 or gRPC), but not
+	// after UNAUTHENTICATED, INVALID_ARGUMENT or PERMISSION_DENIED, which a
+	// retry cannot fix: it reports them to its operator and stops. Whether it
+	// gives up on an address that has never welcomed it is its own business.
+	// Reconnects use jittered exponential backoff; recommended, and what the
+	// reference agent does: a delay drawn uniformly between 0 and
+	// min(cap, 500 ms × 2^n) after n failures in a row ("full jitter"), cap
+	// 30 s, and once a Welcome has named a lease at most a quarter of
+	// lease_duration, so that a server back within the lease hears from the
+	// agent in time; n starts again from 0 after a welcomed stream that
+	// lasted 10 s or more.
+	// After GoAway see GoAway.reconnect_after.
 	//
 	// A mistake in a single message that does not put the session in doubt (a
 	// log batch for a job the agent does not hold, for instance) does not end
