@@ -310,6 +310,19 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
       expect(data!.items.map((l) => [l.stream, l.text])).toEqual([['system', 'no stream said']]);
     });
 
+    it('stores a NUL the command printed as U+FFFD, and acknowledges the batch', async () => {
+      const o = await org();
+      const a = await welcomed(o.token);
+      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
+      await a.next('assignment');
+      a.start(job.id, 1);
+      const at = new Date();
+      a.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 1, firstSeq: 1, lines: [{ at, stream: LogStream.LOG_STREAM_STDOUT, text: 'a\0b' }, { at, stream: LogStream.LOG_STREAM_STDOUT, text: 'after' }] } });
+      expect(await a.next('logAck')).toEqual({ jobId: job.id, attempt: 1, ackedSeq: 2 });
+      const { data } = await o.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: o.orgId, jobId: job.id }, query: {} } });
+      expect(data!.items.map((l) => l.text)).toEqual(['a\uFFFDb', 'after']);
+    });
+
     it('answers every kind of message about a job the agent does not hold with UNKNOWN_JOB', async () => {
       const o = await org();
       const a = await welcomed(o.token);

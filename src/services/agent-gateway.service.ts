@@ -401,7 +401,7 @@ export class AgentGatewayService {
     if (batch.firstSeq > stored + 1) throw new LogSequenceGapError(job.id, stored, batch.firstSeq);
     // Lines up to `stored` are a resend: only the rest is new.
     const skip = Math.max(0, stored - batch.firstSeq + 1);
-    const fresh = batch.lines.slice(skip).map((line, i) => ({ seq: job.logSeqBase + batch.firstSeq + skip + i, at: line.at, stream: line.stream, text: line.text }));
+    const fresh = batch.lines.slice(skip).map((line, i) => ({ seq: job.logSeqBase + batch.firstSeq + skip + i, at: line.at, stream: line.stream, text: storable(line.text) }));
     // Fenced: the job may have gone back to the queue since it was read, and then this run may add nothing.
     if (!(await logsRepo.insertLines(this.deps.db, job.id, batch.attempt, fresh, { agentId: session.agentId }))) {
       throw new NotFoundError(`Job ${batch.jobId} attempt ${batch.attempt} held by this agent`);
@@ -495,4 +495,12 @@ export class AgentGatewayService {
 /** A reported end of the run itself, as opposed to the agent giving the attempt up. */
 function isOutcome(reported: ReportedOutcome | null): boolean {
   return reported !== null && reported.kind !== 'agent_lost' && reported.kind !== 'rejected';
+}
+
+/**
+ * PostgreSQL text cannot hold U+0000: a NUL the command printed is stored as U+FFFD (agent.proto,
+ * LogLine.text), rather than failing the batch on every resend.
+ */
+function storable(text: string): string {
+  return text.includes('\0') ? text.replaceAll('\0', '\uFFFD') : text;
 }

@@ -605,10 +605,9 @@ export interface LogLine {
    *     unit earlier. (Where a cut meets a CR LF, chunking may add an empty
    *     line.)
    * The server stores text as it arrives and sets no limit on its length:
-   * only the message size limit bounds it. It cannot store U+0000 (NUL): a
-   * batch holding one currently ends the stream with UNAVAILABLE, and so
-   * does every resend, so an agent should not send NUL (the reference agent
-   * does not yet guard against it).
+   * only the message size limit bounds it. The one exception is U+0000
+   * (NUL), which the database cannot hold: the server stores each as U+FFFD,
+   * so readers see where it was. An agent may send NUL as it was printed.
    */
   text: string;
 }

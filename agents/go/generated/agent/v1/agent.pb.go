@@ -1246,10 +1246,9 @@ type LogLine struct {
 	//     line.)
 	//
 	// The server stores text as it arrives and sets no limit on its length:
-	// only the message size limit bounds it. It cannot store U+0000 (NUL): a
-	// batch holding one currently ends the stream with UNAVAILABLE, and so
-	// does every resend, so an agent should not send NUL (the reference agent
-	// does not yet guard against it).
+	// only the message size limit bounds it. The one exception is U+0000
+	// (NUL), which the database cannot hold: the server stores each as U+FFFD,
+	// so readers see where it was. An agent may send NUL as it was printed.
 	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
