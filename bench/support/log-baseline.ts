@@ -35,12 +35,12 @@ export async function insertBaselineRows(connections: SqlConnection[], rows: Bas
           const values: unknown[] = [];
           const tuples: string[] = [];
           for (let i = 0; i < size; i++) {
-            const p = i * 5;
-            tuples.push(`($${p + 1}, $${p + 2}, $${p + 3}, $${p + 4}, $${p + 5})`);
-            values.push(jobId, first + i, at, 'stdout', lineText(first + i, rows.textBytes));
+            const p = i * 6;
+            tuples.push(`($${p + 1}, $${p + 2}, $${p + 3}, $${p + 4}, $${p + 5}, $${p + 6})`);
+            values.push(jobId, first + i, 1, at, 'stdout', lineText(first + i, rows.textBytes));
           }
           const t0 = performance.now();
-          await connection.query(`insert into log_lines (job_id, seq, at, stream, text) values ${tuples.join(', ')}`, values);
+          await connection.query(`insert into log_lines (job_id, seq, attempt, at, stream, text) values ${tuples.join(', ')}`, values);
           statementMs.push(performance.now() - t0);
         }
       }
