@@ -342,23 +342,53 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
     });
   });
 
+  describe('CancelJob', () => {
+    it('keeps the outcome of a run that ended by itself before the cancel reached it', async () => {
+      const o = await org();
+      const a = await welcomed(o.token);
+      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
+      await a.next('assignment');
+      a.start(job.id, 1);
+      await waitForJob(o.member, o.orgId, job.id, (j) => j.status === 'running');
+      await o.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: o.orgId, jobId: job.id } }, body: { reason: 'too late' } });
+      expect(await a.next('cancel')).toMatchObject({ jobId: job.id, attempt: 1 });
+      // The command had already exited 0: the agent reports the outcome it reached (agent.proto, CancelJob).
+      a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
+      await a.next('finishedAck');
+      const done = await waitForJob(o.member, o.orgId, job.id, (j) => j.finishedAt !== null);
+      expect(done).toMatchObject({ status: 'succeeded', exitCode: 0 });
+      expect(done.events.map((e) => e.type)).toEqual(['created', 'assigned', 'started', 'cancel_requested', 'succeeded']);
+    });
+  });
+
   describe('the attempt limit', () => {
     it('ends a job failed once its agents have given back maxAttempts started runs', async () => {
       const o = await org();
+      // Two agents, so each given-back run goes to the other (agent.proto, JobRejected).
+      const agents = [await welcomed(o.token), await welcomed(o.token)];
       const job = await createJob(o.member, o.orgId, { repoId: o.repo.id, maxAttempts: 2 });
       for (const attempt of [1, 2]) {
-        const a = await welcomed(o.token);
-        expect(await a.next('assignment', 30_000)).toMatchObject({ jobId: job.id, attempt });
-        a.start(job.id, attempt);
+        const holder = await assignedRun(agents, job.id, attempt);
+        holder.start(job.id, attempt);
         await waitForJob(o.member, o.orgId, job.id, (j) => j.status === 'running' && j.attempt === attempt);
         // Started, then given back (shutting down): the run counts.
-        a.send({ $case: 'rejected', value: { jobId: job.id, attempt, reason: 'shutting down' } });
+        holder.send({ $case: 'rejected', value: { jobId: job.id, attempt, reason: 'shutting down' } });
         await waitForJob(o.member, o.orgId, job.id, (j) => j.status !== 'running');
-        a.close();
       }
       const done = await waitForJob(o.member, o.orgId, job.id, (j) => j.status === 'failed', 30_000);
       expect(done.attempt).toBe(2);
       expect(done.failureReason).toMatch(/2 attempts/);
     });
+
+    /** The agent that was assigned this run of the job (the server chooses which). */
+    async function assignedRun(agents: ProtocolClient[], jobId: string, attempt: number): Promise<ProtocolClient> {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const holder = agents.find((a) => a.received('assignment').some((m) => m.jobId === jobId && m.attempt === attempt));
+        if (holder) return holder;
+        if (Date.now() > deadline) throw new Error(`run ${attempt} of job ${jobId} was assigned to no agent`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
   });
 });

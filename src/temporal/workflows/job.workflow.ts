@@ -69,6 +69,12 @@ const patches = {
    * pair names one run) and is counted apart, not against maxAttempts.
    */
   runNumbers: 'run-numbers',
+  /**
+   * A run the agent reports as succeeded or failed while a cancel or the run deadline is asking it
+   * to stop ended before the stop reached it: its outcome stands, rather than being recorded as
+   * cancelled or timed out.
+   */
+  finishedRunStands: 'finished-run-stands',
 } as const;
 
 type AttemptResult = JobOutcome | AttemptLoss | { kind: 'timed_out'; reason: string } | { kind: 'cancel_requested' };
@@ -207,9 +213,12 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
   async function execute(claimed: JobClaim): Promise<AttemptResult> {
     const scope = new CancellationScope();
     let settled = false;
-    const running = awaitAgent(claimed, scope).finally(() => {
-      settled = true;
-    });
+    let reported: AttemptResult | undefined;
+    const running = awaitAgent(claimed, scope)
+      .then((result) => (reported = result))
+      .finally(() => {
+        settled = true;
+      });
     // The attempt's deadlines: cancelled once it is decided, so none outlives it to wake the
     // workflow for nothing (a requeued job would otherwise carry its first attempt's timers).
     const timers = new CancellationScope();
@@ -242,6 +251,8 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
         }
       });
       scope.cancel();
+      // The run may have ended by itself before the stop reached it: what it reached is the outcome.
+      if ((reported?.kind === 'succeeded' || reported?.kind === 'failed') && patched(patches.finishedRunStands)) return reported;
       return result;
     } finally {
       if (patched(patches.leanJobLife)) timers.cancel();

@@ -1977,11 +1977,12 @@ func (x *Repository) GetDefaultBranch() string {
 // by itself after SIGTERM included), with exit_code set if the command
 // exited by itself, and failure_reason saying why (the reference agent:
 // "cancelled: <reason>", plus a note when SIGKILL was needed). The server
-// records the job as cancelled, with the cancel request's own reason and no
-// exit code: neither field of that report is stored. A run stopped for its
-// run timeout is recorded as timed out, whatever the agent reports. Only a
-// JobFinished that reached the server before the cancel was requested
-// decides the outcome. A run not started by its start deadline also gets a
+// records the job as cancelled (or timed out, for its run timeout), with
+// the cancel request's own reason and no exit code. A run that had already
+// ended by itself when the CancelJob arrived is reported with the outcome it
+// reached (SUCCEEDED or FAILED, with its exit code), and that outcome stands:
+// a finished run is never recorded as cancelled or timed out. A run not
+// started by its start deadline also gets a
 // CancelJob ("not started within …"); its job goes back to the queue at
 // once (the attempt counted), and a DropJob usually follows.
 type CancelJob struct {
