@@ -24,6 +24,7 @@ const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch'
 type HttpMethod = (typeof HTTP_METHODS)[number];
 const JSON_MEDIA_TYPES = new Set(['application/json', 'application/problem+json', 'text/plain']);
 const PROBLEM_REF = '#/components/schemas/Problem';
+const IDEMPOTENCY_HEADER = 'idempotency-key';
 
 interface ParamModel {
   name: string;
@@ -451,6 +452,9 @@ function renderSdk(doc: OpenAPI3, all: OperationModel[]): string {
   const aliases = schemaNames.filter((name) => !frameExports.has(name));
   const httpPaths =
     websocketPaths.length === 0 ? 'paths' : `Omit<paths, ${websocketPaths.map(q).join(' | ')}>`;
+  // Operations that declare an Idempotency-Key header get one on every call unless the caller sets it.
+  const idempotent = all.filter((op) => op.websocket === null && op.headerParams.some((param) => param.name.toLowerCase() === IDEMPOTENCY_HEADER));
+  const idempotentList = idempotent.map((op) => `  ${q(`${op.method} ${op.path}`)},\n`).join('');
 
   let out = `// The typed client of the Agent Jobs API (openapi-fetch over openapi.yaml), plus the WebSocket helpers.
 import createClient, { type Client } from 'openapi-fetch';
@@ -471,7 +475,16 @@ export interface AgentJobsClientOptions {
   /** The access token, or a function asked before every request (for tokens that get refreshed). */
   token?: string | (() => string | undefined);
   fetch?: typeof fetch;
+  /**
+   * The \`Idempotency-Key\` of operations that take one, when a call does not set it in
+   * \`params.header\`: a random UUID by default (a new one per call), or \`false\` to send none.
+   */
+  idempotencyKey?: false | (() => string);
 }
+
+/** The operations (method and path template) that take an \`Idempotency-Key\`. */
+export const idempotentOperations: ReadonlySet<string> = new Set([
+${idempotentList}]);
 
 /** A client whose every call is typed by openapi.yaml: \`client.POST('/v1/orgs/{orgId}/jobs', { params, body })\`. */
 export function createAgentJobsClient(options: AgentJobsClientOptions): AgentJobsClient {
@@ -479,6 +492,18 @@ export function createAgentJobsClient(options: AgentJobsClientOptions): AgentJob
     baseUrl: options.baseUrl,
     ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
   });
+  const newKey = options.idempotencyKey ?? (() => globalThis.crypto.randomUUID());
+  if (newKey !== false) {
+    client.use({
+      onRequest({ request, schemaPath }) {
+        // A Structured Field String, as the IETF draft writes the header; a key the call set is kept.
+        if (idempotentOperations.has(\`\${request.method} \${schemaPath}\`) && !request.headers.has('Idempotency-Key')) {
+          request.headers.set('Idempotency-Key', \`"\${newKey()}"\`);
+        }
+        return request;
+      },
+    });
+  }
   const { token } = options;
   if (token !== undefined) {
     client.use({

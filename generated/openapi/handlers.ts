@@ -42,13 +42,13 @@ export type GetReadinessResult =
 export type CreateRepositoryInput = {
   params: operations['createRepository']['parameters']['path'];
   query: Record<string, never>;
-  headers: Record<string, never>;
+  headers: { 'idempotency-key'?: NonNullable<operations['createRepository']['parameters']['header']>['Idempotency-Key'] };
   body: WithDefaults<operations['createRepository']['requestBody']['content']['application/json'], 'defaultBranch'>;
 };
 
 /** Every response `createRepository` declares, by status. */
 export type CreateRepositoryResult =
-  | { status: 201; headers: { Location: operations['createRepository']['responses'][201]['headers']['Location'] }; body: operations['createRepository']['responses'][201]['content']['application/json'] }
+  | { status: 201; headers: { Location: operations['createRepository']['responses'][201]['headers']['Location']; 'Idempotent-Replayed'?: operations['createRepository']['responses'][201]['headers']['Idempotent-Replayed'] }; body: operations['createRepository']['responses'][201]['content']['application/json'] }
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
@@ -57,6 +57,7 @@ export type CreateRepositoryResult =
   | { status: 413; body: Problem }
   | { status: 414; body: Problem }
   | { status: 415; body: Problem }
+  | { status: 422; body: Problem }
   | { status: 431; body: Problem };
 
 /** Input of `listRepositories` (GET /v1/orgs/{orgId}/repositories). */
@@ -118,20 +119,22 @@ export type DeleteRepositoryResult =
 export type CreateJobInput = {
   params: operations['createJob']['parameters']['path'];
   query: Record<string, never>;
-  headers: Record<string, never>;
+  headers: { 'idempotency-key'?: NonNullable<operations['createJob']['parameters']['header']>['Idempotency-Key'] };
   body: WithDefaults<operations['createJob']['requestBody']['content']['application/json'], 'maxAttempts'>;
 };
 
 /** Every response `createJob` declares, by status. */
 export type CreateJobResult =
-  | { status: 201; headers: { Location: operations['createJob']['responses'][201]['headers']['Location'] }; body: operations['createJob']['responses'][201]['content']['application/json'] }
+  | { status: 201; headers: { Location: operations['createJob']['responses'][201]['headers']['Location']; 'Idempotent-Replayed'?: operations['createJob']['responses'][201]['headers']['Idempotent-Replayed'] }; body: operations['createJob']['responses'][201]['content']['application/json'] }
   | { status: 400; body: Problem }
   | { status: 401; body: Problem }
   | { status: 403; body: Problem }
   | { status: 404; body: Problem }
+  | { status: 409; body: Problem }
   | { status: 413; body: Problem }
   | { status: 414; body: Problem }
   | { status: 415; body: Problem }
+  | { status: 422; body: Problem }
   | { status: 429; headers: { 'Retry-After': operations['createJob']['responses'][429]['headers']['Retry-After'] }; body: Problem }
   | { status: 431; body: Problem }
   | { status: 503; headers: { 'Retry-After': operations['createJob']['responses'][503]['headers']['Retry-After'] }; body: Problem };
@@ -392,11 +395,11 @@ export interface OperationRoute {
 export const operationRoutes = {
   getHealth: { method: 'GET', path: '/healthz', responses: { 200: 'application/json', 431: 'application/problem+json' } },
   getReadiness: { method: 'GET', path: '/readyz', responses: { 200: 'application/json', 431: 'application/problem+json', 503: 'application/json' } },
-  createRepository: { method: 'POST', path: '/v1/orgs/{orgId}/repositories', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 431: 'application/problem+json' } },
+  createRepository: { method: 'POST', path: '/v1/orgs/{orgId}/repositories', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 422: 'application/problem+json', 431: 'application/problem+json' } },
   listRepositories: { method: 'GET', path: '/v1/orgs/{orgId}/repositories', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
   getRepository: { method: 'GET', path: '/v1/orgs/{orgId}/repositories/{repoId}', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
   deleteRepository: { method: 'DELETE', path: '/v1/orgs/{orgId}/repositories/{repoId}', responses: { 204: null, 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
-  createJob: { method: 'POST', path: '/v1/orgs/{orgId}/jobs', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 429: 'application/problem+json', 431: 'application/problem+json', 503: 'application/problem+json' } },
+  createJob: { method: 'POST', path: '/v1/orgs/{orgId}/jobs', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 422: 'application/problem+json', 429: 'application/problem+json', 431: 'application/problem+json', 503: 'application/problem+json' } },
   listJobs: { method: 'GET', path: '/v1/orgs/{orgId}/jobs', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
   getJob: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
   cancelJob: { method: 'POST', path: '/v1/orgs/{orgId}/jobs/{jobId}/cancel', responses: { 202: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 431: 'application/problem+json', 503: 'application/problem+json' } },

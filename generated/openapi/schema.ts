@@ -68,6 +68,9 @@ export interface paths {
          * @description Registers a git repository that the organisation's jobs can run against. The name is unique within
          *     the organisation. Agents clone `cloneUrl` themselves; the server never fetches it.
          *
+         *     With an `Idempotency-Key`, a retry is answered with the repository the first request registered
+         *     (`Idempotent-Replayed: true`), not with a `409` for its name. Only a `201` is kept for replay.
+         *
          *     Minimum role: **Admin**.
          */
         post: operations["createRepository"];
@@ -150,6 +153,10 @@ export interface paths {
          *
          *     When the organisation already has as many queued jobs as it may, the answer is `429` with
          *     `Retry-After`.
+         *
+         *     With an `Idempotency-Key`, a retry is answered with the job the first request created, as it was
+         *     created (`Idempotent-Replayed: true`), and queues nothing; see Idempotent submission in the API
+         *     description. Only a `201` is kept for replay: after a `4xx` the same key may be sent with a corrected body.
          *
          *     Minimum role: **Member**.
          */
@@ -500,7 +507,7 @@ export interface components {
          * @description The canonical error code; it fixes the HTTP status (see the table in the API description).
          * @enum {string}
          */
-        ProblemCode: "invalid_argument" | "unauthenticated" | "permission_denied" | "not_found" | "already_exists" | "conflict" | "resource_exhausted" | "unavailable" | "internal" | "payload_too_large" | "unsupported_media_type" | "upgrade_required" | "method_not_allowed" | "request_timeout" | "uri_too_long" | "request_header_fields_too_large";
+        ProblemCode: "invalid_argument" | "unauthenticated" | "permission_denied" | "not_found" | "already_exists" | "conflict" | "idempotency_key_in_use" | "idempotency_key_reused" | "resource_exhausted" | "unavailable" | "internal" | "payload_too_large" | "unsupported_media_type" | "upgrade_required" | "method_not_allowed" | "request_timeout" | "uri_too_long" | "request_header_fields_too_large";
         FieldError: {
             /**
              * Format: json-pointer
@@ -817,6 +824,30 @@ export interface components {
         };
     };
     responses: {
+        /**
+         * @description The first request with this `Idempotency-Key` is still being processed (it did not finish within the
+         *     server's wait, a few seconds). Retry later with the same key: you will get its answer.
+         */
+        IdempotencyKeyInUse: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /**
+         * @description This `Idempotency-Key` was already used, within the time keys are kept, for a request with another body.
+         *     Nothing was created. Use a new key for a new request.
+         */
+        IdempotencyKeyReused: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The request is invalid; `errors` points at each offending field. */
         BadRequest: {
             headers: {
@@ -948,6 +979,15 @@ export interface components {
         /** @description The `nextCursor` of the previous page. Opaque. */
         Cursor: string;
         /**
+         * @description Makes the request idempotent (see Idempotent submission in the API description): a retry with the same
+         *     key and body is answered like the first request, with `Idempotent-Replayed: true`, and creates nothing.
+         *     A Structured Field String of 1 to 255 printable ASCII characters (no `"` or `\`), or the same characters
+         *     bare (then also without spaces or commas). An empty or longer key is a `400` pointing at
+         *     `/headers/idempotency-key`. Scoped to the organisation and the operation; kept 24 hours.
+         * @example "8e03978e-40d5-43e8-bc93-6894a57f9324"
+         */
+        IdempotencyKey: string;
+        /**
          * @description Only log lines with a sequence number greater than this one (the last `seq` the client has). At most
          *     9007199254740991 (2^53 − 1), the largest `seq` a JSON number carries exactly and so the largest one stored.
          */
@@ -955,6 +995,12 @@ export interface components {
     };
     requestBodies: never;
     headers: {
+        /**
+         * @description `true` when this answer is the stored answer of an earlier request with the same `Idempotency-Key`
+         *     (nothing was created now); absent otherwise.
+         * @example true
+         */
+        IdempotentReplayed: "true";
         /**
          * @description The URL path of the created resource.
          * @example /v1/orgs/6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b/jobs/9d3f2c1a-6b5e-4f7d-8c9a-1b2c3d4e5f60
@@ -1061,7 +1107,17 @@ export interface operations {
     createRepository: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes the request idempotent (see Idempotent submission in the API description): a retry with the same
+                 *     key and body is answered like the first request, with `Idempotent-Replayed: true`, and creates nothing.
+                 *     A Structured Field String of 1 to 255 printable ASCII characters (no `"` or `\`), or the same characters
+                 *     bare (then also without spaces or commas). An empty or longer key is a `400` pointing at
+                 *     `/headers/idempotency-key`. Scoped to the organisation and the operation; kept 24 hours.
+                 * @example "8e03978e-40d5-43e8-bc93-6894a57f9324"
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /**
                  * @description The PropelAuth organisation id.
@@ -1081,6 +1137,7 @@ export interface operations {
             201: {
                 headers: {
                     Location: components["headers"]["Location"];
+                    "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1091,7 +1148,10 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
-            /** @description A repository with this name already exists in the organisation. */
+            /**
+             * @description A repository with this name already exists in the organisation (`already_exists`), or the first
+             *     request with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`).
+             */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1103,6 +1163,7 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
             415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["IdempotencyKeyReused"];
             431: components["responses"]["RequestHeaderFieldsTooLarge"];
         };
     };
@@ -1233,7 +1294,17 @@ export interface operations {
     createJob: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes the request idempotent (see Idempotent submission in the API description): a retry with the same
+                 *     key and body is answered like the first request, with `Idempotent-Replayed: true`, and creates nothing.
+                 *     A Structured Field String of 1 to 255 printable ASCII characters (no `"` or `\`), or the same characters
+                 *     bare (then also without spaces or commas). An empty or longer key is a `400` pointing at
+                 *     `/headers/idempotency-key`. Scoped to the organisation and the operation; kept 24 hours.
+                 * @example "8e03978e-40d5-43e8-bc93-6894a57f9324"
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /**
                  * @description The PropelAuth organisation id.
@@ -1253,6 +1324,7 @@ export interface operations {
             201: {
                 headers: {
                     Location: components["headers"]["Location"];
+                    "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1282,9 +1354,11 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            409: components["responses"]["IdempotencyKeyInUse"];
             413: components["responses"]["PayloadTooLarge"];
             414: components["responses"]["UriTooLong"];
             415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["IdempotencyKeyReused"];
             429: components["responses"]["TooManyRequests"];
             431: components["responses"]["RequestHeaderFieldsTooLarge"];
             503: components["responses"]["ServiceUnavailable"];

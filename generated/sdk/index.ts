@@ -56,7 +56,18 @@ export interface AgentJobsClientOptions {
   /** The access token, or a function asked before every request (for tokens that get refreshed). */
   token?: string | (() => string | undefined);
   fetch?: typeof fetch;
+  /**
+   * The `Idempotency-Key` of operations that take one, when a call does not set it in
+   * `params.header`: a random UUID by default (a new one per call), or `false` to send none.
+   */
+  idempotencyKey?: false | (() => string);
 }
+
+/** The operations (method and path template) that take an `Idempotency-Key`. */
+export const idempotentOperations: ReadonlySet<string> = new Set([
+  'POST /v1/orgs/{orgId}/repositories',
+  'POST /v1/orgs/{orgId}/jobs',
+]);
 
 /** A client whose every call is typed by openapi.yaml: `client.POST('/v1/orgs/{orgId}/jobs', { params, body })`. */
 export function createAgentJobsClient(options: AgentJobsClientOptions): AgentJobsClient {
@@ -64,6 +75,18 @@ export function createAgentJobsClient(options: AgentJobsClientOptions): AgentJob
     baseUrl: options.baseUrl,
     ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
   });
+  const newKey = options.idempotencyKey ?? (() => globalThis.crypto.randomUUID());
+  if (newKey !== false) {
+    client.use({
+      onRequest({ request, schemaPath }) {
+        // A Structured Field String, as the IETF draft writes the header; a key the call set is kept.
+        if (idempotentOperations.has(`${request.method} ${schemaPath}`) && !request.headers.has('Idempotency-Key')) {
+          request.headers.set('Idempotency-Key', `"${newKey()}"`);
+        }
+        return request;
+      },
+    });
+  }
   const { token } = options;
   if (token !== undefined) {
     client.use({
