@@ -82,6 +82,8 @@ const envSchema = z
     GATEWAY_DRAIN_TIMEOUT: duration('10s'),
     LOG_STREAM_BUFFER_BYTES: positiveInt(512 * 1024, 64 * 1024 * 1024),
     LOG_STREAM_STALL_TIMEOUT: duration('30s'),
+    IDEMPOTENCY_KEY_TTL: duration('24h'),
+    IDEMPOTENCY_KEY_WAIT: duration('5s'),
   })
   .superRefine((env, ctx) => {
     if (env.PROPELAUTH_AUTH_URL && !env.PROPELAUTH_API_KEY) {
@@ -149,6 +151,12 @@ export interface Config {
     /** How long a viewer's buffer may stay full while it reads the backlog before it is closed as too slow. */
     stallTimeoutMs: number;
   };
+  idempotency: {
+    /** How long the answer to a request with an Idempotency-Key is kept for its retries. */
+    ttlMs: number;
+    /** How long a retry waits for the first request with its key to finish before it is answered 409. */
+    waitMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -210,5 +218,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     },
     agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL, drainTimeoutMs: e.GATEWAY_DRAIN_TIMEOUT },
     logStream: { maxBufferedBytes: e.LOG_STREAM_BUFFER_BYTES, stallTimeoutMs: e.LOG_STREAM_STALL_TIMEOUT },
+    idempotency: { ttlMs: e.IDEMPOTENCY_KEY_TTL, waitMs: e.IDEMPOTENCY_KEY_WAIT },
   };
 }

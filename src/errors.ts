@@ -13,6 +13,8 @@ export const errorCodes = {
   not_found: { http: 404, grpc: GrpcStatus.NOT_FOUND, ws: ws.notFound, title: 'Not found' },
   already_exists: { http: 409, grpc: GrpcStatus.ALREADY_EXISTS, ws: ws.badRequest, title: 'Already exists' },
   conflict: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, ws: ws.badRequest, title: 'Conflict' },
+  idempotency_key_in_use: { http: 409, grpc: GrpcStatus.ABORTED, ws: ws.badRequest, title: 'Idempotency key in use' },
+  idempotency_key_reused: { http: 422, grpc: GrpcStatus.INVALID_ARGUMENT, ws: ws.badRequest, title: 'Idempotency key reused' },
   payload_too_large: { http: 413, grpc: GrpcStatus.RESOURCE_EXHAUSTED, ws: ws.badRequest, title: 'Payload too large' },
   unsupported_media_type: { http: 415, grpc: GrpcStatus.INVALID_ARGUMENT, ws: ws.badRequest, title: 'Unsupported media type' },
   upgrade_required: { http: 426, grpc: GrpcStatus.FAILED_PRECONDITION, ws: ws.badRequest, title: 'Upgrade required' },
@@ -95,6 +97,22 @@ export class ConflictError extends AppError {
 export class AlreadyExistsError extends AppError {
   constructor(message: string, fieldErrors: FieldError[] = []) {
     super('already_exists', message, { fieldErrors });
+  }
+}
+
+/** The first request with this `Idempotency-Key` is still being processed: retry when it has answered. */
+export class IdempotencyKeyInUseError extends AppError {
+  constructor(options: { cause?: unknown } = {}) {
+    super('idempotency_key_in_use', 'A request with this Idempotency-Key is still being processed; retry once it has been answered', options);
+  }
+}
+
+/** The `Idempotency-Key` was used for another request (another body, or another operation's path). */
+export class IdempotencyKeyReusedError extends AppError {
+  constructor() {
+    super('idempotency_key_reused', 'This Idempotency-Key was already used for a different request; use a new key for a new request', {
+      fieldErrors: [{ pointer: '/headers/idempotency-key', message: 'was used for a request with another body' }],
+    });
   }
 }
 

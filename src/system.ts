@@ -117,6 +117,9 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
 
     let httpUrl: string | undefined;
     if (runs(config, 'api')) {
+      // The API writes idempotency keys, so it sweeps the expired ones (every replica; deletes are harmless twice).
+      services.idempotency.start();
+      cleanup.push(async () => services.idempotency.stop());
       const app = await buildApp({ config, services, database, temporal, logger });
       cleanup.push(() => app.close());
       await app.listen({ host: config.host, port: config.httpPort });

@@ -7,6 +7,7 @@
 import { and, asc, count, desc, eq, inArray, isNotNull, isNull, notInArray, sql, type AnyColumn, type SQL } from 'drizzle-orm';
 import type { PgUpdateSetSource } from 'drizzle-orm/pg-core';
 import type { Executor } from './client.js';
+import { storedAnswerSql, type KeyScope, type StoredAnswer } from './idempotency-keys.repository.js';
 import { jobEvents, jobs, repositories, terminalJobStatuses, workflowStarts, type JobEventRow, type JobEventType, type JobRow, type JobStatus, type NewJobRow, type QueueType, type ReportedOutcome, type StopRequest } from './schema/index.js';
 
 export interface JobListFilter {
@@ -37,15 +38,24 @@ export async function insertJob(tx: Executor, values: NewJobRow): Promise<JobRow
   return row;
 }
 
-/** What a submission checks first: whether the repository is live, and how many jobs the organisation has queued. */
-export async function submissionCheck(db: Executor, orgId: string, repoId: string): Promise<{ repositoryLive: boolean; queued: number }> {
+/**
+ * What a submission checks first, in one query: whether the repository is live, how many jobs the
+ * organisation has queued, and, for a request with an Idempotency-Key, what that key answered before.
+ */
+export async function submissionCheck(
+  db: Executor,
+  orgId: string,
+  repoId: string,
+  key?: KeyScope,
+): Promise<{ repositoryLive: boolean; queued: number; answered: StoredAnswer | null }> {
   const [row] = await db
     .select({
       repositoryLive: sql<boolean>`exists (select 1 from ${repositories} where ${and(eq(repositories.orgId, orgId), eq(repositories.id, repoId), isNull(repositories.deletedAt))})`,
       queued: sql<number>`(select count(*) from ${jobs} where ${and(eq(jobs.orgId, orgId), eq(jobs.status, 'queued'))})`.mapWith(Number),
+      answered: key ? storedAnswerSql(key) : sql<StoredAnswer | null>`null::jsonb`,
     })
     .from(sql`(select 1) as one`);
-  return row ?? { repositoryLive: false, queued: 0 };
+  return row ?? { repositoryLive: false, queued: 0, answered: null };
 }
 
 export async function findJob(db: Executor, orgId: string, jobId: string): Promise<JobRow | undefined> {

@@ -23,8 +23,18 @@ export function loadSpecification(): OpenApiDocument {
 
 export function loadHttpSpecification(): OpenApiDocument {
   const spec = loadSpecification();
+  // Node lower-cases incoming header names and Fastify matches a header schema's properties to them
+  // as written, so a header parameter spelled `Idempotency-Key` would never be validated.
+  const lowerCaseHeader = (parameter: unknown) => {
+    const p = parameter as Partial<ParameterObject> | undefined;
+    if (p?.in === 'header' && typeof p.name === 'string') p.name = p.name.toLowerCase();
+  };
+  const components = spec.components as { parameters?: Record<string, unknown> } | undefined;
+  for (const parameter of Object.values(components?.parameters ?? {})) lowerCaseHeader(parameter);
   for (const [path, item] of Object.entries(spec.paths)) {
+    for (const parameter of (item as { parameters?: unknown[] }).parameters ?? []) lowerCaseHeader(parameter);
     for (const [method, operation] of Object.entries(item)) {
+      for (const parameter of (operation as { parameters?: unknown[] } | undefined)?.parameters ?? []) lowerCaseHeader(parameter);
       if ((operation as Operation)?.['x-websocket']) delete item[method];
     }
     if (Object.keys(item).every((key) => key === 'parameters' || key === 'summary' || key === 'description')) delete spec.paths[path];

@@ -6,6 +6,7 @@ import { AgentTokensService } from './agent-tokens.service.js';
 import { AgentsService } from './agents.service.js';
 import { createUserAuthenticator, type UserAuthenticator } from './auth/user-authenticator.js';
 import { JobLifecycleService } from './job-lifecycle.service.js';
+import { IdempotencyKeys } from './idempotency.js';
 import { JobsService } from './jobs.service.js';
 import type { JobStepCompletions, JobWorkflows } from './workflow-ports.js';
 import { LogsService } from './logs.service.js';
@@ -23,6 +24,7 @@ export interface Services {
   agents: AgentsService;
   gateway: AgentGatewayService;
   workflowStarter: WorkflowStarter;
+  idempotency: IdempotencyKeys;
 }
 
 export function createServices(deps: {
@@ -37,16 +39,19 @@ export function createServices(deps: {
   const { db } = database;
   const publish = deps.bus.publish;
   const workflowStarter = new WorkflowStarter({ db, workflows, log: deps.log }, { batchSize: 16, leaseMs: 30_000, sweepIntervalMs: 2_000 });
+  const idempotency = new IdempotencyKeys(db, { ...config.idempotency, sweepIntervalMs: 10 * 60_000, sweepBatch: 1000 }, deps.log);
   return {
     workflowStarter,
+    idempotency,
     userAuth: createUserAuthenticator(config.auth),
-    repositories: new RepositoriesService(db),
+    repositories: new RepositoriesService(db, idempotency),
     jobs: new JobsService({
       db,
       publish,
       kickStarter: () => workflowStarter.kick(),
       workflows,
       maxQueuedPerOrg: config.jobs.maxQueuedPerOrg,
+      idempotency,
       timeouts: {
         queueMs: config.jobs.queueTimeoutMs,
         startMs: config.jobs.startTimeoutMs,

@@ -10,6 +10,7 @@ import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedEr
 import type { JobTimeouts } from '../domain/job.js';
 import { requireOrgRole, type Caller } from './access.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
+import { fingerprint, revive, type IdempotencyKeys, type KeyedRequest, type Submitted } from './idempotency.js';
 import type { Publish } from './notifications.js';
 import type { JobWorkflows } from './workflow-ports.js';
 
@@ -43,9 +44,12 @@ export interface JobsServiceDeps {
   workflows: JobWorkflows;
   timeouts: JobTimeouts;
   maxQueuedPerOrg: number;
+  idempotency: IdempotencyKeys;
 }
 
 const DEFAULT_MAX_ATTEMPTS = 3;
+
+const JOB_DATES = ['createdAt', 'updatedAt', 'assignedAt', 'startedAt', 'finishedAt', 'cancelRequestedAt'] as const satisfies readonly (keyof Job)[];
 
 export function toJob(row: JobRow): Job {
   const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, stopRequest: _stop, declinedAttempts: _declined, logSeqBase: _base, eventSeq: _events, timeouts, ...job } = row;
@@ -55,39 +59,52 @@ export function toJob(row: JobRow): Job {
 export class JobsService {
   constructor(private readonly deps: JobsServiceDeps) {}
 
-  async submit(caller: Caller, orgId: string, input: SubmitJobInput): Promise<Job> {
+  /**
+   * Queues a job. With an `idempotencyKey`, a request the key already answered is answered the same
+   * (the job as it was created) without a second job, and one more insert in the job's transaction
+   * stores this request's answer.
+   */
+  async submit(caller: Caller, orgId: string, input: SubmitJobInput, idempotencyKey?: string): Promise<Submitted<Job>> {
     requireOrgRole(caller, orgId, 'Member');
     const { db } = this.deps;
-    const { repositoryLive, queued } = await jobsRepo.submissionCheck(db, orgId, input.repoId);
-    if (!repositoryLive) throw new NotFoundError(`Repository ${input.repoId}`);
-    await this.checkParent(orgId, input);
-    if (queued >= this.deps.maxQueuedPerOrg) {
-      throw new ResourceExhaustedError(`The organisation already has ${queued} queued jobs (limit ${this.deps.maxQueuedPerOrg})`, 30);
-    }
-
-    const maxAttempts = input.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
-    const timeouts: JobTimeouts = { ...this.deps.timeouts, ...(input.cancelGraceSeconds ? { cancelGraceMs: input.cancelGraceSeconds * 1000 } : {}) };
-    const row = await db.transaction(async (tx) => {
-      // Holds the repository until the job is stored, so a concurrent delete either sees this job
-      // (and refuses) or has already hidden the repository (and this submission is refused).
-      if (!(await reposRepo.lockRepository(tx, orgId, input.repoId, 'share'))) throw new NotFoundError(`Repository ${input.repoId}`);
-      // With its workflow-start outbox row: a committed job always gets its workflow, even if this process dies now.
-      return jobsRepo.insertJob(tx, {
-        orgId,
-        repoId: input.repoId,
-        queueType: input.queueType,
-        prompt: input.prompt,
-        parentJobId: input.parentJobId ?? null,
-        labels: input.labels ?? [],
-        maxAttempts,
-        timeouts,
-        createdBy: caller.userId,
+    const keyed: KeyedRequest | undefined = idempotencyKey === undefined ? undefined : { scope: { orgId, operation: 'createJob', key: idempotencyKey }, fingerprint: fingerprint(input) };
+    const { repositoryLive, queued, answered } = await jobsRepo.submissionCheck(db, orgId, input.repoId, keyed?.scope);
+    const decode = (json: Record<string, unknown>) => revive<Job>(json, JOB_DATES);
+    const submitted = await this.deps.idempotency.once<Job>(keyed, decode, async (remember) => {
+      if (!repositoryLive) throw new NotFoundError(`Repository ${input.repoId}`);
+      await this.checkParent(orgId, input);
+      if (queued >= this.deps.maxQueuedPerOrg) {
+        throw new ResourceExhaustedError(`The organisation already has ${queued} queued jobs (limit ${this.deps.maxQueuedPerOrg})`, 30);
+      }
+      const maxAttempts = input.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+      const timeouts: JobTimeouts = { ...this.deps.timeouts, ...(input.cancelGraceSeconds ? { cancelGraceMs: input.cancelGraceSeconds * 1000 } : {}) };
+      return db.transaction(async (tx) => {
+        // Holds the repository until the job is stored, so a concurrent delete either sees this job
+        // (and refuses) or has already hidden the repository (and this submission is refused).
+        if (!(await reposRepo.lockRepository(tx, orgId, input.repoId, 'share'))) throw new NotFoundError(`Repository ${input.repoId}`);
+        // With its workflow-start outbox row: a committed job always gets its workflow, even if this process dies now.
+        const job = toJob(
+          await jobsRepo.insertJob(tx, {
+            orgId,
+            repoId: input.repoId,
+            queueType: input.queueType,
+            prompt: input.prompt,
+            parentJobId: input.parentJobId ?? null,
+            labels: input.labels ?? [],
+            maxAttempts,
+            timeouts,
+            createdBy: caller.userId,
+          }),
+        );
+        await remember(tx, job);
+        return job;
       });
-    });
+    }, answered);
+    if (submitted.replayed) return submitted;
     this.deps.kickStarter();
     // Dispatchers may assign it right away; its claim step completes at once when it finds it assigned.
-    await this.deps.publish('job_queued', { orgId, jobId: row.id });
-    return toJob(row);
+    await this.deps.publish('job_queued', { orgId, jobId: submitted.resource.id });
+    return submitted;
   }
 
   private async checkParent(orgId: string, input: SubmitJobInput): Promise<void> {

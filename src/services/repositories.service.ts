@@ -1,11 +1,12 @@
 // The organisation's git repositories: what jobs run against.
-import type { Database } from '../db/client.js';
+import type { Database, Executor } from '../db/client.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as reposRepo from '../db/repositories.repository.js';
 import type { RepositoryRow } from '../db/schema/index.js';
 import { AlreadyExistsError, ConflictError, NotFoundError } from '../errors.js';
 import { requireOrgRole, type Caller } from './access.js';
 import { decodeNameCursor, encodeNameCursor } from './cursor.js';
+import { fingerprint, revive, type IdempotencyKeys, type RememberAnswer, type Submitted } from './idempotency.js';
 
 export type Repository = Omit<RepositoryRow, 'deletedAt' | 'createdBy'>;
 
@@ -21,21 +22,35 @@ function toRepository(row: RepositoryRow): Repository {
 }
 
 export class RepositoriesService {
-  constructor(private readonly db: Database) {}
+  constructor(
+    private readonly db: Database,
+    private readonly idempotency: IdempotencyKeys,
+  ) {}
 
-  async create(caller: Caller, orgId: string, input: CreateRepositoryInput): Promise<Repository> {
+  /** Registers a repository; with an `idempotencyKey`, once per key (see IdempotencyKeys). */
+  async create(caller: Caller, orgId: string, input: CreateRepositoryInput, idempotencyKey?: string): Promise<Submitted<Repository>> {
     requireOrgRole(caller, orgId, 'Admin');
-    const row = await reposRepo.insertRepository(this.db, {
-      orgId,
-      name: input.name,
-      cloneUrl: input.cloneUrl,
-      defaultBranch: input.defaultBranch ?? 'main',
-      createdBy: caller.userId,
-    });
-    if (!row) {
-      throw new AlreadyExistsError(`A repository named "${input.name}" already exists in this organisation`, [{ pointer: '/name', message: 'is already taken' }]);
-    }
-    return toRepository(row);
+    const keyed = idempotencyKey === undefined ? undefined : { scope: { orgId, operation: 'createRepository' as const, key: idempotencyKey }, fingerprint: fingerprint(input) };
+    const decode = (json: Record<string, unknown>) => revive<Repository>(json, ['createdAt']);
+    const register = async (tx: Executor, remember: RememberAnswer<Repository>) => {
+        const row = await reposRepo.insertRepository(tx, {
+          orgId,
+          name: input.name,
+          cloneUrl: input.cloneUrl,
+          defaultBranch: input.defaultBranch ?? 'main',
+          createdBy: caller.userId,
+        });
+        if (!row) {
+          throw new AlreadyExistsError(`A repository named "${input.name}" already exists in this organisation`, [{ pointer: '/name', message: 'is already taken' }]);
+        }
+        const repository = toRepository(row);
+        await remember(tx, repository);
+        return repository;
+    };
+    // The key's answer is stored with the repository, so a keyed request is a transaction of two inserts.
+    return this.idempotency.once<Repository>(keyed, decode, (remember) =>
+      keyed ? this.db.transaction((tx) => register(tx, remember)) : register(this.db, remember),
+    );
   }
 
   async list(caller: Caller, orgId: string, input: { limit: number; cursor?: string | undefined }): Promise<{ items: Repository[]; nextCursor: string | null }> {

@@ -4,3 +4,4 @@ export * from './jobs.js';
 export * from './logs.js';
 export * from './agents.js';
 export * from './workflow-starts.js';
+export * from './idempotency-keys.js';

@@ -2,14 +2,15 @@ import type { ApiHandlers } from '../../../generated/openapi/handlers.js';
 import { bindCursor, cursorScope, unbindCursor } from '../../services/cursor.js';
 import type { Services } from '../../services/index.js';
 import type { RequestContext } from '../context.js';
+import { idempotencyKey, replayHeader } from '../idempotency.js';
 import { toWire } from '../wire.js';
 
 type JobHandlers = Pick<ApiHandlers<RequestContext>, 'createJob' | 'listJobs' | 'getJob' | 'cancelJob'>;
 
 export function jobHandlers({ jobs }: Services): JobHandlers {
   return {
-    async createJob({ params, body }, ctx) {
-      const job = await jobs.submit(ctx.caller(), params.orgId, {
+    async createJob({ params, headers, body }, ctx) {
+      const { resource: job, replayed } = await jobs.submit(ctx.caller(), params.orgId, {
         prompt: body.prompt,
         repoId: body.repoId,
         queueType: body.queueType,
@@ -17,8 +18,8 @@ export function jobHandlers({ jobs }: Services): JobHandlers {
         labels: body.labels,
         maxAttempts: body.maxAttempts,
         cancelGraceSeconds: body.cancelGraceSeconds,
-      });
-      return { status: 201, headers: { Location: `/v1/orgs/${job.orgId}/jobs/${job.id}` }, body: toWire(job) };
+      }, idempotencyKey(headers['idempotency-key']));
+      return { status: 201, headers: { Location: `/v1/orgs/${job.orgId}/jobs/${job.id}`, ...replayHeader(replayed) }, body: toWire(job) };
     },
 
     async listJobs({ params, query }, ctx) {

@@ -2,15 +2,16 @@ import type { ApiHandlers } from '../../../generated/openapi/handlers.js';
 import { bindCursor, cursorScope, unbindCursor } from '../../services/cursor.js';
 import type { Services } from '../../services/index.js';
 import type { RequestContext } from '../context.js';
+import { idempotencyKey, replayHeader } from '../idempotency.js';
 import { toWire } from '../wire.js';
 
 type RepositoryHandlers = Pick<ApiHandlers<RequestContext>, 'createRepository' | 'listRepositories' | 'getRepository' | 'deleteRepository'>;
 
 export function repositoryHandlers({ repositories }: Services): RepositoryHandlers {
   return {
-    async createRepository({ params, body }, ctx) {
-      const repo = await repositories.create(ctx.caller(), params.orgId, body);
-      return { status: 201, headers: { Location: `/v1/orgs/${repo.orgId}/repositories/${repo.id}` }, body: toWire(repo) };
+    async createRepository({ params, headers, body }, ctx) {
+      const { resource: repo, replayed } = await repositories.create(ctx.caller(), params.orgId, body, idempotencyKey(headers['idempotency-key']));
+      return { status: 201, headers: { Location: `/v1/orgs/${repo.orgId}/repositories/${repo.id}`, ...replayHeader(replayed) }, body: toWire(repo) };
     },
 
     async listRepositories({ params, query }, ctx) {
