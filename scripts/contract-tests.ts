@@ -73,7 +73,9 @@ try {
   // schemathesis.toml, beside openapi.yaml, holds everything else; it names the organisation by this variable.
   const events = path.join(dataDir, 'schemathesis-events.ndjson');
   const args = ['run', 'openapi.yaml', '--url', system.httpUrl, '--auth-wfc', authFile, '--report', 'ndjson', '--report-ndjson-path', events, ...process.argv.slice(2)];
-  status = await run('schemathesis', args, { ...process.env, CONTRACT_ORG_ID: orgA });
+  // scripts/schemathesis_hooks.py: each valid Idempotency-Key made unique (its replay rule is tested in test/idempotency.test.ts).
+  const hooks = { SCHEMATHESIS_HOOKS: 'schemathesis_hooks', PYTHONPATH: [path.join(import.meta.dirname), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) };
+  status = await run('schemathesis', args, { ...process.env, ...hooks, CONTRACT_ORG_ID: orgA });
   printCheckCounts(await fs.readFile(events, 'utf8').catch(() => ''));
 } finally {
   await system.stop();
