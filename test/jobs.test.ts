@@ -1,7 +1,7 @@
 // Submitting, reading and cancelling jobs through the API, on PostgreSQL and on PGlite.
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { createJob, createOrg, createRepository, waitForJob, waitForWorkflow } from './support/factories.js';
+import { cancelQueuedJob, createJob, createOrg, createRepository, waitForJob, waitForWorkflow } from './support/factories.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('jobs on %s', (driver) => {
@@ -53,6 +53,29 @@ describe.each(drivers)('jobs on %s', (driver) => {
     expect(error).toMatchObject({ code: 'conflict', type: 'urn:agent-jobs:problem:conflict' });
     const after = await waitForJob(org.member, org.orgId, job.id, () => true);
     expect(after).toEqual(before);
+  });
+
+  it('shows a job\'s revisions: the rework jobs naming it, on the job oldest first and in the list filtered by parentJobId', async () => {
+    const org = await createOrg(t);
+    const repo = await createRepository(org.admin, org.orgId);
+    const original = await createJob(org.member, org.orgId, { repoId: repo.id });
+    expect((await waitForJob(org.member, org.orgId, original.id, () => true)).revisions).toEqual([]);
+    await cancelQueuedJob(org.member, org.orgId, original.id);
+
+    const first = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: original.id, prompt: 'Rename the toggle' });
+    await cancelQueuedJob(org.member, org.orgId, first.id);
+    const second = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: original.id, prompt: 'Also the docs' });
+    // A revision of the revision belongs to the chain one step on, not to the original.
+    const nested = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: first.id });
+    await createJob(org.member, org.orgId, { repoId: repo.id });
+
+    expect((await waitForJob(org.member, org.orgId, original.id, () => true)).revisions).toEqual([first.id, second.id]);
+    expect((await waitForJob(org.member, org.orgId, first.id, () => true)).revisions).toEqual([nested.id]);
+    const page = await org.member.GET('/v1/orgs/{orgId}/jobs', { params: { path: { orgId: org.orgId }, query: { parentJobId: original.id, limit: 1 } } });
+    expect(page.data?.items.map((j) => j.id)).toEqual([second.id]);
+    const next = await org.member.GET('/v1/orgs/{orgId}/jobs', { params: { path: { orgId: org.orgId }, query: { parentJobId: original.id, limit: 1, cursor: page.data!.nextCursor! } } });
+    expect(next.data?.items.map((j) => j.id)).toEqual([first.id]);
+    expect(next.data?.nextCursor).toBeNull();
   });
 
   it('requires a rework job to name a finished job of the same repository', async () => {

@@ -672,6 +672,11 @@ export interface components {
         JobDetail: components["schemas"]["Job"] & {
             /** @description Every state transition, oldest first. */
             events: components["schemas"]["JobEvent"][];
+            /**
+             * @description The rework jobs that revise this one (whose `parentJobId` is this job), oldest first: the
+             *     first 100. `listJobs` with `parentJobId` pages through all of them.
+             */
+            revisions: string[];
         };
         JobEvent: {
             /** @description The event's position in the job's history. */
@@ -1257,6 +1262,8 @@ export interface operations {
                 queueType?: components["schemas"]["QueueType"];
                 /** @description Only jobs of this repository. */
                 repoId?: string;
+                /** @description Only the rework jobs that revise this job (its revisions), newest first like every list. */
+                parentJobId?: string;
                 /** @description Maximum number of items to return. */
                 limit?: components["parameters"]["Limit"];
                 /** @description The `nextCursor` of the previous page. Opaque. */

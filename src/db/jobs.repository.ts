@@ -14,6 +14,7 @@ export interface JobListFilter {
   statuses?: readonly JobStatus[] | undefined;
   queueType?: QueueType | undefined;
   repoId?: string | undefined;
+  parentJobId?: string | undefined;
   /** Keyset position: only jobs strictly older than this. */
   before?: { createdAt: Date; id: string } | undefined;
 }
@@ -86,6 +87,7 @@ export async function listJobs(db: Executor, orgId: string, filter: JobListFilte
   if (filter.statuses?.length) conditions.push(inArray(jobs.status, [...filter.statuses]));
   if (filter.queueType) conditions.push(eq(jobs.queueType, filter.queueType));
   if (filter.repoId) conditions.push(eq(jobs.repoId, filter.repoId));
+  if (filter.parentJobId) conditions.push(eq(jobs.parentJobId, filter.parentJobId));
   if (filter.before) conditions.push(sql`(${jobs.createdAt}, ${jobs.id}) < (${filter.before.createdAt}, ${filter.before.id})`);
   return db
     .select()
@@ -93,6 +95,12 @@ export async function listJobs(db: Executor, orgId: string, filter: JobListFilte
     .where(and(...conditions))
     .orderBy(desc(jobs.createdAt), desc(jobs.id))
     .limit(limit);
+}
+
+/** The ids of the rework jobs that revise this job, oldest first, at most `limit`. */
+export async function listRevisionIds(db: Executor, jobId: string, limit: number): Promise<string[]> {
+  const rows = await db.select({ id: jobs.id }).from(jobs).where(eq(jobs.parentJobId, jobId)).orderBy(asc(jobs.createdAt), asc(jobs.id)).limit(limit);
+  return rows.map((row) => row.id);
 }
 
 export async function listEvents(db: Executor, jobId: string): Promise<JobEventRow[]> {

@@ -32,6 +32,7 @@ export interface ListJobsInput {
   statuses?: JobStatus[] | undefined;
   queueType?: QueueType | undefined;
   repoId?: string | undefined;
+  parentJobId?: string | undefined;
   limit: number;
   cursor?: string | undefined;
 }
@@ -48,6 +49,8 @@ export interface JobsServiceDeps {
 }
 
 const DEFAULT_MAX_ATTEMPTS = 3;
+/** JobDetail.revisions lists this many; listJobs with parentJobId pages through the rest. */
+const MAX_LISTED_REVISIONS = 100;
 
 const JOB_DATES = ['createdAt', 'updatedAt', 'assignedAt', 'startedAt', 'finishedAt', 'cancelRequestedAt'] as const satisfies readonly (keyof Job)[];
 
@@ -128,17 +131,19 @@ export class JobsService {
     requireOrgRole(caller, orgId, 'Member');
     const before = input.cursor ? decodeCursor(input.cursor) : undefined;
     // One extra row tells whether another page exists without a count query.
-    const rows = await jobsRepo.listJobs(this.deps.db, orgId, { statuses: input.statuses, queueType: input.queueType, repoId: input.repoId, before }, input.limit + 1);
+    const rows = await jobsRepo.listJobs(this.deps.db, orgId, { statuses: input.statuses, queueType: input.queueType, repoId: input.repoId, parentJobId: input.parentJobId, before }, input.limit + 1);
     const page = rows.slice(0, input.limit);
     const last = page.at(-1);
     return { items: page.map(toJob), nextCursor: rows.length > input.limit && last ? encodeCursor(last) : null };
   }
 
-  async get(caller: Caller, orgId: string, jobId: string): Promise<{ job: Job; events: JobEvent[] }> {
+  /** A job with its history and the first of its revisions (openapi.yaml, JobDetail). */
+  async get(caller: Caller, orgId: string, jobId: string): Promise<{ job: Job; events: JobEvent[]; revisions: string[] }> {
     requireOrgRole(caller, orgId, 'Member');
     const row = await jobsRepo.findJob(this.deps.db, orgId, jobId);
     if (!row) throw new NotFoundError(`Job ${jobId}`);
-    return { job: toJob(row), events: await jobsRepo.listEvents(this.deps.db, jobId) };
+    const [events, revisions] = await Promise.all([jobsRepo.listEvents(this.deps.db, jobId), jobsRepo.listRevisionIds(this.deps.db, jobId, MAX_LISTED_REVISIONS)]);
+    return { job: toJob(row), events, revisions };
   }
 
   /**

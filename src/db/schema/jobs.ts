@@ -66,6 +66,8 @@ export const jobs = pgTable(
     // The gateways' sweep for claims and reports that never reached their workflows: live jobs by age.
     index('jobs_live_assigned_idx').on(t.assignedAt).where(sql`${t.status} in ('assigned', 'running')`),
     index('jobs_repo_idx').on(t.repoId),
+    // A job's revisions (JobDetail.revisions, listJobs?parentJobId=), in creation order.
+    index('jobs_parent_idx').on(t.parentJobId, t.createdAt.desc(), t.id.desc()).where(sql`${t.parentJobId} is not null`),
     check('jobs_attempt_within_limit', sql`${t.attempt} >= 0 and ${t.attempt} - ${t.declinedAttempts} <= ${t.maxAttempts}`),
     check('jobs_rework_has_parent', sql`(${t.queueType} = 'rework') = (${t.parentJobId} is not null)`),
   ],

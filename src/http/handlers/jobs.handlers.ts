@@ -24,11 +24,12 @@ export function jobHandlers({ jobs }: Services): JobHandlers {
 
     async listJobs({ params, query }, ctx) {
       // A cursor stands for this organisation and these filters only (openapi.yaml, Pagination).
-      const scope = cursorScope('jobs', params.orgId, { status: query.status, queueType: query.queueType, repoId: query.repoId });
+      const scope = cursorScope('jobs', params.orgId, { status: query.status, queueType: query.queueType, repoId: query.repoId, parentJobId: query.parentJobId });
       const page = await jobs.list(ctx.caller(), params.orgId, {
         statuses: query.status,
         queueType: query.queueType,
         repoId: query.repoId,
+        parentJobId: query.parentJobId,
         limit: query.limit,
         cursor: query.cursor === undefined ? undefined : unbindCursor(query.cursor, scope),
       });
@@ -36,10 +37,10 @@ export function jobHandlers({ jobs }: Services): JobHandlers {
     },
 
     async getJob({ params }, ctx) {
-      const { job, events } = await jobs.get(ctx.caller(), params.orgId, params.jobId);
+      const { job, events, revisions } = await jobs.get(ctx.caller(), params.orgId, params.jobId);
       return {
         status: 200,
-        body: { ...toWire(job), events: events.map(({ seq, type, status, at, attempt, agentId, detail }) => ({ seq, type, status, at: at.toISOString(), attempt, agentId, detail })) },
+        body: { ...toWire(job), events: events.map(({ seq, type, status, at, attempt, agentId, detail }) => ({ seq, type, status, at: at.toISOString(), attempt, agentId, detail })), revisions },
       };
     },
 

@@ -1,0 +1,1 @@
+CREATE INDEX "jobs_parent_idx" ON "jobs" USING btree ("parent_job_id","created_at" DESC NULLS LAST,"id" DESC NULLS LAST) WHERE "jobs"."parent_job_id" is not null;
