@@ -6,12 +6,9 @@
 // defaults instead: one all-in-one process on PGlite, where the drain row restarts that process
 // and the deadline rows cannot run (their short deadlines need a second API on the same database).
 // Modelled on test/faults/system.ts, whose role set and timeouts are fixed for the fault suite.
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { loadOrCreateDevKeys } from '../../src/services/auth/dev-keys.js';
 import { mintDevToken, type DevTokenClaims } from '../../src/services/auth/dev-tokens.js';
@@ -19,6 +16,7 @@ import { freePort, locateTemporalCli } from '../../src/temporal/dev-server.js';
 import { workflowsPath } from '../../src/temporal/worker.js';
 import { ManagedProcess } from '../faults/processes.js';
 import { settings, serverEnv, deadlineEnv } from './settings.js';
+import { createScratchDatabase, portOpen } from '../support/local-services.js';
 
 export const root = fileURLToPath(new URL('../..', import.meta.url));
 const DEV_AUTH_ISSUER = 'http://conformance.invalid';
@@ -40,45 +38,6 @@ export interface SystemUnderTest {
   replicaOf(name: GatewayName): string;
   token(claims: DevTokenClaims): Promise<string>;
   stop(): Promise<void>;
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port }, () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.setTimeout(1_000, () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.on('error', () => resolve(false));
-  });
-}
-
-async function createDatabase(adminUrl: string): Promise<{ url: URL; drop(): Promise<void> }> {
-  const name = `conformance_${randomUUID().replaceAll('-', '').slice(0, 16)}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`create database ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return {
-    url,
-    async drop() {
-      const client = new pg.Client({ connectionString: adminUrl });
-      await client.connect();
-      try {
-        await client.query(`drop database if exists ${name} with (force)`);
-      } finally {
-        await client.end();
-      }
-    },
-  };
 }
 
 export async function startSystemUnderTest(scratch: string, log: (line: string) => void): Promise<SystemUnderTest> {
@@ -115,7 +74,7 @@ export async function startSystemUnderTest(scratch: string, log: (line: string) 
 
     let databaseUrl: string | undefined;
     if (adminUrl) {
-      const database = await createDatabase(adminUrl);
+      const database = await createScratchDatabase(adminUrl, 'conformance');
       stopSteps.push(() => database.drop());
       databaseUrl = database.url.toString();
     }

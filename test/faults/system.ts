@@ -4,12 +4,9 @@
 // on a Temporal dev server of the suite's own (stoppable and restartable on its database file).
 // Every role shares one DATA_DIR, so dev tokens minted here verify everywhere.
 import { execFileSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { loadOrCreateDevKeys } from '../../src/services/auth/dev-keys.js';
 import { mintDevToken, type DevTokenClaims } from '../../src/services/auth/dev-tokens.js';
@@ -18,6 +15,7 @@ import { workflowsPath } from '../../src/temporal/worker.js';
 import { ManagedProcess, sleep } from './processes.js';
 import { startProxy, type Proxy } from './proxy.js';
 import { settings, timeoutEnv } from './settings.js';
+import { createScratchDatabase, portOpen } from '../support/local-services.js';
 
 export const root = fileURLToPath(new URL('../..', import.meta.url));
 const DEV_AUTH_ISSUER = 'http://faults.invalid';
@@ -39,45 +37,6 @@ export interface SystemUnderTest {
   /** Restarts or thaws whatever a row left down, so the next row starts on a whole system. */
   heal(): Promise<string[]>;
   stop(): Promise<void>;
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port }, () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.setTimeout(1_000, () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.on('error', () => resolve(false));
-  });
-}
-
-async function createDatabase(adminUrl: string): Promise<{ url: URL; drop(): Promise<void> }> {
-  const name = `faults_${randomUUID().replaceAll('-', '').slice(0, 16)}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`create database ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return {
-    url,
-    async drop() {
-      const client = new pg.Client({ connectionString: adminUrl });
-      await client.connect();
-      try {
-        await client.query(`drop database if exists ${name} with (force)`);
-      } finally {
-        await client.end();
-      }
-    },
-  };
 }
 
 /** The cluster behind DATABASE_URL, when it is a local Debian cluster (pg_lsclusters) this user may restart. */
@@ -112,7 +71,7 @@ export async function startSystemUnderTest(scratch: string, log: (line: string) 
   };
 
   try {
-    const database = await createDatabase(adminUrl);
+    const database = await createScratchDatabase(adminUrl, 'faults');
     stopSteps.push(() => database.drop());
     const pgTarget = `${database.url.hostname === 'localhost' ? '127.0.0.1' : database.url.hostname}:${database.url.port || '5432'}`;
     const databaseProxy = await startProxy([pgTarget]);
