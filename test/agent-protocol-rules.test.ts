@@ -8,7 +8,7 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome, JobQueue, LogStream, NoticeCode } from '../generated/proto/agent/v1/agent.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
-import { ProtocolClient } from './support/protocol-client.js';
+import { closeClients, ProtocolClient } from './support/protocol-client.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('agent.proto rules on %s', (driver) => {
@@ -18,9 +18,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
   });
   const clients: ProtocolClient[] = [];
   afterEach(() => {
-    const violations = clients.flatMap((c) => c.violations);
-    for (const c of clients.splice(0)) c.close();
-    expect(violations).toEqual([]);
+    expect(closeClients(clients)).toEqual([]);
   });
 
   async function org() {
@@ -41,6 +39,16 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
     client.hello(hello);
     await client.next('welcome');
     return client;
+  }
+
+  /** A fresh organisation whose one agent has been assigned a job and started its run 1. */
+  async function startedRun(): Promise<{ o: Awaited<ReturnType<typeof org>>; a: ProtocolClient; job: Awaited<ReturnType<typeof createJob>> }> {
+    const o = await org();
+    const a = await welcomed(o.token);
+    const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
+    await a.next('assignment');
+    a.start(job.id, 1);
+    return { o, a, job };
   }
 
   function ended(result: ServiceError | 'ok'): { code: number | undefined; details: string } {
@@ -97,11 +105,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
     });
 
     it('ends the stream with RESOURCE_EXHAUSTED for a message over 4 MiB', async () => {
-      const o = await org();
-      const a = await welcomed(o.token);
-      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
-      await a.next('assignment');
-      a.start(job.id, 1);
+      const { o, a, job } = await startedRun();
       a.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 1, firstSeq: 1, lines: [{ at: new Date(), stream: LogStream.LOG_STREAM_STDOUT, text: 'x'.repeat(5 * 1024 * 1024) }] } });
       expect(ended(await a.closed()).code).toBe(status.RESOURCE_EXHAUSTED);
     });
@@ -145,11 +149,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
     });
 
     it('lists in Welcome.cancel_job_ids a run from Hello that is no longer the agent\'s, and sends it no LogAck', async () => {
-      const o = await org();
-      const a = await welcomed(o.token);
-      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
-      await a.next('assignment');
-      a.start(job.id, 1);
+      const { o, a, job } = await startedRun();
       a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
       await a.next('finishedAck');
       await waitForJob(o.member, o.orgId, job.id, (j) => j.status === 'succeeded');
@@ -168,11 +168,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
     });
 
     it('sends CancelJob after the LogAck for a held run that was cancelled while the agent was away', async () => {
-      const o = await org();
-      const a = await welcomed(o.token);
-      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
-      await a.next('assignment');
-      a.start(job.id, 1);
+      const { o, a, job } = await startedRun();
       await waitForJob(o.member, o.orgId, job.id, (j) => j.status === 'running');
       a.close();
       await o.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: o.orgId, jobId: job.id } }, body: { reason: 'not needed' } });
@@ -188,11 +184,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
     });
 
     it('requeues at once, counting the attempt, a run the agent held but leaves out of its Hello', async () => {
-      const o = await org();
-      const a = await welcomed(o.token);
-      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
-      await a.next('assignment');
-      a.start(job.id, 1);
+      const { o, a, job } = await startedRun();
       await waitForJob(o.member, o.orgId, job.id, (j) => j.status === 'running');
       a.close();
 
@@ -229,11 +221,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
     });
 
     it('assigns nothing to an agent with capacity 0, and lets it finish what it holds', async () => {
-      const o = await org();
-      const a = await welcomed(o.token);
-      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
-      await a.next('assignment');
-      a.start(job.id, 1);
+      const { o, a, job } = await startedRun();
       a.close();
 
       const draining = agent(o.token, a.agentId);
@@ -271,11 +259,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
 
   describe('answers to an agent\'s mistakes', () => {
     it('acknowledges a repeated JobFinished again and changes nothing', async () => {
-      const o = await org();
-      const a = await welcomed(o.token);
-      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
-      await a.next('assignment');
-      a.start(job.id, 1);
+      const { o, a, job } = await startedRun();
       a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_FAILED, { exitCode: 3, failureReason: 'tests failed' });
       await a.next('finishedAck');
       const done = await waitForJob(o.member, o.orgId, job.id, (j) => j.status === 'failed');
@@ -288,22 +272,14 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
     });
 
     it('records a JobFinished with JOB_OUTCOME_UNSPECIFIED as a failure', async () => {
-      const o = await org();
-      const a = await welcomed(o.token);
-      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
-      await a.next('assignment');
-      a.start(job.id, 1);
+      const { o, a, job } = await startedRun();
       a.finish(job.id, 1, JobOutcome.JOB_OUTCOME_UNSPECIFIED);
       await a.next('finishedAck');
       expect(await waitForJob(o.member, o.orgId, job.id, (j) => j.status !== 'running')).toMatchObject({ status: 'failed', exitCode: null, failureReason: 'failed' });
     });
 
     it('stores a line with LOG_STREAM_UNSPECIFIED as a system line', async () => {
-      const o = await org();
-      const a = await welcomed(o.token);
-      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
-      await a.next('assignment');
-      a.start(job.id, 1);
+      const { o, a, job } = await startedRun();
       a.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 1, firstSeq: 1, lines: [{ at: new Date(), stream: LogStream.LOG_STREAM_UNSPECIFIED, text: 'no stream said' }] } });
       await a.next('logAck');
       const { data } = await o.member.GET('/v1/orgs/{orgId}/jobs/{jobId}/logs', { params: { path: { orgId: o.orgId, jobId: job.id }, query: {} } });
@@ -311,11 +287,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
     });
 
     it('stores a NUL the command printed as U+FFFD, and acknowledges the batch', async () => {
-      const o = await org();
-      const a = await welcomed(o.token);
-      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
-      await a.next('assignment');
-      a.start(job.id, 1);
+      const { o, a, job } = await startedRun();
       const at = new Date();
       a.send({ $case: 'logBatch', value: { jobId: job.id, attempt: 1, firstSeq: 1, lines: [{ at, stream: LogStream.LOG_STREAM_STDOUT, text: 'a\0b' }, { at, stream: LogStream.LOG_STREAM_STDOUT, text: 'after' }] } });
       expect(await a.next('logAck')).toEqual({ jobId: job.id, attempt: 1, ackedSeq: 2 });
@@ -344,11 +316,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
 
   describe('CancelJob', () => {
     it('keeps the outcome of a run that ended by itself before the cancel reached it', async () => {
-      const o = await org();
-      const a = await welcomed(o.token);
-      const job = await createJob(o.member, o.orgId, { repoId: o.repo.id });
-      await a.next('assignment');
-      a.start(job.id, 1);
+      const { o, a, job } = await startedRun();
       await waitForJob(o.member, o.orgId, job.id, (j) => j.status === 'running');
       await o.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: o.orgId, jobId: job.id } }, body: { reason: 'too late' } });
       expect(await a.next('cancel')).toMatchObject({ jobId: job.id, attempt: 1 });

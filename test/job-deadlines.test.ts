@@ -4,17 +4,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome } from '../generated/proto/agent/v1/agent.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
-import { ProtocolClient } from './support/protocol-client.js';
+import { closeClients, ProtocolClient } from './support/protocol-client.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('job deadlines on %s', (driver) => {
   const t = useTestSystem({ driver, env: { JOB_QUEUE_TIMEOUT: '3s', JOB_START_TIMEOUT: '2s', JOB_RUN_TIMEOUT: '4s', AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '4s' } });
   const clients: ProtocolClient[] = [];
   afterEach(() => {
-    // Whatever a test does, the server kept its side of agent.proto (see ProtocolClient.violations).
-    const violations = clients.flatMap((c) => c.violations);
-    for (const c of clients.splice(0)) c.close();
-    expect(violations).toEqual([]);
+    expect(closeClients(clients)).toEqual([]);
   });
 
   async function orgWithAgent() {

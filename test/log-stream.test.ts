@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createOrg } from './support/factories.js';
 import { LogStreamViewer, seqProblems } from './support/log-stream-client.js';
-import type { ProtocolClient } from './support/protocol-client.js';
+import { closeClients, type ProtocolClient } from './support/protocol-client.js';
 import { runningJob } from './support/running-job.js';
 import { drivers, useTestSystem, type TestSystem } from './support/system.js';
 
@@ -20,10 +20,7 @@ describe.each(drivers)('live job logs on %s', (driver) => {
   const t = useTestSystem({ driver, env: { LOG_STREAM_BUFFER_BYTES: String(256 * 1024), LOG_STREAM_STALL_TIMEOUT: '3s' } });
   const clients: ProtocolClient[] = [];
   afterEach(() => {
-    // Whatever a test does, the server kept its side of agent.proto (see ProtocolClient.violations).
-    const violations = clients.flatMap((c) => c.violations);
-    for (const c of clients.splice(0)) c.close();
-    expect(violations).toEqual([]);
+    expect(closeClients(clients)).toEqual([]);
   });
 
   it('gives a late viewer the backlog then the live tail, with no gap and no duplicate, then the end', async () => {

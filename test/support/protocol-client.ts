@@ -202,3 +202,13 @@ export class ProtocolClient {
     for (const w of waiters) w();
   }
 }
+
+/**
+ * Closes every client a test opened, and returns where the server broke agent.proto as they saw it
+ * (ProtocolClient.violations): a protocol suite's afterEach expects it empty, whatever the test did.
+ */
+export function closeClients(clients: ProtocolClient[]): string[] {
+  const violations = clients.flatMap((c) => c.violations);
+  for (const c of clients.splice(0)) c.close();
+  return violations;
+}
