@@ -48,6 +48,11 @@ describe('the job workflow', () => {
       async finishJob(request) {
         finished.push(request);
       },
+      // The job is still queued: the cancel ends it.
+      async cancelIfQueued({ jobId: id, reason }) {
+        finished.push({ jobId: id, status: 'cancelled', reason });
+        return null;
+      },
     };
     // The claim step runs on a worker of its own; workflow workers only run the local bookkeeping,
     // so one can be stopped while the claim step is in flight.
@@ -79,5 +84,42 @@ describe('the job workflow', () => {
 
     expect(ended).toBe('cancelled');
     expect(finished).toEqual([{ jobId, status: 'cancelled', reason: 'wrong repository' }]);
+  });
+  it('stops the run of an agent that claimed the job as the cancel arrived, and ends the job cancelled only once the agent reports', async () => {
+    const taskQueue = `decisions-${randomUUID()}`;
+    const jobId = randomUUID();
+    const steps: string[] = [];
+    const reported = defer();
+    const activities: Partial<JobActivities> = {
+      // The dispatcher's claim never reaches the claim step before the cancel does.
+      claimJob: () => new Promise(() => {}),
+      async cancelIfQueued() {
+        steps.push('cancelIfQueued: held by agent-1');
+        return { agentId: 'agent-1', attempt: 1 };
+      },
+      async cancelOnAgent({ graceMs }) {
+        steps.push(`cancelOnAgent grace ${graceMs}`);
+        if (graceMs > 0) reported.resolve();
+      },
+      async executeJob() {
+        await reported.promise;
+        steps.push('the agent reports its run cancelled');
+        return { kind: 'cancelled', reason: 'stopped' };
+      },
+      async attemptStartedAt() {
+        return Date.now();
+      },
+      async finishJob(request) {
+        steps.push(`finishJob ${request.status}`);
+      },
+    };
+    const worker = await Worker.create({ connection, taskQueue, activities, workflowBundle: { codePath: inject('workflowBundlePath') } });
+    const ended = await worker.runUntil(async () => {
+      const handle = await client.workflow.start(JOB_WORKFLOW_TYPE, { taskQueue, workflowId: jobId, args: [input(jobId)] });
+      await handle.signal(jobSignals.cancel, { reason: 'wrong repository' });
+      return handle.result();
+    });
+    expect(ended).toBe('cancelled');
+    expect(steps).toEqual(['cancelIfQueued: held by agent-1', 'cancelOnAgent grace 30000', 'the agent reports its run cancelled', 'finishJob cancelled']);
   });
 });

@@ -65,6 +65,28 @@ export class JobLifecycleService {
   }
 
   /**
+   * A cancel that reached the workflow before any claim did: the job ends cancelled only if it is
+   * still queued, in one conditional update, so a dispatcher that claimed it meanwhile wins and its
+   * claim is returned (the run is then stopped like any running one, and the job is not shown
+   * cancelled while its command may still run).
+   */
+  async cancelIfQueued(jobId: string, reason: string | null): Promise<JobClaim | null> {
+    const ended = await jobsRepo.transition(
+      this.deps.db,
+      jobId,
+      ['queued'],
+      'cancelled',
+      { finishedAt: new Date(), failureReason: reason, claimTaskToken: null, executeTaskToken: null },
+      { type: 'cancelled', detail: reason },
+    );
+    if (ended) return null;
+    const job = await jobsRepo.findJobById(this.deps.db, jobId);
+    if (!job) throw new NotFoundError(`Job ${jobId}`);
+    if ((job.status === 'assigned' || job.status === 'running') && job.agentId) return { agentId: job.agentId, attempt: job.attempt };
+    return null;
+  }
+
+  /**
    * Back to the queue. A lost agent's attempt stays counted; an attempt the agent declined before
    * starting (`declined`) keeps its number but is not counted against maxAttempts (workflows from
    * before run numbers take its number back instead: `uncount`). The log gets a line of the

@@ -51,6 +51,12 @@ export interface JobActivities {
   /** Asks the agent running the job to stop it (SIGTERM, then SIGKILL after the grace period). */
   cancelOnAgent(input: CancelOnAgentInput): Promise<void>;
   finishJob(input: FinishJobInput): Promise<void>;
+  /**
+   * Ends a job cancelled while it waits in the queue, in one step that a dispatcher's claim cannot
+   * interleave with. Returns the claim when an agent already holds the job (the workflow then stops
+   * that run as it stops any other), null when the job was ended (now or before).
+   */
+  cancelIfQueued(input: { jobId: string; reason: string | null }): Promise<JobClaim | null>;
   /** When the agent reported this attempt started (epoch ms), or null if it has not. */
   attemptStartedAt(input: AttemptRef): Promise<number | null>;
   /**

@@ -37,6 +37,7 @@ export function createJobActivities(deps: { lifecycle: JobLifecycleService }): J
     },
     requeueJob: ({ jobId, reason, uncount, declined }) => translated(() => lifecycle.requeue(jobId, reason, { uncount: uncount ?? false, declined: declined ?? false })),
     finishJob: ({ jobId, status, exitCode, reason }) => translated(() => lifecycle.finish(jobId, status, { exitCode, reason })),
+    cancelIfQueued: ({ jobId, reason }) => translated(() => lifecycle.cancelIfQueued(jobId, reason)),
     cancelOnAgent: (input) => translated(() => lifecycle.cancelOnAgent(input)),
     attemptStartedAt: (input) => translated(() => lifecycle.attemptStartedAt(input)),
     leaseRemaining: (input) => translated(() => lifecycle.leaseRemaining(input)),

@@ -75,6 +75,11 @@ const patches = {
    * cancelled or timed out.
    */
   finishedRunStands: 'finished-run-stands',
+  /**
+   * A cancel that wins the race with the claim step ends the job only if it is still queued; when a
+   * dispatcher claimed it meanwhile, that run is stopped (and confirmed) like any other first.
+   */
+  claimedCancel: 'claimed-cancel',
 } as const;
 
 type AttemptResult = JobOutcome | AttemptLoss | { kind: 'timed_out'; reason: string } | { kind: 'cancel_requested' };
@@ -263,8 +268,14 @@ export async function jobWorkflow(input: JobWorkflowInput): Promise<JobEndStatus
   let declined = 0;
   try {
     for (;;) {
-      const claimed = await claim();
-      if (claimed === 'cancel_requested') return await finish('cancelled', { reason: cancel?.reason ?? null });
+      let claimed = await claim();
+      if (claimed === 'cancel_requested') {
+        if (!patched(patches.claimedCancel)) return await finish('cancelled', { reason: cancel?.reason ?? null });
+        const held = await CancellationScope.nonCancellable(() => bookkeeping().cancelIfQueued({ jobId, reason: cancel?.reason ?? null }));
+        if (!held) return 'cancelled';
+        lastClaimed = held.attempt;
+        claimed = held;
+      }
 
       const result = await execute(claimed);
       switch (result.kind) {
