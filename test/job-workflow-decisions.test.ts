@@ -3,6 +3,7 @@
 // can order events exactly as they happened in the incident each test is named for.
 import { randomUUID } from 'node:crypto';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
@@ -90,9 +91,15 @@ describe('the job workflow', () => {
     const jobId = randomUUID();
     const steps: string[] = [];
     const reported = defer();
+    const claimWaiting = defer();
     const activities: Partial<JobActivities> = {
       // The dispatcher's claim never reaches the claim step before the cancel does.
-      claimJob: () => new Promise(() => {}),
+      // (Waits for its cancellation, so the worker can shut down when the test ends.)
+      async claimJob() {
+        claimWaiting.resolve();
+        await Context.current().cancelled;
+        throw new Error('cancelled');
+      },
       async cancelIfQueued() {
         steps.push('cancelIfQueued: held by agent-1');
         return { agentId: 'agent-1', attempt: 1 };
@@ -116,6 +123,7 @@ describe('the job workflow', () => {
     const worker = await Worker.create({ connection, taskQueue, activities, workflowBundle: { codePath: inject('workflowBundlePath') } });
     const ended = await worker.runUntil(async () => {
       const handle = await client.workflow.start(JOB_WORKFLOW_TYPE, { taskQueue, workflowId: jobId, args: [input(jobId)] });
+      await claimWaiting.promise;
       await handle.signal(jobSignals.cancel, { reason: 'wrong repository' });
       return handle.result();
     });
