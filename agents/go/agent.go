@@ -26,6 +26,8 @@ const (
 	defaultBatchLines   = 500
 	maxBatchBytes       = 1 << 20 // well under gRPC's 4 MiB
 	batchesInFlight     = 4       // unacknowledged batches per run, as the reference agent
+	patchChunkBytes     = 1 << 20 // PatchChunk.data, as the reference agent
+	patchInFlight       = 4 << 20 // patch bytes sent and not acknowledged, per run
 	defaultCancelGrace  = 30 * time.Second
 	stableStream        = 10 * time.Second
 	shutdownDrain       = 5 * time.Second
@@ -79,6 +81,13 @@ type run struct {
 	sentOn   *stream
 	spool    *spool
 
+	// The patch (result.Change, bytes in the store's .patch file): patchAcked bytes are stored,
+	// patchSent have been sent on patchSentOn.
+	patchAcked  uint64
+	patchSent   uint64
+	patchSentOn *stream
+	patchBroken *stream // the patch file could not be read while sending on this stream
+
 	reportSentOn *stream // JobFinished / JobRejected sent on this stream
 	rejectHb     uint64  // a JobRejected is confirmed by the ack of a later heartbeat on reportSentOn
 }
@@ -113,6 +122,7 @@ type agent struct {
 	leaseUntil     time.Time
 	leaseExpired   bool
 	batchLines     int
+	maxPatchBytes  uint64 // Welcome.max_patch_bytes: 0, no patch is sent
 
 	stopping      bool
 	stoppingSince time.Time
@@ -144,6 +154,13 @@ func (a *agent) restore() {
 			logWarn("cannot report a run from a previous agent process: its log lines are missing", "jobId", rec.JobID, "attempt", rec.Attempt)
 			a.store.remove(rec.JobID, rec.Attempt)
 			continue
+		}
+		if size := rec.Ended.Change.patchSize(); size > 0 {
+			if info, err := os.Stat(a.store.patchFile(rec.JobID, rec.Attempt)); err != nil || uint64(info.Size()) != size {
+				logWarn("cannot report a run from a previous agent process: its patch is missing", "jobId", rec.JobID, "attempt", rec.Attempt)
+				a.store.remove(rec.JobID, rec.Attempt)
+				continue
+			}
 		}
 		res := *rec.Ended
 		r := &run{key: runKey(rec.JobID, rec.Attempt), jobID: rec.JobID, attempt: rec.Attempt, ctl: &procControl{}, result: &res, base: 1, lastSeq: res.LastSeq}
@@ -292,6 +309,10 @@ func (a *agent) onServer(s *stream, msg *pb.ServerMessage) {
 			logInfo("server is draining; moving to a new stream", "reason", p.GoAway.GetReason(), "in", delay)
 			a.reconnectAt = time.Now().Add(delay)
 		}
+	case *pb.ServerMessage_PatchAck:
+		if r := a.runs[runKey(p.PatchAck.GetJobId(), p.PatchAck.GetAttempt())]; r != nil {
+			a.onPatchAck(r, p.PatchAck.GetStoredBytes())
+		}
 	case *pb.ServerMessage_Notice:
 		a.onNotice(p.Notice)
 	case *pb.ServerMessage_FinishedAck:
@@ -331,6 +352,7 @@ func (a *agent) onWelcome(s *stream, w *pb.Welcome) {
 	if n := int(w.GetMaxLogBatchLines()); n > 0 {
 		a.batchLines = n
 	}
+	a.maxPatchBytes = w.GetMaxPatchBytes()
 	old := a.cur
 	a.cur, a.opening = s, nil
 	a.reconnectAt = time.Time{}
@@ -348,7 +370,8 @@ func (a *agent) onWelcome(s *stream, w *pb.Welcome) {
 			a.drop(r, "no longer this agent's (Welcome.cancel_job_ids)")
 			continue
 		}
-		// What the old stream may have lost goes again: JobStarted, unacknowledged lines, the report.
+		// What the old stream may have lost goes again: JobStarted, unacknowledged lines and patch
+		// bytes (from the last acks, as flushRun starts over on a new stream), the report.
 		r.startedSentOn, r.reportSentOn = nil, nil
 		if r.started && r.result == nil {
 			a.sendStarted(r)
@@ -406,7 +429,7 @@ func (a *agent) onAssignment(s *stream, asg *pb.JobAssignment) {
 	a.store.write(runRecord{JobID: r.jobID, Attempt: r.attempt, Folder: r.folder})
 	a.runs[key] = r
 	logInfo("job accepted", "jobId", r.jobID, "attempt", r.attempt, "repo", asg.GetRepository().GetName())
-	x := &runner{r: r, asg: asg, command: a.opts.Command, folder: r.folder, store: a.store, events: a.events}
+	x := &runner{r: r, asg: asg, opts: a.opts, folder: r.folder, store: a.store, events: a.events}
 	go x.run()
 }
 
@@ -458,6 +481,20 @@ func (a *agent) onLogAck(r *run, acked uint64) {
 	a.flushRun(r)
 }
 
+func (a *agent) onPatchAck(r *run, stored uint64) {
+	if stored <= r.patchAcked {
+		return
+	}
+	if size := r.result.patchSize(); stored > size {
+		stored = size
+	}
+	r.patchAcked = stored
+	if r.patchSent < stored {
+		r.patchSent = stored
+	}
+	a.flushRun(r)
+}
+
 func (a *agent) onNotice(n *pb.Notice) {
 	key := runKey(n.GetJobId(), n.GetAttempt())
 	r := a.runs[key]
@@ -472,6 +509,14 @@ func (a *agent) onNotice(n *pb.Notice) {
 		}
 		if r != nil {
 			a.drop(r, "server does not know this run: "+n.GetDetail())
+		}
+	case pb.NoticeCode_NOTICE_CODE_PATCH_GAP:
+		// The PatchAck saying what is stored came just before; a JobFinished already sent waits for
+		// the missing bytes, and is acknowledged once they arrive.
+		logWarn("patch gap: resending from the last acknowledged byte", "jobId", n.GetJobId(), "detail", n.GetDetail())
+		if r != nil {
+			r.patchSent = r.patchAcked
+			a.flushRun(r)
 		}
 	case pb.NoticeCode_NOTICE_CODE_LOG_SEQ_GAP:
 		logWarn("log gap: resending from the last acknowledged line", "jobId", n.GetJobId(), "detail", n.GetDetail())
@@ -543,7 +588,14 @@ func (a *agent) flushRun(r *run) {
 		s.send(&pb.AgentMessage{Payload: &pb.AgentMessage_LogBatch{LogBatch: &pb.LogBatch{JobId: r.jobID, Attempt: r.attempt, FirstSeq: first, Lines: batch}}})
 		r.sentSeq += uint64(len(batch))
 	}
-	if r.result != nil && r.sentSeq == r.lastSeq && r.reportSentOn != s {
+	if r.result == nil || r.sentSeq != r.lastSeq {
+		return
+	}
+	// After the last line, the patch; JobFinished once every byte of it has been sent.
+	if size := a.patchToSend(r); size > 0 && !a.sendPatch(r, s, size) {
+		return
+	}
+	if r.reportSentOn != s {
 		r.reportSentOn = s
 		res := r.result
 		if res.GiveBack {
@@ -554,10 +606,62 @@ func (a *agent) flushRun(r *run) {
 			}
 			return
 		}
-		s.send(&pb.AgentMessage{Payload: &pb.AgentMessage_Finished{Finished: &pb.JobFinished{JobId: r.jobID, Attempt: r.attempt,
-			Outcome: pb.JobOutcome(res.Outcome), ExitCode: res.ExitCode, FailureReason: res.Reason,
-			FinishedAt: timestamppb.New(res.FinishedAt), LastSeq: res.LastSeq}}})
+		finished := &pb.JobFinished{JobId: r.jobID, Attempt: r.attempt, Outcome: pb.JobOutcome(res.Outcome), ExitCode: res.ExitCode,
+			FailureReason: res.Reason, FinishedAt: timestamppb.New(res.FinishedAt), LastSeq: res.LastSeq}
+		if res.Change != nil && res.Outcome == int32(pb.JobOutcome_JOB_OUTCOME_SUCCEEDED) {
+			finished.Change = res.Change.RunChange
+		}
+		s.send(&pb.AgentMessage{Payload: &pb.AgentMessage_Finished{Finished: finished}})
 	}
+}
+
+// patchToSend is how many bytes of the run's patch go to the server: none when the run has no
+// patch, or when this server stores none (max_patch_bytes 0) or not one this large.
+func (a *agent) patchToSend(r *run) uint64 {
+	size := r.result.patchSize()
+	if r.result.GiveBack || r.result.Outcome != int32(pb.JobOutcome_JOB_OUTCOME_SUCCEEDED) || a.maxPatchBytes == 0 || size > a.maxPatchBytes {
+		return 0
+	}
+	return size
+}
+
+// sendPatch sends the run's patch bytes after patchSent, in chunks of at most patchChunkBytes,
+// keeping at most patchInFlight bytes unacknowledged. It says whether every byte has been sent on s.
+func (a *agent) sendPatch(r *run, s *stream, size uint64) bool {
+	if r.patchSentOn != s {
+		r.patchSentOn, r.patchSent = s, r.patchAcked
+	}
+	if r.patchBroken == s {
+		return false
+	}
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	for r.patchSent < size {
+		n := min(uint64(patchChunkBytes), size-r.patchSent)
+		if r.patchSent-r.patchAcked+n > patchInFlight {
+			return false
+		}
+		var err error
+		if f == nil {
+			f, err = os.Open(a.store.patchFile(r.jobID, r.attempt))
+		}
+		data := make([]byte, n)
+		if err == nil {
+			_, err = f.ReadAt(data, int64(r.patchSent))
+		}
+		if err != nil {
+			logError("cannot read the run's patch; its JobFinished waits for the next stream", "jobId", r.jobID, "attempt", r.attempt, "error", err)
+			r.patchBroken = s
+			return false
+		}
+		s.send(&pb.AgentMessage{Payload: &pb.AgentMessage_PatchChunk{PatchChunk: &pb.PatchChunk{JobId: r.jobID, Attempt: r.attempt, Offset: r.patchSent, Data: data}}})
+		r.patchSent += n
+	}
+	return true
 }
 
 func (a *agent) heldRuns(s *stream) []*pb.RunningJob {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 const usage = `Usage: agent-jobs-agent-go --server <host:port> --token <token> --exec '<shell command>' [options]
@@ -25,7 +26,9 @@ Required (flag or environment):
                       variable, since flags are visible in the process list
   --exec <command>    shell command run for each job [AGENT_EXEC]. It runs in the clone
                       with JOB_ID, JOB_ATTEMPT, JOB_PROMPT, JOB_QUEUE, JOB_REVISES_JOB_ID,
-                      REPO_DIR, REPO_URL, REPO_BRANCH, REPO_NAME set (AGENT_TOKEN removed)
+                      JOB_RESULT_FILE, REPO_DIR, REPO_URL, REPO_BRANCH, REPO_NAME set, and for
+                      rework jobs JOB_PARENT_ID, JOB_PARENT_BRANCH, JOB_PARENT_HEAD,
+                      JOB_PARENT_SUMMARY (AGENT_TOKEN removed)
 
 Options:
   --name <name>       name shown to users (default: host name)
@@ -35,6 +38,17 @@ Options:
   --state-dir <dir>   where the agent keeps its id and run records (default: ~/.agent-jobs)
   --heartbeat <dur>   heartbeat interval used until the server's Welcome names one
                       (default 10s; e.g. 500ms, 10s, 1m)
+
+The change (after a command that exits 0): what the command left uncommitted is committed,
+the branch pushed and its diff reported to the server. Pushing uses whatever credentials
+git on this machine has.
+  --branch-prefix <p> branch of a backlog job: <p><job id> (default agent-jobs/)
+                      [AGENT_BRANCH_PREFIX]; a rework job pushes onto its parent's branch
+  --git-author <a>    author of the agent's commits, "Name <email>" (default
+                      "agent-jobs <agent-jobs@localhost>") [AGENT_GIT_AUTHOR]; also the
+                      command's GIT_AUTHOR_*/GIT_COMMITTER_* unless the agent's environment
+                      sets them
+  --no-push           keep branches local; the diff is still reported [AGENT_NO_PUSH=1]
   -h, --help          show this text
 
 Signals: SIGINT/SIGTERM stop taking jobs, stop running ones (SIGTERM, then SIGKILL
@@ -59,7 +73,25 @@ type options struct {
 	WorkDir           string
 	StateDir          string
 	HeartbeatFallback time.Duration
+	// BranchPrefix names a backlog job's branch: BranchPrefix + job id.
+	BranchPrefix string
+	Author       gitAuthor
+	// NoPush: changes are committed and reported, with pushed = false, but not pushed.
+	NoPush bool
 }
+
+// gitAuthor is who the agent's commits are by (author and committer alike).
+type gitAuthor struct {
+	Name  string
+	Email string
+}
+
+const (
+	defaultBranchPrefix = "agent-jobs/"
+	defaultGitAuthor    = "agent-jobs <agent-jobs@localhost>"
+	// maxBranchPrefix leaves room for the job id within the 255 characters the server keeps of a branch.
+	maxBranchPrefix = 200
+)
 
 // usageError is a mistake in the arguments: main prints it with the usage and exits 2.
 type usageError struct{ msg string }
@@ -71,7 +103,10 @@ func usageErrorf(format string, args ...any) error { return &usageError{fmt.Spri
 var stringFlags = map[string]bool{
 	"server": true, "token": true, "exec": true, "name": true, "labels": true,
 	"capacity": true, "work-dir": true, "state-dir": true, "heartbeat": true,
+	"branch-prefix": true, "git-author": true,
 }
+
+var boolFlags = map[string]bool{"no-push": true}
 
 // parseCli returns (nil, nil) for --help.
 func parseCli(argv []string, getenv func(string) string, homeDir, hostname string) (*options, error) {
@@ -88,6 +123,13 @@ func parseCli(argv []string, getenv func(string) string, homeDir, hostname strin
 			}
 		case strings.HasPrefix(arg, "--"):
 			name, value, hasValue := strings.Cut(arg[2:], "=")
+			if boolFlags[name] {
+				if hasValue {
+					return nil, usageErrorf("option '--%s' does not take an argument", name)
+				}
+				flags[name] = "true"
+				continue
+			}
 			if !stringFlags[name] {
 				return nil, usageErrorf("unknown option '--%s'", name)
 			}
@@ -194,8 +236,67 @@ func parseCli(argv []string, getenv func(string) string, homeDir, hostname strin
 	if name == "" {
 		return nil, usageErrorf("--name must not be empty")
 	}
+
+	branchPrefix := defaultBranchPrefix
+	if v, ok := get("branch-prefix", "AGENT_BRANCH_PREFIX"); ok {
+		branchPrefix = strings.TrimSpace(v)
+	}
+	if !validBranchPrefix(branchPrefix) {
+		return nil, usageErrorf("--branch-prefix must be letters, digits and ._/- that git accepts in a branch name (e.g. agent-jobs/), got %q", branchPrefix)
+	}
+	if len(branchPrefix) > maxBranchPrefix {
+		return nil, usageErrorf("--branch-prefix must be at most %d characters, got %d", maxBranchPrefix, len(branchPrefix))
+	}
+	authorText := defaultGitAuthor
+	if v, ok := get("git-author", "AGENT_GIT_AUTHOR"); ok {
+		authorText = v
+	}
+	author, ok := parseGitAuthor(authorText)
+	if !ok {
+		return nil, usageErrorf(`--git-author must be "Name <email>", got %q`, authorText)
+	}
+	noPush := flags["no-push"] == "true"
+	if !noPush {
+		switch v := strings.ToLower(strings.TrimSpace(getenv("AGENT_NO_PUSH"))); v {
+		case "1", "true":
+			noPush = true
+		case "", "0", "false":
+		default:
+			return nil, usageErrorf("AGENT_NO_PUSH must be 1, true, 0 or false, got %q", getenv("AGENT_NO_PUSH"))
+		}
+	}
 	return &options{Server: server, Token: token, Command: command, Name: name, Labels: labels, Capacity: capacity,
-		WorkDir: workDir, StateDir: stateDir, HeartbeatFallback: heartbeat}, nil
+		WorkDir: workDir, StateDir: stateDir, HeartbeatFallback: heartbeat,
+		BranchPrefix: branchPrefix, Author: author, NoPush: noPush}, nil
+}
+
+var branchPrefixRe = regexp.MustCompile(`^[A-Za-z0-9._/-]*$`)
+
+// validBranchPrefix: <prefix><job id> must be a branch name git accepts (git check-ref-format): no
+// part starts with "." or ends with ".lock", no "..", no "//", and no leading "/" or "-".
+func validBranchPrefix(p string) bool {
+	if !branchPrefixRe.MatchString(p) || strings.Contains(p, "..") || strings.Contains(p, "//") ||
+		strings.HasPrefix(p, "/") || strings.HasPrefix(p, "-") || strings.HasSuffix(p, ".lock") {
+		return false
+	}
+	for _, part := range strings.Split(p, "/") {
+		if strings.HasPrefix(part, ".") || strings.HasSuffix(part, ".lock") {
+			return false
+		}
+	}
+	return true
+}
+
+var gitAuthorRe = regexp.MustCompile(`^([^<>]*[^<>\s])\s*<([^<>\s]+)>$`)
+
+// parseGitAuthor reads "Name <email>" (no control characters: git would refuse a newline).
+func parseGitAuthor(text string) (gitAuthor, bool) {
+	text = strings.TrimSpace(text)
+	m := gitAuthorRe.FindStringSubmatch(text)
+	if m == nil || strings.ContainsFunc(text, unicode.IsControl) {
+		return gitAuthor{}, false
+	}
+	return gitAuthor{Name: strings.TrimSpace(m[1]), Email: m[2]}, true
 }
 
 func expandHome(dir, homeDir string) string {

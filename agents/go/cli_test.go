@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,7 +17,8 @@ func TestParseCliDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.Server != (serverTarget{"localhost:50051", false}) || o.Token != "ajt_x" || o.Command != "echo hi" || o.Name != "box" ||
-		o.Capacity != 1 || o.StateDir != "/home/u/.agent-jobs" || o.WorkDir != "/home/u/.agent-jobs/work" || o.HeartbeatFallback != 10*time.Second || len(o.Labels) != 0 {
+		o.Capacity != 1 || o.StateDir != "/home/u/.agent-jobs" || o.WorkDir != "/home/u/.agent-jobs/work" || o.HeartbeatFallback != 10*time.Second || len(o.Labels) != 0 ||
+		o.BranchPrefix != "agent-jobs/" || o.Author != (gitAuthor{"agent-jobs", "agent-jobs@localhost"}) || o.NoPush {
 		t.Fatalf("unexpected options %+v", o)
 	}
 }
@@ -31,6 +33,76 @@ func TestParseCliFlagsAndEnv(t *testing.T) {
 		o.StateDir != "/home/u/s" || o.WorkDir != "/w" || o.HeartbeatFallback != 500*time.Millisecond || o.Name != "n" ||
 		len(o.Labels) != 2 || o.Labels[0] != "gpu" || o.Labels[1] != "linux" {
 		t.Fatalf("unexpected options %+v", o)
+	}
+}
+
+func TestParseCliChangeOptions(t *testing.T) {
+	base := map[string]string{"AGENT_TOKEN": "t", "AGENT_EXEC": "true", "AGENT_SERVER": "h:1"}
+	with := func(extra map[string]string) map[string]string {
+		out := map[string]string{}
+		for k, v := range base {
+			out[k] = v
+		}
+		for k, v := range extra {
+			out[k] = v
+		}
+		return out
+	}
+	o, err := parseCli([]string{"--branch-prefix", " bots/agent.x/ ", "--git-author", "  Jane Q. Bot  <jane@bots.example> ", "--no-push"},
+		env(with(map[string]string{"AGENT_BRANCH_PREFIX": "ignored/", "AGENT_GIT_AUTHOR": "Ignored <i@x>"})), "/h", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.BranchPrefix != "bots/agent.x/" || o.Author != (gitAuthor{"Jane Q. Bot", "jane@bots.example"}) || !o.NoPush {
+		t.Fatalf("flags: %+v", o)
+	}
+	o, err = parseCli(nil, env(with(map[string]string{"AGENT_BRANCH_PREFIX": "ci-", "AGENT_GIT_AUTHOR": "CI<ci@x>", "AGENT_NO_PUSH": "true"})), "/h", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.BranchPrefix != "ci-" || o.Author != (gitAuthor{"CI", "ci@x"}) || !o.NoPush {
+		t.Fatalf("environment: %+v", o)
+	}
+	for value, want := range map[string]bool{"1": true, "TRUE": true, "0": false, "false": false, "": false} {
+		o, err := parseCli(nil, env(with(map[string]string{"AGENT_NO_PUSH": value})), "/h", "b")
+		if err != nil || o.NoPush != want {
+			t.Errorf("AGENT_NO_PUSH=%q: got %v %v", value, o, err)
+		}
+	}
+	if o, err := parseCli([]string{"--branch-prefix="}, env(base), "/h", "b"); err != nil || o.BranchPrefix != "" {
+		t.Errorf("an empty prefix: %v %v", o, err)
+	}
+}
+
+func TestValidBranchPrefix(t *testing.T) {
+	for _, good := range []string{"agent-jobs/", "", "a", "a/b/c-", "x.y/", "v1.2_", "a.lock-", "a.", "a./b/", "x.lockb/"} {
+		if !validBranchPrefix(good) {
+			t.Errorf("%q: want valid", good)
+		}
+	}
+	for _, bad := range []string{"/a", "-a", "a//b", "a..b", "a.lock", "a b/", "a~", "a^", "a:", "a?", "a*", "a[", "a\\", "a@{",
+		".a/", "a/.b", "a.lock/", "é/", "../x"} {
+		if validBranchPrefix(bad) {
+			t.Errorf("%q: want invalid", bad)
+		}
+	}
+}
+
+func TestParseGitAuthor(t *testing.T) {
+	good := map[string]gitAuthor{
+		"agent-jobs <agent-jobs@localhost>": {"agent-jobs", "agent-jobs@localhost"},
+		"Jane Doe<jane@x>":                  {"Jane Doe", "jane@x"},
+		" Ünïcode Näme <u@x.example> ":      {"Ünïcode Näme", "u@x.example"},
+	}
+	for in, want := range good {
+		if got, ok := parseGitAuthor(in); !ok || got != want {
+			t.Errorf("%q: got %+v %v", in, got, ok)
+		}
+	}
+	for _, bad := range []string{"", "Jane", "<jane@x>", "Jane <>", "Jane <a b>", "Jane <j@x> extra", "Ja<ne <j@x>", "Jane\n <j@x>", "Jane <j@x"} {
+		if got, ok := parseGitAuthor(bad); ok {
+			t.Errorf("%q: want invalid, got %+v", bad, got)
+		}
 	}
 }
 
@@ -63,6 +135,12 @@ func TestParseCliErrors(t *testing.T) {
 		{[]string{"--exec"}, base, "option '--exec <value>' argument missing"},
 		{[]string{"echo", "hi"}, base, "unexpected argument: echo (did you forget to quote --exec?)"},
 		{[]string{"--name", "  "}, base, "--name must not be empty"},
+		{[]string{"--no-push=yes"}, base, "option '--no-push' does not take an argument"},
+		{[]string{"--git-author", "Jane"}, base, `--git-author must be "Name <email>", got "Jane"`},
+		{[]string{}, map[string]string{"AGENT_TOKEN": "t", "AGENT_EXEC": "true", "AGENT_SERVER": "h:1", "AGENT_GIT_AUTHOR": "<a@b>"}, `--git-author must be "Name <email>", got "<a@b>"`},
+		{[]string{}, map[string]string{"AGENT_TOKEN": "t", "AGENT_EXEC": "true", "AGENT_SERVER": "h:1", "AGENT_NO_PUSH": "yes"}, `AGENT_NO_PUSH must be 1, true, 0 or false, got "yes"`},
+		{[]string{"--branch-prefix", " a..b/ "}, base, `--branch-prefix must be letters, digits and ._/- that git accepts in a branch name (e.g. agent-jobs/), got "a..b/"`},
+		{[]string{"--branch-prefix", strings.Repeat("a/", 101)}, base, "--branch-prefix must be at most 200 characters, got 202"},
 	}
 	for _, c := range cases {
 		_, err := parseCli(c.args, env(c.env), "/h", "b")

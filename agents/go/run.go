@@ -121,22 +121,24 @@ func (p *procControl) killNow() {
 
 // runner prepares and runs one job; it reports through events to the agent loop.
 type runner struct {
-	r       *run
-	asg     *pb.JobAssignment
-	command string
-	folder  string
-	store   runStore
-	events  chan<- event
+	r      *run
+	asg    *pb.JobAssignment
+	opts   *options
+	folder string
+	store  runStore
+	events chan<- event
 }
 
 func (x *runner) emit(stream pb.LogStream, text string) {
 	x.events <- event{kind: evLine, run: x.r, logStream: stream, text: text, at: time.Now()}
 }
 
-func (x *runner) system(text string) { x.emit(pb.LogStream_LOG_STREAM_SYSTEM, text) }
+// system writes a line of the agent's own; it may quote git, whose output need not be UTF-8.
+func (x *runner) system(text string) { x.emit(pb.LogStream_LOG_STREAM_SYSTEM, validText(text)) }
 
 func (x *runner) finish(res runResult) {
 	res.FinishedAt = time.Now()
+	res.Reason = validText(res.Reason)
 	x.events <- event{kind: evEnded, run: x.r, result: &res}
 }
 
@@ -166,12 +168,9 @@ func (x *runner) run() {
 		return
 	}
 	repoDir := filepath.Join(x.folder, "repo")
+	resultFile := filepath.Join(x.folder, "result.json")
 	repo := x.asg.GetRepository()
-	args := []string{"clone"}
-	if repo.GetDefaultBranch() != "" {
-		args = append(args, "--branch", repo.GetDefaultBranch())
-	}
-	args = append(args, "--depth", "1", "--", repo.GetCloneUrl(), repoDir)
+	args := cloneArgs(x.asg, repoDir)
 	shown := make([]string, len(args))
 	for i, a := range args {
 		shown[i] = a
@@ -184,13 +183,22 @@ func (x *runner) run() {
 		return
 	}
 	x.system("$ git " + strings.Join(shown, " "))
-	gitEnv := append(withoutEnv(os.Environ(), "AGENT_TOKEN"), "GIT_TERMINAL_PROMPT=0")
+	// JOB_ID lets a restarted agent recognise the group of a git left running as this run's.
+	gitEnv := authorEnv(append(withoutEnv(os.Environ(), "AGENT_TOKEN", "JOB_ID"), "GIT_TERMINAL_PROMPT=0", "JOB_ID="+x.asg.GetJobId()), x.opts.Author)
 	var gitErr bytes.Buffer
-	exit, startErr := x.spawn("git", args, x.folder, gitEnv, pb.LogStream_LOG_STREAM_SYSTEM, pb.LogStream_LOG_STREAM_SYSTEM, &gitErr, nil)
+	exit, startErr := x.spawn(spawnSpec{name: "git", args: args, dir: x.folder, env: gitEnv, outStream: pb.LogStream_LOG_STREAM_SYSTEM, errStream: pb.LogStream_LOG_STREAM_SYSTEM, errCopy: &gitErr})
 	if startErr != nil {
 		x.system("clone failed: could not run git: " + startErr.Error())
 		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), Reason: "clone failed: could not run git: " + startErr.Error()})
 		return
+	}
+	git := x.gitIn(repoDir, gitEnv)
+	var base, failure string
+	if exit.Success() {
+		var err error
+		if base, failure, err = baseCommit(git, x.asg.GetRevises()); err != nil {
+			failure = "clone failed: cannot read the clone's head: " + err.Error()
+		}
 	}
 	if kind, reason := ctl.state(); kind != stopNone {
 		x.finish(x.stoppedResult(kind, reason, nil, "stopped before the command started"))
@@ -204,8 +212,14 @@ func (x *runner) run() {
 		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), Reason: "clone failed: " + detail})
 		return
 	}
+	if failure != "" {
+		x.system(failure)
+		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), Reason: failure})
+		return
+	}
 
-	env := withoutEnv(os.Environ(), "AGENT_TOKEN", "JOB_ID", "JOB_ATTEMPT", "JOB_PROMPT", "JOB_QUEUE", "JOB_REVISES_JOB_ID", "REPO_DIR", "REPO_URL", "REPO_BRANCH", "REPO_NAME")
+	env := withoutEnv(os.Environ(), "AGENT_TOKEN", "JOB_ID", "JOB_ATTEMPT", "JOB_PROMPT", "JOB_QUEUE", "JOB_REVISES_JOB_ID", "REPO_DIR", "REPO_URL", "REPO_BRANCH", "REPO_NAME",
+		"JOB_RESULT_FILE", "JOB_PARENT_ID", "JOB_PARENT_BRANCH", "JOB_PARENT_HEAD", "JOB_PARENT_SUMMARY")
 	queue := map[pb.JobQueue]string{pb.JobQueue_JOB_QUEUE_BACKLOG: "backlog", pb.JobQueue_JOB_QUEUE_REWORK: "rework"}[x.asg.GetQueue()]
 	env = append(env,
 		"JOB_ID="+x.asg.GetJobId(),
@@ -217,12 +231,15 @@ func (x *runner) run() {
 		"REPO_URL="+repo.GetCloneUrl(),
 		"REPO_BRANCH="+repo.GetDefaultBranch(),
 		"REPO_NAME="+repo.GetName(),
+		"JOB_RESULT_FILE="+resultFile,
 	)
-	quoted, _ := json.Marshal(x.command)
+	env = authorEnv(append(env, parentEnv(x.asg)...), x.opts.Author)
+	quoted, _ := json.Marshal(x.opts.Command)
 	x.system("$ /bin/sh -c " + string(quoted))
-	exit, startErr = x.spawn("/bin/sh", []string{"-c", x.command}, repoDir, env, pb.LogStream_LOG_STREAM_STDOUT, pb.LogStream_LOG_STREAM_STDERR, nil, func() {
-		x.events <- event{kind: evStarted, run: x.r, at: time.Now()}
-	})
+	exit, startErr = x.spawn(spawnSpec{name: "/bin/sh", args: []string{"-c", x.opts.Command}, dir: repoDir, env: env,
+		outStream: pb.LogStream_LOG_STREAM_STDOUT, errStream: pb.LogStream_LOG_STREAM_STDERR, onStart: func() {
+			x.events <- event{kind: evStarted, run: x.r, at: time.Now()}
+		}})
 	if startErr != nil {
 		x.system("agent error: could not run /bin/sh: " + startErr.Error())
 		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), Reason: "agent error: could not run /bin/sh: " + startErr.Error()})
@@ -238,16 +255,61 @@ func (x *runner) run() {
 		return
 	}
 	x.system(describeExit(exit))
-	if code != nil && *code == 0 {
-		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_SUCCEEDED), ExitCode: code})
+	if code == nil || *code != 0 {
+		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), ExitCode: code, Reason: describeExit(exit)})
 		return
 	}
-	x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), ExitCode: code, Reason: describeExit(exit)})
+
+	// The command succeeded: its change is committed, pushed and described. A stop that arrives
+	// meanwhile stops the git at work; the change then goes undelivered and the run ends as stopped.
+	change, err := makeChange(git, changeSpec{Asg: x.asg, Base: base, BranchPrefix: x.opts.BranchPrefix, NoPush: x.opts.NoPush,
+		PatchFile: x.store.patchFile(x.r.jobID, x.r.attempt), ResultFile: resultFile, Say: x.system})
+	if err != nil {
+		if kind, reason := ctl.state(); kind != stopNone {
+			x.finish(x.stoppedResult(kind, reason, code, "stopped while delivering the change"))
+			return
+		}
+		x.system(err.Error())
+		x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_FAILED), ExitCode: code, Reason: err.Error()})
+		return
+	}
+	x.finish(runResult{Outcome: int32(pb.JobOutcome_JOB_OUTCOME_SUCCEEDED), ExitCode: code, Change: &storedChange{change}})
+}
+
+// gitIn runs git commands of the run in dir like its other processes (a group of their own that a
+// stop reaches); git's stderr, and its stdout when not captured, go to the job's log.
+func (x *runner) gitIn(dir string, env []string) gitFunc {
+	return func(stdout io.Writer, args ...string) (int, string, error) {
+		var stderr bytes.Buffer
+		state, err := x.spawn(spawnSpec{name: "git", args: args, dir: dir, env: env, outStream: pb.LogStream_LOG_STREAM_SYSTEM,
+			errStream: pb.LogStream_LOG_STREAM_SYSTEM, outTo: stdout, errCopy: &stderr})
+		if err != nil {
+			return -1, "", err
+		}
+		code := -1
+		if ws := state.Sys().(syscall.WaitStatus); ws.Exited() {
+			code = ws.ExitStatus()
+		}
+		return code, stderr.String(), nil
+	}
+}
+
+// spawnSpec is one process of a run: its output goes to the job's log as lines of outStream and
+// errStream, or stdout to outTo when set; errCopy, when set, keeps the first 64 KiB of stderr too.
+type spawnSpec struct {
+	name                 string
+	args                 []string
+	dir                  string
+	env                  []string
+	outStream, errStream pb.LogStream
+	outTo                io.Writer
+	errCopy              *bytes.Buffer
+	onStart              func()
 }
 
 // spawn runs one process in a new session, streams its output as lines and waits for it. Once it
 // has exited, what is left of its group is killed: a run leaves no process behind.
-func (x *runner) spawn(name string, args []string, dir string, env []string, outStream, errStream pb.LogStream, errCopy *bytes.Buffer, onStart func()) (*os.ProcessState, error) {
+func (x *runner) spawn(spec spawnSpec) (*os.ProcessState, error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -258,8 +320,8 @@ func (x *runner) spawn(name string, args []string, dir string, env []string, out
 		outW.Close()
 		return nil, err
 	}
-	cmd := exec.Command(name, args...)
-	cmd.Dir, cmd.Env = dir, env
+	cmd := exec.Command(spec.name, spec.args...)
+	cmd.Dir, cmd.Env = spec.dir, spec.env
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = outW, errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -276,23 +338,30 @@ func (x *runner) spawn(name string, args []string, dir string, env []string, out
 		logWarn("cannot write the run record", "jobId", x.r.jobID, "error", werr)
 	}
 	x.r.ctl.setGroup(pgid)
-	if onStart != nil {
-		onStart()
+	if spec.onStart != nil {
+		spec.onStart()
 	}
 
 	var wg sync.WaitGroup
-	read := func(r *os.File, stream pb.LogStream, copyTo *bytes.Buffer) {
+	read := func(r *os.File, stream pb.LogStream, copyTo *bytes.Buffer, to io.Writer) {
 		defer wg.Done()
 		splitter := newLineSplitter(0)
 		buf := make([]byte, 64*1024)
+		var toErr error
 		for {
 			n, err := r.Read(buf)
 			if n > 0 {
 				if copyTo != nil && copyTo.Len() < 64*1024 {
 					copyTo.Write(buf[:n])
 				}
-				for _, line := range splitter.Push(buf[:n]) {
-					x.emit(stream, line)
+				if to != nil {
+					if toErr == nil { // after an error, the rest is read and dropped, so the process never blocks
+						_, toErr = to.Write(buf[:n])
+					}
+				} else {
+					for _, line := range splitter.Push(buf[:n]) {
+						x.emit(stream, line)
+					}
 				}
 			}
 			if err != nil {
@@ -307,8 +376,8 @@ func (x *runner) spawn(name string, args []string, dir string, env []string, out
 		}
 	}
 	wg.Add(2)
-	go read(outR, outStream, nil)
-	go read(errR, errStream, errCopy)
+	go read(outR, spec.outStream, nil, spec.outTo)
+	go read(errR, spec.errStream, spec.errCopy, nil)
 	state, _ := cmd.Process.Wait()
 
 	drained := make(chan struct{})

@@ -7,6 +7,8 @@ package main
 //                       ended, its result (until the server acknowledges it)
 //   runs/<job>-<n>.lines the run's log lines, so that a run that ended before a crash is reported
 //                       after the restart with every line the server has not acknowledged
+//   runs/<job>-<n>.patch the patch of a run that changed its repository (RunChange), sent in
+//                       PatchChunks, again after a restart, until the server acknowledges the run
 
 import (
 	"bufio"
@@ -21,6 +23,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	pb "agent-jobs/agent-go/generated/agent/v1"
 )
 
 type stateDirError struct{ msg string }
@@ -136,6 +142,18 @@ type runResult struct {
 	Reason     string    `json:"reason,omitempty"`
 	FinishedAt time.Time `json:"finishedAt"`
 	LastSeq    uint64    `json:"lastSeq"`
+	// Change: what a successful run changed (JobFinished.change); its patch is in the .patch file.
+	Change *storedChange `json:"change,omitempty"`
+}
+
+// storedChange is a RunChange in a run record, as protobuf JSON.
+type storedChange struct{ *pb.RunChange }
+
+func (c storedChange) MarshalJSON() ([]byte, error) { return protojson.Marshal(c.RunChange) }
+
+func (c *storedChange) UnmarshalJSON(data []byte) error {
+	c.RunChange = &pb.RunChange{}
+	return protojson.Unmarshal(data, c.RunChange)
 }
 
 type runStore struct{ dir string }
@@ -156,6 +174,12 @@ func (s runStore) remove(jobID string, attempt uint32) {
 	base := s.base(jobID, attempt)
 	os.Remove(base + ".json")
 	os.Remove(base + ".lines")
+	os.Remove(base + ".patch")
+}
+
+// patchFile is where a run's patch is kept until the server has acknowledged the run.
+func (s runStore) patchFile(jobID string, attempt uint32) string {
+	return s.base(jobID, attempt) + ".patch"
 }
 
 // spoolLine is one log line in a run's .lines file.
@@ -236,7 +260,10 @@ func (s runStore) list() []runRecord {
 		var rec runRecord
 		if err != nil || json.Unmarshal(data, &rec) != nil || rec.JobID == "" {
 			logWarn("ignoring a damaged run record", "file", e.Name())
-			os.Remove(filepath.Join(s.dir, e.Name()))
+			base := filepath.Join(s.dir, strings.TrimSuffix(e.Name(), ".json"))
+			for _, ext := range []string{".json", ".lines", ".patch"} {
+				os.Remove(base + ext)
+			}
 			continue
 		}
 		out = append(out, rec)
@@ -306,4 +333,19 @@ func removeStaleRunFolders(workDir string) {
 			os.RemoveAll(folder)
 		}
 	}
+}
+
+// patchSize is the size of the run's patch (0 without a change).
+func (res *runResult) patchSize() uint64 {
+	if res == nil {
+		return 0
+	}
+	return res.Change.patchSize()
+}
+
+func (c *storedChange) patchSize() uint64 {
+	if c == nil || c.RunChange == nil {
+		return 0
+	}
+	return c.GetPatchSize()
 }
