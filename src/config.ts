@@ -80,6 +80,7 @@ const envSchema = z
     AGENT_HEARTBEAT_INTERVAL: duration('10s'),
     DISPATCH_SWEEP_INTERVAL: duration('5s'),
     GATEWAY_DRAIN_TIMEOUT: duration('10s'),
+    MAX_PATCH_BYTES: positiveInt(32 * 1024 * 1024, 1024 * 1024 * 1024),
     LOG_STREAM_BUFFER_BYTES: positiveInt(512 * 1024, 64 * 1024 * 1024),
     LOG_STREAM_STALL_TIMEOUT: duration('30s'),
     IDEMPOTENCY_KEY_TTL: duration('24h'),
@@ -144,6 +145,8 @@ export interface Config {
     sweepIntervalMs: number;
     /** How long a stopping gateway keeps agents' streams working after GoAway, for them to move. */
     drainTimeoutMs: number;
+    /** The largest patch of a run's change the server stores (Welcome.max_patch_bytes). */
+    maxPatchBytes: number;
   };
   logStream: {
     /** Bytes a viewer may have waiting to be sent before it is closed as too slow. */
@@ -216,7 +219,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       cancelGraceMs: e.JOB_CANCEL_GRACE,
       maxQueuedPerOrg: e.ORG_MAX_QUEUED_JOBS,
     },
-    agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL, drainTimeoutMs: e.GATEWAY_DRAIN_TIMEOUT },
+    agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL, drainTimeoutMs: e.GATEWAY_DRAIN_TIMEOUT, maxPatchBytes: e.MAX_PATCH_BYTES },
     logStream: { maxBufferedBytes: e.LOG_STREAM_BUFFER_BYTES, stallTimeoutMs: e.LOG_STREAM_STALL_TIMEOUT },
     idempotency: { ttlMs: e.IDEMPOTENCY_KEY_TTL, waitMs: e.IDEMPOTENCY_KEY_WAIT },
   };

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome, JobQueue, LogStream, NoticeCode } from '../generated/proto/agent/v1/agent.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
 import { closeClients, ProtocolClient } from './support/protocol-client.js';
+import { changeOf } from './support/scripted-change.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('agent.proto rules on %s', (driver) => {
@@ -98,7 +99,8 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
     it('ends the older stream with ABORTED when a newer one opens with the same agent_id, and keeps the newer', async () => {
       const o = await org();
       const first = await welcomed(o.token);
-      const second = await welcomed(o.token, {}, first.agentId);
+      // Silent but for the heartbeat below, so the ack that comes is that one's, however slow the takeover.
+      const second = await welcomed(o.token, { heartbeatMs: 0 }, first.agentId);
       expect(ended(await first.closed()).code).toBe(status.ABORTED);
       const seq = second.heartbeat();
       expect(await second.next('heartbeatAck')).toEqual({ seq });
@@ -112,7 +114,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
 
     it('answers a message with no payload with INVALID_MESSAGE and keeps the stream', async () => {
       const o = await org();
-      const a = await welcomed(o.token);
+      const a = await welcomed(o.token, { heartbeatMs: 0 });
       a.send(undefined);
       expect(await a.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_INVALID_MESSAGE });
       const seq = a.heartbeat();
@@ -244,16 +246,24 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
       const a = await welcomed(o.token, { labels: ['linux', 'gpu'] });
       const parent = await createJob(o.member, o.orgId, { repoId: o.repo.id, labels: ['linux'] });
       const first = await a.next('assignment');
-      expect(first).toMatchObject({ jobId: parent.id, queue: JobQueue.JOB_QUEUE_BACKLOG, revisesJobId: '', labels: ['linux'] });
+      expect(first).toMatchObject({ jobId: parent.id, queue: JobQueue.JOB_QUEUE_BACKLOG, revisesJobId: '', labels: ['linux'], revises: undefined });
       expect(first.startTimeout).toEqual({ seconds: 7 * 60, nanos: 0 });
       expect(first.runTimeout).toEqual({ seconds: 3 * 3600, nanos: 0 });
       a.start(parent.id, 1);
-      a.finish(parent.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0 });
+      const change = changeOf({ branch: 'agent-jobs/parent', summary: 'Added the **toggle**.' });
+      a.finish(parent.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0, change });
       await a.next('finishedAck');
       await waitForJob(o.member, o.orgId, parent.id, (j) => j.status === 'succeeded');
 
       const rework = await createJob(o.member, o.orgId, { repoId: o.repo.id, queueType: 'rework', parentJobId: parent.id, labels: ['gpu'] });
-      expect(await a.next('assignment')).toMatchObject({ jobId: rework.id, attempt: 1, queue: JobQueue.JOB_QUEUE_REWORK, revisesJobId: parent.id, labels: ['gpu'] });
+      expect(await a.next('assignment')).toMatchObject({
+        jobId: rework.id,
+        attempt: 1,
+        queue: JobQueue.JOB_QUEUE_REWORK,
+        revisesJobId: parent.id,
+        labels: ['gpu'],
+        revises: { branch: 'agent-jobs/parent', headCommit: change.headCommit, summary: 'Added the **toggle**.' },
+      });
     });
   });
 
@@ -304,7 +314,7 @@ describe.each(drivers)('agent.proto rules on %s', (driver) => {
       const mistakes = [
         { $case: 'started' as const, value: { jobId, attempt: 1, startedAt: at } },
         { $case: 'logBatch' as const, value: { jobId, attempt: 1, firstSeq: 1, lines: [{ at, stream: LogStream.LOG_STREAM_STDOUT, text: 'x' }] } },
-        { $case: 'finished' as const, value: { jobId, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: at, lastSeq: 0 } },
+        { $case: 'finished' as const, value: { jobId, attempt: 1, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: at, lastSeq: 0, change: undefined } },
       ];
       for (const mistake of mistakes) {
         a.send(mistake);

@@ -38,6 +38,7 @@ const securedCalls: Record<string, (f: OrgFixture) => Call> = {
   cancelJob: (f) => ({ method: 'POST', path: `/v1/orgs/${f.orgId}/jobs/${f.jobId}/cancel`, body: { reason: 'because' } }),
   listJobLogs: (f) => ({ method: 'GET', path: `/v1/orgs/${f.orgId}/jobs/${f.jobId}/logs` }),
   downloadJobLog: (f) => ({ method: 'GET', path: `/v1/orgs/${f.orgId}/jobs/${f.jobId}/logs/download` }),
+  getJobDiff: (f) => ({ method: 'GET', path: `/v1/orgs/${f.orgId}/jobs/${f.jobId}/diff` }),
   createAgentToken: (f) => ({ method: 'POST', path: `/v1/orgs/${f.orgId}/agent-tokens`, body: { name: 'intruder' } }),
   listAgentTokens: (f) => ({ method: 'GET', path: `/v1/orgs/${f.orgId}/agent-tokens` }),
   revokeAgentToken: (f) => ({ method: 'POST', path: `/v1/orgs/${f.orgId}/agent-tokens/${f.tokenId}/revoke` }),

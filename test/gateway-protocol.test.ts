@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome, LogStream, NoticeCode } from '../generated/proto/agent/v1/agent.js';
 import { createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
 import { closeClients, ProtocolClient } from './support/protocol-client.js';
+import { reworkableJob } from './support/scripted-change.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('agent protocol on %s', (driver) => {
@@ -315,9 +316,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
 
   it('dispatches rework before older backlog jobs, and only jobs whose labels the agent has', async () => {
     const org = await orgWithAgentToken();
-    const parent = await createJob(org.member, org.orgId, { repoId: org.repo.id });
-    await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: parent.id } } });
-    await waitForJob(org.member, org.orgId, parent.id, (j) => j.status === 'cancelled');
+    const parent = { id: await reworkableJob(t, org, org.repo.id) };
 
     const gpuJob = await createJob(org.member, org.orgId, { repoId: org.repo.id, labels: ['gpu'] });
     const backlog = await createJob(org.member, org.orgId, { repoId: org.repo.id });
@@ -337,9 +336,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
   // one behind it. (PostgreSQL only: PGlite serves one connection, so nothing else holds a lock.)
   it.runIf(driver === 'postgres')('keeps the dispatch order while the first job in line is locked for a moment', async () => {
     const org = await orgWithAgentToken();
-    const parent = await createJob(org.member, org.orgId, { repoId: org.repo.id });
-    await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: parent.id } } });
-    await waitForJob(org.member, org.orgId, parent.id, (j) => j.status === 'cancelled');
+    const parent = { id: await reworkableJob(t, org, org.repo.id) };
     const backlog = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     const rework = await createJob(org.member, org.orgId, { repoId: org.repo.id, queueType: 'rework', parentJobId: parent.id });
 

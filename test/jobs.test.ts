@@ -1,11 +1,17 @@
 // Submitting, reading and cancelling jobs through the API, on PostgreSQL and on PGlite.
 import { randomUUID } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { cancelQueuedJob, createJob, createOrg, createRepository, waitForJob, waitForWorkflow } from './support/factories.js';
+import type { ProtocolClient } from './support/protocol-client.js';
+import { changeOf, commitId, scriptedAgent } from './support/scripted-change.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('jobs on %s', (driver) => {
   const t = useTestSystem({ driver, env: { ORG_MAX_QUEUED_JOBS: '5' } });
+  const clients: ProtocolClient[] = [];
+  afterEach(() => {
+    for (const client of clients.splice(0)) client.close();
+  });
 
   it('stores a submitted job as queued, with its first event, and starts its workflow', async () => {
     const org = await createOrg(t);
@@ -58,56 +64,63 @@ describe.each(drivers)('jobs on %s', (driver) => {
   it('shows a job\'s revisions: the rework jobs naming it, on the job oldest first and in the list filtered by parentJobId', async () => {
     const org = await createOrg(t);
     const repo = await createRepository(org.admin, org.orgId);
-    const original = await createJob(org.member, org.orgId, { repoId: repo.id });
-    expect((await waitForJob(org.member, org.orgId, original.id, () => true)).revisions).toEqual([]);
-    await cancelQueuedJob(org.member, org.orgId, original.id);
+    const agent = await scriptedAgent(t, org, clients);
+    const original = await agent.succeed({ repoId: repo.id }, changeOf());
+    expect((await waitForJob(org.member, org.orgId, original.jobId, () => true)).revisions).toEqual([]);
 
-    const first = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: original.id, prompt: 'Rename the toggle' });
-    await cancelQueuedJob(org.member, org.orgId, first.id);
-    const second = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: original.id, prompt: 'Also the docs' });
+    // A revision that changed nothing leaves the original's branch where it was: it may be revised again.
+    const first = await agent.succeed({ repoId: repo.id, queueType: 'rework', parentJobId: original.jobId, prompt: 'Rename the toggle' }, changeOf({ branch: '', headCommit: commitId('base'), commits: [], commitCount: 0 }));
+    const second = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: original.jobId, prompt: 'Also the docs', labels: ['nobody-has-this'] });
     // A revision of the revision belongs to the chain one step on, not to the original.
-    const nested = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: first.id });
-    await createJob(org.member, org.orgId, { repoId: repo.id });
+    const nested = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: first.jobId, labels: ['nobody-has-this'] });
+    await createJob(org.member, org.orgId, { repoId: repo.id, labels: ['nobody-has-this'] });
 
-    expect((await waitForJob(org.member, org.orgId, original.id, () => true)).revisions).toEqual([first.id, second.id]);
-    expect((await waitForJob(org.member, org.orgId, first.id, () => true)).revisions).toEqual([nested.id]);
-    const page = await org.member.GET('/v1/orgs/{orgId}/jobs', { params: { path: { orgId: org.orgId }, query: { parentJobId: original.id, limit: 1 } } });
+    expect((await waitForJob(org.member, org.orgId, original.jobId, () => true)).revisions).toEqual([first.jobId, second.id]);
+    expect((await waitForJob(org.member, org.orgId, first.jobId, () => true)).revisions).toEqual([nested.id]);
+    const page = await org.member.GET('/v1/orgs/{orgId}/jobs', { params: { path: { orgId: org.orgId }, query: { parentJobId: original.jobId, limit: 1 } } });
     expect(page.data?.items.map((j) => j.id)).toEqual([second.id]);
-    const next = await org.member.GET('/v1/orgs/{orgId}/jobs', { params: { path: { orgId: org.orgId }, query: { parentJobId: original.id, limit: 1, cursor: page.data!.nextCursor! } } });
-    expect(next.data?.items.map((j) => j.id)).toEqual([first.id]);
+    const next = await org.member.GET('/v1/orgs/{orgId}/jobs', { params: { path: { orgId: org.orgId }, query: { parentJobId: original.jobId, limit: 1, cursor: page.data!.nextCursor! } } });
+    expect(next.data?.items.map((j) => j.id)).toEqual([first.jobId]);
     expect(next.data?.nextCursor).toBeNull();
   });
 
-  it('requires a rework job to name a finished job of the same repository', async () => {
+  it('accepts a rework only of a job of the same repository that succeeded with a pushed change no other job continues', async () => {
     const org = await createOrg(t);
     const repo = await createRepository(org.admin, org.orgId);
     const other = await createRepository(org.admin, org.orgId);
-    const running = await createJob(org.member, org.orgId, { repoId: repo.id });
-
+    const agent = await scriptedAgent(t, org, clients);
     const attempt = (body: { repoId: string; parentJobId?: string }) =>
       org.member.POST('/v1/orgs/{orgId}/jobs', { params: { path: { orgId: org.orgId } }, body: { prompt: 'Address review comments', queueType: 'rework', ...body } as never });
+    const refusal = async (body: { repoId: string; parentJobId?: string }) => {
+      const { response, error } = await attempt(body);
+      expect(response.status).toBe(400);
+      return error?.errors;
+    };
 
-    const missing = await attempt({ repoId: repo.id });
-    expect(missing.response.status).toBe(400);
-    expect(missing.error?.errors?.[0]?.pointer).toBe('/parentJobId');
+    expect((await refusal({ repoId: repo.id }))?.[0]?.pointer).toBe('/parentJobId');
+    const queued = await createJob(org.member, org.orgId, { repoId: repo.id, labels: ['nobody-has-this'] });
+    expect(await refusal({ repoId: repo.id, parentJobId: queued.id })).toEqual([{ pointer: '/parentJobId', message: 'is still queued' }]);
+    await cancelQueuedJob(org.member, org.orgId, queued.id);
+    expect(await refusal({ repoId: repo.id, parentJobId: queued.id })).toEqual([{ pointer: '/parentJobId', message: 'cancelled: it has no change to continue' }]);
 
-    const unfinished = await attempt({ repoId: repo.id, parentJobId: running.id });
-    expect(unfinished.response.status).toBe(400);
-    expect(unfinished.error?.errors).toEqual([{ pointer: '/parentJobId', message: 'is still queued' }]);
+    const silent = await agent.succeed({ repoId: repo.id }, undefined);
+    expect(await refusal({ repoId: repo.id, parentJobId: silent.jobId })).toEqual([{ pointer: '/parentJobId', message: 'succeeded without reporting a change (its agent reports none)' }]);
+    const local = await agent.succeed({ repoId: repo.id }, changeOf({ branch: 'agent-jobs/local', pushed: false }));
+    expect(await refusal({ repoId: repo.id, parentJobId: local.jobId })).toEqual([{ pointer: '/parentJobId', message: 'its change was not pushed (branch agent-jobs/local is on its agent only)' }]);
 
-    await org.member.POST('/v1/orgs/{orgId}/jobs/{jobId}/cancel', { params: { path: { orgId: org.orgId, jobId: running.id } } });
-    await waitForJob(org.member, org.orgId, running.id, (j) => j.status === 'cancelled');
-
-    const otherRepo = await attempt({ repoId: other.id, parentJobId: running.id });
-    expect(otherRepo.response.status).toBe(400);
-    expect(otherRepo.error?.errors?.[0]?.message).toBe('belongs to another repository');
-
-    const rework = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: running.id });
-    expect(rework).toMatchObject({ queueType: 'rework', parentJobId: running.id, status: 'queued' });
+    const parent = await agent.succeed({ repoId: repo.id }, changeOf());
+    expect((await refusal({ repoId: other.id, parentJobId: parent.jobId }))?.[0]?.message).toBe('belongs to another repository');
+    const rework = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: parent.jobId, labels: ['nobody-has-this'] });
+    expect(rework).toMatchObject({ queueType: 'rework', parentJobId: parent.jobId, status: 'queued', change: null });
+    // Two reworks of one change would both push onto its branch: the second must build on the first.
+    expect(await refusal({ repoId: repo.id, parentJobId: parent.jobId })).toEqual([{ pointer: '/parentJobId', message: `job ${rework.id} (queued) continues it; rework that one instead` }]);
+    await cancelQueuedJob(org.member, org.orgId, rework.id);
+    // A rework that ended without moving the branch leaves the parent's change free to rework again.
+    expect((await attempt({ repoId: repo.id, parentJobId: parent.jobId })).response.status).toBe(201);
 
     const backlogWithParent = await org.member.POST('/v1/orgs/{orgId}/jobs', {
       params: { path: { orgId: org.orgId } },
-      body: { prompt: 'x', queueType: 'backlog', repoId: repo.id, parentJobId: running.id } as never,
+      body: { prompt: 'x', queueType: 'backlog', repoId: repo.id, parentJobId: parent.jobId } as never,
     });
     expect(backlogWithParent.response.status).toBe(400);
   });

@@ -40,7 +40,7 @@ describe.each(drivers)('live job logs on %s', (driver) => {
     expect(seqProblems(viewer.lines, 1, 6500)).toEqual([]);
     expect(viewer.lines[41]).toMatchObject({ seq: 42, stream: 'stdout', text: 'line 42' });
     expect(viewer.statuses.map((s) => s.status)).toEqual(['running', 'succeeded']);
-    expect(viewer.end).toEqual({ type: 'end', status: 'succeeded', exitCode: 0, failureReason: null, lastSeq: 6500 });
+    expect(viewer.end).toEqual({ type: 'end', status: 'succeeded', exitCode: 0, failureReason: null, lastSeq: 6500, change: null });
     expect(viewer.frames.at(-1)?.type).toBe('end');
   });
 

@@ -3,6 +3,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { AgentJobsClient, paths } from '../generated/sdk/index.js';
 import { cancelQueuedJob, createJob, createOrg, createRepository, type Job, type Repository } from './support/factories.js';
+import { reworkableJob } from './support/scripted-change.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 type JobListQuery = NonNullable<paths['/v1/orgs/{orgId}/jobs']['get']['parameters']['query']>;
@@ -182,23 +183,26 @@ describe.each(drivers)('pagination on %s', (driver) => {
       beforeAll(async () => {
         org = await createOrg(t);
         [repoA, repoB] = await Promise.all([createRepository(org.admin, org.orgId, { name: 'filter-a' }), createRepository(org.admin, org.orgId, { name: 'filter-b' })]);
+        // Four jobs of A that succeeded with a change, first (before anything else queues): one to rework each.
+        const parents: string[] = [];
+        for (let i = 0; i < 4; i++) parents.push(await reworkableJob(t, org, repoA.id));
         const inA = await submitJobs(org.member, org.orgId, 7, { repoId: repoA.id, prompt: 'in A' });
         const inB = await submitJobs(org.member, org.orgId, 4, { repoId: repoB.id, prompt: 'in B' });
         await Promise.all([inA[0]!, inA[2]!, inA[4]!, inB[1]!].map((job) => cancelQueuedJob(org.member, org.orgId, job.id)));
-        // Rework of a finished (cancelled) job, some to be cancelled in turn.
-        const rework = await submitJobs(org.member, org.orgId, 4, { repoId: repoA.id, queueType: 'rework', parentJobId: inA[0]!.id, prompt: 'rework in A' });
+        // Reworks of those, one to be cancelled in turn.
+        const rework = await Promise.all(parents.map((parentJobId) => createJob(org.member, org.orgId, { repoId: repoA.id, queueType: 'rework', parentJobId, prompt: 'rework in A' })));
         await cancelQueuedJob(org.member, org.orgId, rework[3]!.id);
 
         const { data } = await org.member.GET('/v1/orgs/{orgId}/jobs', { params: { path: { orgId: org.orgId }, query: { limit: 200 } } });
         all = data!.items;
-        expect(all).toHaveLength(15);
+        expect(all).toHaveLength(19);
         expect(all.filter((j) => j.status === 'cancelled')).toHaveLength(5);
       });
 
       const cases: { name: string; query: () => JobFilter; matches: (job: Job) => boolean; count: number }[] = [
         { name: 'one status', query: () => ({ status: ['cancelled'], limit: 2 }), matches: (j) => j.status === 'cancelled', count: 5 },
         { name: 'any of several statuses', query: () => ({ status: ['queued', 'cancelled'], limit: 4 }), matches: (j) => j.status === 'queued' || j.status === 'cancelled', count: 15 },
-        { name: 'a status that no job has', query: () => ({ status: ['running', 'succeeded'], limit: 3 }), matches: (j) => j.status === 'running' || j.status === 'succeeded', count: 0 },
+        { name: 'a status that no job has', query: () => ({ status: ['running', 'timed_out'], limit: 3 }), matches: (j) => j.status === 'running' || j.status === 'timed_out', count: 0 },
         { name: 'queue type', query: () => ({ queueType: 'rework', limit: 3 }), matches: (j) => j.queueType === 'rework', count: 4 },
         { name: 'repository', query: () => ({ repoId: repoB.id, limit: 3 }), matches: (j) => j.repoId === repoB.id, count: 4 },
         {
@@ -207,7 +211,7 @@ describe.each(drivers)('pagination on %s', (driver) => {
           matches: (j) => j.repoId === repoA.id && j.queueType === 'backlog' && j.status === 'queued',
           count: 4,
         },
-        { name: 'repository and status', query: () => ({ repoId: repoA.id, status: ['cancelled', 'queued'], limit: 3 }), matches: (j) => j.repoId === repoA.id, count: 11 },
+        { name: 'repository and status', query: () => ({ repoId: repoA.id, status: ['cancelled', 'queued'], limit: 3 }), matches: (j) => j.repoId === repoA.id && (j.status === 'cancelled' || j.status === 'queued'), count: 11 },
         { name: 'repository and a queue it has no job in', query: () => ({ repoId: repoB.id, queueType: 'rework', limit: 3 }), matches: (j) => j.repoId === repoB.id && j.queueType === 'rework', count: 0 },
       ];
 

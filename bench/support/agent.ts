@@ -39,7 +39,7 @@ export class BenchAgent extends BenchStreamAgent {
     this.options.onAssignment?.(jobId, performance.now());
     this.write({ $case: 'accepted', value: { jobId, attempt } });
     this.write({ $case: 'started', value: { jobId, attempt, startedAt: new Date() } });
-    this.write({ $case: 'finished', value: { jobId, attempt, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 0 } });
+    this.write({ $case: 'finished', value: { jobId, attempt, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq: 0, change: undefined } });
   }
 }
 

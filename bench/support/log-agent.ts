@@ -110,7 +110,7 @@ export class LogAgent extends BenchStreamAgent {
         clearTimeout(timer);
         resolve();
       };
-      this.write({ $case: 'finished', value: { jobId: job.jobId, attempt: job.attempt, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq } });
+      this.write({ $case: 'finished', value: { jobId: job.jobId, attempt: job.attempt, outcome: JobOutcome.JOB_OUTCOME_SUCCEEDED, exitCode: 0, failureReason: '', finishedAt: new Date(), lastSeq, change: undefined } });
     });
   }
 

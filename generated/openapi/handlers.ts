@@ -10,6 +10,8 @@ export type WithDefaults<T, K extends keyof T> = T & { [P in K]-?: Exclude<T[P],
 
 /** A text body, whole or produced piece by piece (streamed as it is produced, so a large one never sits in memory). */
 export type TextBody<T extends string> = T | AsyncIterable<string>;
+/** Bytes, whole or piece by piece, for text that need not be UTF-8 (text/x-diff). */
+export type BinaryBody = Uint8Array | AsyncIterable<Uint8Array>;
 
 /** Input of `getHealth` (GET /healthz). */
 export type GetHealthInput = {
@@ -197,6 +199,25 @@ export type CancelJobResult =
   | { status: 431; body: Problem }
   | { status: 503; headers: { 'Retry-After': operations['cancelJob']['responses'][503]['headers']['Retry-After'] }; body: Problem };
 
+/** Input of `getJobDiff` (GET /v1/orgs/{orgId}/jobs/{jobId}/diff). */
+export type GetJobDiffInput = {
+  params: operations['getJobDiff']['parameters']['path'];
+  query: Record<string, never>;
+  headers: Record<string, never>;
+  body: undefined;
+};
+
+/** Every response `getJobDiff` declares, by status. */
+export type GetJobDiffResult =
+  | { status: 200; headers: { 'Content-Disposition': operations['getJobDiff']['responses'][200]['headers']['Content-Disposition'] }; body: BinaryBody }
+  | { status: 400; body: Problem }
+  | { status: 401; body: Problem }
+  | { status: 403; body: Problem }
+  | { status: 404; body: Problem }
+  | { status: 409; body: Problem }
+  | { status: 414; body: Problem }
+  | { status: 431; body: Problem };
+
 /** Input of `listJobLogs` (GET /v1/orgs/{orgId}/jobs/{jobId}/logs). */
 export type ListJobLogsInput = {
   params: operations['listJobLogs']['parameters']['path'];
@@ -329,6 +350,8 @@ export interface ApiHandlers<Ctx> {
   getJob: (input: GetJobInput, ctx: Ctx) => Promise<GetJobResult>;
   /** POST /v1/orgs/{orgId}/jobs/{jobId}/cancel — Cancel a job */
   cancelJob: (input: CancelJobInput, ctx: Ctx) => Promise<CancelJobResult>;
+  /** GET /v1/orgs/{orgId}/jobs/{jobId}/diff — Download the patch of a job's change */
+  getJobDiff: (input: GetJobDiffInput, ctx: Ctx) => Promise<GetJobDiffResult>;
   /** GET /v1/orgs/{orgId}/jobs/{jobId}/logs — Read a page of a job's log */
   listJobLogs: (input: ListJobLogsInput, ctx: Ctx) => Promise<ListJobLogsResult>;
   /** GET /v1/orgs/{orgId}/jobs/{jobId}/logs/download — Download a job's whole log */
@@ -355,6 +378,7 @@ export interface OperationTypes {
   listJobs: { input: ListJobsInput; result: ListJobsResult };
   getJob: { input: GetJobInput; result: GetJobResult };
   cancelJob: { input: CancelJobInput; result: CancelJobResult };
+  getJobDiff: { input: GetJobDiffInput; result: GetJobDiffResult };
   listJobLogs: { input: ListJobLogsInput; result: ListJobLogsResult };
   downloadJobLog: { input: DownloadJobLogInput; result: DownloadJobLogResult };
   createAgentToken: { input: CreateAgentTokenInput; result: CreateAgentTokenResult };
@@ -374,6 +398,7 @@ export const operationIds = [
   'listJobs',
   'getJob',
   'cancelJob',
+  'getJobDiff',
   'listJobLogs',
   'downloadJobLog',
   'createAgentToken',
@@ -403,6 +428,7 @@ export const operationRoutes = {
   listJobs: { method: 'GET', path: '/v1/orgs/{orgId}/jobs', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
   getJob: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
   cancelJob: { method: 'POST', path: '/v1/orgs/{orgId}/jobs/{jobId}/cancel', responses: { 202: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 431: 'application/problem+json', 503: 'application/problem+json' } },
+  getJobDiff: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}/diff', responses: { 200: 'text/x-diff', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 409: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
   listJobLogs: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}/logs', responses: { 200: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
   downloadJobLog: { method: 'GET', path: '/v1/orgs/{orgId}/jobs/{jobId}/logs/download', responses: { 200: 'text/plain', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 414: 'application/problem+json', 431: 'application/problem+json' } },
   createAgentToken: { method: 'POST', path: '/v1/orgs/{orgId}/agent-tokens', responses: { 201: 'application/json', 400: 'application/problem+json', 401: 'application/problem+json', 403: 'application/problem+json', 404: 'application/problem+json', 413: 'application/problem+json', 414: 'application/problem+json', 415: 'application/problem+json', 431: 'application/problem+json' } },

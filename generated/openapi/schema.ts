@@ -146,10 +146,17 @@ export interface paths {
         /**
          * Submit a job
          * @description Queues a job: a prompt to run against one of the organisation's repositories. `rework` jobs name the
-         *     finished job they revise in `parentJobId` (required for `rework`, forbidden for `backlog`); the parent
-         *     must be a finished job (succeeded, failed, cancelled or timed out) of the same repository, otherwise the
-         *     answer is `400 invalid_argument` with a pointer to `/parentJobId`. `rework` jobs are dispatched before
-         *     `backlog` jobs; within a queue, first in first out.
+         *     job they revise in `parentJobId` (required for `rework`, forbidden for `backlog`), and continue its
+         *     change: the agent starts from the parent's branch at its head commit, runs with this prompt as the
+         *     feedback, and pushes new commits onto the same branch; the rework's own `change` lists only those
+         *     commits, and its diff is against the parent's head. The parent must be a job of the same repository
+         *     that succeeded with a `change` (see `JobChange`) that was pushed or that changed nothing (a rework of
+         *     a job that changed nothing starts afresh from the default branch, on a branch of its own), and that
+         *     no other job continues already: a rework of it still to run, or one that succeeded with commits,
+         *     moved the branch on, and the latest revision is the one to rework. Otherwise the answer is
+         *     `400 invalid_argument` with a pointer to `/parentJobId` and the reason. Should the branch still move
+         *     before the rework runs (someone pushed to it), the run fails with `branch moved: …` rather than
+         *     overwrite it. `rework` jobs are dispatched before `backlog` jobs; within a queue, first in first out.
          *
          *     When the organisation already has as many queued jobs as it may, the answer is `429` with
          *     `Retry-After`.
@@ -231,6 +238,46 @@ export interface paths {
          *     Minimum role: **Member**.
          */
         post: operations["cancelJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/jobs/{jobId}/diff": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The PropelAuth organisation id.
+                 * @example 6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b
+                 */
+                orgId: components["parameters"]["OrgId"];
+                /**
+                 * @description The job id.
+                 * @example 9d3f2c1a-6b5e-4f7d-8c9a-1b2c3d4e5f60
+                 */
+                jobId: components["parameters"]["JobId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Download the patch of a job's change
+         * @description Returns the patch of the job's `change`, byte for byte as the agent made it: `git diff --binary` from
+         *     the change's `baseCommit` to its `headCommit`, so `git apply` on the base reproduces the head. It need
+         *     not be UTF-8 (files in other encodings, binary files as git binary patches), hence `charset` is not
+         *     stated. Empty when the job changed nothing. Served as an attachment, with `Content-Length`.
+         *
+         *     `404` when the job does not exist or has no change (it has not succeeded, or its agent reports no
+         *     changes); `409` when the patch was larger than the server keeps (`change.patch.available` is
+         *     false): the change's branch still holds it.
+         *
+         *     Minimum role: **Member**.
+         */
+        get: operations["getJobDiff"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -667,6 +714,63 @@ export interface components {
             finishedAt: string | null;
             /** Format: date-time */
             cancelRequestedAt: string | null;
+            /**
+             * @description What the job changed in its repository, once it has succeeded (null before, and for a job that
+             *     failed, was cancelled or timed out, or whose agent reports no changes).
+             */
+            change: components["schemas"]["JobChange"] | null;
+        };
+        /**
+         * @description The change a job made: the commits its agent pushed to a branch of the repository, the patch they add
+         *     up to (`getJobDiff`), and what the coding tool said of it. A job that changed nothing has a change
+         *     too, with `changed: false`. How agents make it is in `agent.proto` (RunChange).
+         */
+        JobChange: {
+            /** @description The run that made it. */
+            attempt: number;
+            /** @description False when the run changed nothing (`headCommit` is `baseCommit`, no commits, no branch). */
+            changed: boolean;
+            /**
+             * @description The branch the commits are on; null when nothing changed.
+             * @example agent-jobs/9d3f2c1a-6b5e-4f7d-8c9a-1b2c3d4e5f60
+             */
+            branch: string | null;
+            /** @description Whether the agent pushed the branch to the repository (agents can be told to keep it local). */
+            pushed: boolean;
+            /** @description The commit the run started from (for a rework job, its parent's `headCommit`). */
+            baseCommit: string;
+            /** @description The branch's head after the run. */
+            headCommit: string;
+            /** @description The run's own commits, oldest first; the first 250 when there are more. */
+            commits: components["schemas"]["ChangeCommit"][];
+            /** @description How many commits the run made in all. */
+            commitCount: number;
+            diffStat: components["schemas"]["DiffStat"];
+            /** @description What the coding tool says it did, in Markdown (untrusted: render it sanitised). */
+            summary: string | null;
+            /**
+             * Format: uri
+             * @description A pull request the coding tool opened, if it said so.
+             */
+            pullRequestUrl: string | null;
+            patch: {
+                /** @description The patch's size in bytes. */
+                bytes: number;
+                /** @description Whether `getJobDiff` serves it; false when it was larger than the server keeps. */
+                available: boolean;
+            };
+        };
+        ChangeCommit: {
+            sha: string;
+            /** @description The first line of the commit message. */
+            subject: string;
+        };
+        DiffStat: {
+            filesChanged: number;
+            /** @description Lines added; binary files count none. */
+            insertions: number;
+            /** @description Lines removed; binary files count none. */
+            deletions: number;
         };
         /** @description A job with its history. */
         JobDetail: components["schemas"]["Job"] & {
@@ -759,6 +863,8 @@ export interface components {
             failureReason: string | null;
             /** @description The `seq` of the job's last log line (0 when it has none). */
             lastSeq: number;
+            /** @description The job's change (see `Job.change`); null unless it succeeded with one. */
+            change: components["schemas"]["JobChange"] | null;
         };
         /**
          * @description WebSocket close codes of `streamJobLogs`.
@@ -1340,7 +1446,8 @@ export interface operations {
             };
             /**
              * @description The request is invalid: a field fails the schema, or `parentJobId` is missing for `rework`, present
-             *     for `backlog`, not a finished job, or a job of another repository.
+             *     for `backlog`, a job of another repository, or a job whose change cannot be continued (it has no
+             *     change, its change was not pushed, or another job continues it already).
              */
             400: {
                 headers: {
@@ -1451,6 +1558,57 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             431: components["responses"]["RequestHeaderFieldsTooLarge"];
             503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    getJobDiff: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The PropelAuth organisation id.
+                 * @example 6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b
+                 */
+                orgId: components["parameters"]["OrgId"];
+                /**
+                 * @description The job id.
+                 * @example 9d3f2c1a-6b5e-4f7d-8c9a-1b2c3d4e5f60
+                 */
+                jobId: components["parameters"]["JobId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The patch. */
+            200: {
+                headers: {
+                    /**
+                     * @description Always an attachment named after the job, e.g. `attachment; filename="job-<jobId>.diff"`.
+                     * @example attachment; filename="job-9d3f2c1a-6b5e-4f7d-8c9a-1b2c3d4e5f60.diff"
+                     */
+                    "Content-Disposition": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/x-diff": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            /** @description The patch was larger than the server keeps; the change's branch holds it. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            414: components["responses"]["UriTooLong"];
+            431: components["responses"]["RequestHeaderFieldsTooLarge"];
         };
     };
     listJobLogs: {

@@ -9,6 +9,7 @@ import type { AgentGatewayService } from '../services/agent-gateway.service.js';
 import { Dispatcher } from '../services/dispatcher.js';
 import type { EventBus } from '../services/notifications.js';
 import { AgentSession, type AgentStream, type SessionSettings } from './agent-session.js';
+import { InboundBudget } from './inbound-budget.js';
 
 export interface AgentGatewayOptions extends SessionSettings {
   /** How often every session looks for work even without a notification (a lost NOTIFY costs at most this). */
@@ -23,9 +24,13 @@ export interface AgentGatewayOptions extends SessionSettings {
  */
 const STALLED_STEP_MS = 15_000;
 
+/** Log text and patch bytes read from all agents and not yet stored, at most (about; see InboundBudget). */
+const MAX_UNSTORED_BYTES_PER_PROCESS = 64 * 1024 * 1024;
+
 export class AgentGateway {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly pending = new Set<AgentSession>();
+  private readonly inbound = new InboundBudget(MAX_UNSTORED_BYTES_PER_PROCESS);
   private readonly dispatcher: Dispatcher;
   private unsubscribe: (() => Promise<void>)[] = [];
   private sweep: NodeJS.Timeout | undefined;
@@ -112,6 +117,7 @@ export class AgentGateway {
           this.pending.delete(s);
           if (s.agentId && this.sessions.get(s.agentId) === s) this.sessions.delete(s.agentId);
         },
+        inbound: this.inbound,
       },
       this.log,
     );

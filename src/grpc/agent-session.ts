@@ -4,13 +4,15 @@
 // they arrive, as the protocol promises.
 import { Metadata, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type LogBatch, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
+import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type LogBatch, type RunChange, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
 import { AppError, ConflictError } from '../errors.js';
-import { LogIncompleteError, LogSequenceGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment, type FinishedInput, type RunRef } from '../services/agent-gateway.service.js';
+import { LogIncompleteError, LogSequenceGapError, PatchGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment, type FinishedInput, type RunRef } from '../services/agent-gateway.service.js';
 import type { AgentSlots, Dispatcher } from '../services/dispatcher.js';
 import type { LogStream as StoredStream } from '../db/schema/index.js';
+import type { ReportedChange } from '../domain/change.js';
 import type { JobOutcome as ReportedEnd } from '../domain/job.js';
 import { durationOf } from './durations.js';
+import type { InboundBudget } from './inbound-budget.js';
 
 export type AgentStream = ServerDuplexStream<AgentMessage, ServerMessage>;
 
@@ -32,6 +34,8 @@ export interface SessionHooks {
   /** Called once the Hello is accepted; the registry ends any older stream of the same agent. */
   opened(session: AgentSession): void;
   closed(session: AgentSession): void;
+  /** Bytes read and not stored across the process's streams: every stream pauses past it. */
+  inbound: InboundBudget;
 }
 
 class StreamEnded extends Error {
@@ -69,7 +73,7 @@ export class AgentSession {
   private credentials: AgentCredentials | undefined;
   /** The agent's slots, from its Welcome on. */
   slots: AgentSlots | undefined;
-  /** JobFinished messages waiting for their last lines (job id → the report). */
+  /** JobFinished messages waiting for their last lines or patch bytes (job id → the report). */
   private readonly unfinished = new Map<string, FinishedInput>();
   /** Stop requests sent on this stream (`job:attempt:grace`): a heartbeat repeats only one the agent was not sent. */
   private readonly stopsSent = new Set<string>();
@@ -153,6 +157,7 @@ export class AgentSession {
   private close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.hooks.inbound.forget(this.resumeIfRoom);
     for (const resolve of this.whenClosed.splice(0)) resolve();
     clearTimeout(this.silence);
     if (this.slots) this.dispatcher.close(this.slots);
@@ -173,6 +178,20 @@ export class AgentSession {
     // Heard, whatever the message and however long it waits behind others: the stream is alive.
     if (this.ref) this.armSilence(this.settings.leaseMs, `no message for ${this.settings.leaseMs} ms`);
     const payload = message.payload;
+    if (payload?.$case === 'patchChunk') {
+      // Patch bytes wait in memory like log text, and count against the same bound.
+      this.waitingBatch = undefined;
+      const bytes = payload.value.data.byteLength;
+      this.holdBack(bytes);
+      this.enqueue(async () => {
+        try {
+          await this.handle(message);
+        } finally {
+          this.release(bytes);
+        }
+      });
+      return;
+    }
     if (payload?.$case !== 'logBatch') {
       this.waitingBatch = undefined;
       this.enqueue(() => this.handle(message));
@@ -205,10 +224,14 @@ export class AgentSession {
     });
   }
 
-  /** Counts log text read and not stored, and stops reading the stream when there is too much. */
+  /**
+   * Counts bytes (log text, patch bytes) read and not stored, and stops reading the stream when it
+   * has too many, or the process as a whole has (see InboundBudget).
+   */
   private holdBack(bytes: number): void {
     this.unstoredBytes += bytes;
-    if (!this.paused && this.unstoredBytes > MAX_UNSTORED_LOG_BYTES) {
+    this.hooks.inbound.take(bytes);
+    if (!this.paused && (this.unstoredBytes > MAX_UNSTORED_LOG_BYTES || this.hooks.inbound.exhausted)) {
       this.paused = true;
       this.call.pause();
     }
@@ -216,11 +239,20 @@ export class AgentSession {
 
   private release(bytes: number): void {
     this.unstoredBytes -= bytes;
-    if (this.paused && this.unstoredBytes <= MAX_UNSTORED_LOG_BYTES / 2) {
-      this.paused = false;
-      this.call.resume();
-    }
+    this.hooks.inbound.give(bytes);
+    this.resumeIfRoom();
   }
+
+  /** Reads the stream again once both its own bytes and the process's are down to half their bound. */
+  private readonly resumeIfRoom = (): void => {
+    if (!this.paused || this.closed || this.unstoredBytes > MAX_UNSTORED_LOG_BYTES / 2) return;
+    if (this.hooks.inbound.exhausted) {
+      this.hooks.inbound.whenRoom(this.resumeIfRoom);
+      return;
+    }
+    this.paused = false;
+    this.call.resume();
+  };
 
   private enqueue(work: () => Promise<void>): void {
     this.queue = this.queue.then(work).catch((err: unknown) => {
@@ -296,13 +328,32 @@ export class AgentSession {
           if (waiting?.attempt === batch.attempt && ackedSeq >= waiting.lastSeq) await this.finish(ref, waiting);
           return;
         }
+        case 'patchChunk': {
+          const chunk = payload.value;
+          const storedBytes = await this.service.storePatch(ref, { jobId: chunk.jobId, attempt: chunk.attempt, offset: chunk.offset, data: chunk.data });
+          this.send({ $case: 'patchAck', value: { jobId: chunk.jobId, attempt: chunk.attempt, storedBytes } });
+          // The bytes a JobFinished was waiting for are in: its outcome can be recorded now.
+          const waiting = this.unfinished.get(chunk.jobId);
+          if (waiting?.attempt === chunk.attempt && waiting.change && storedBytes >= waiting.change.patchSize) await this.finish(ref, waiting);
+          return;
+        }
         case 'finished':
-          return await this.finish(ref, { jobId: payload.value.jobId, attempt: payload.value.attempt, outcome: toOutcome(payload.value), lastSeq: payload.value.lastSeq });
+          return await this.finish(ref, {
+            jobId: payload.value.jobId,
+            attempt: payload.value.attempt,
+            outcome: toOutcome(payload.value),
+            lastSeq: payload.value.lastSeq,
+            change: payload.value.change ? toChange(payload.value.change) : undefined,
+          });
       }
     } catch (err) {
       if (err instanceof LogSequenceGapError) {
         this.send({ $case: 'logAck', value: { jobId: err.jobId, attempt: 'attempt' in payload.value ? payload.value.attempt : 0, ackedSeq: err.ackedSeq } });
         return this.notice(NoticeCode.NOTICE_CODE_LOG_SEQ_GAP, err.jobId, 'attempt' in payload.value ? payload.value.attempt : 0, err.message);
+      }
+      if (err instanceof PatchGapError) {
+        this.send({ $case: 'patchAck', value: { jobId: err.jobId, attempt: err.attempt, storedBytes: err.storedBytes } });
+        return this.notice(NoticeCode.NOTICE_CODE_PATCH_GAP, err.jobId, err.attempt, err.message);
       }
       if (err instanceof AppError && err.statusCode < 500) {
         const jobId = 'jobId' in payload.value ? payload.value.jobId : '';
@@ -335,6 +386,11 @@ export class AgentSession {
         this.unfinished.set(jobId, finished);
         this.send({ $case: 'logAck', value: { jobId, attempt, ackedSeq: err.ackedSeq } });
         return this.notice(NoticeCode.NOTICE_CODE_LOG_SEQ_GAP, jobId, attempt, err.message);
+      }
+      if (err instanceof PatchGapError) {
+        this.unfinished.set(jobId, finished);
+        this.send({ $case: 'patchAck', value: { jobId, attempt, storedBytes: err.storedBytes } });
+        return this.notice(NoticeCode.NOTICE_CODE_PATCH_GAP, jobId, attempt, err.message);
       }
       if (this.unfinished.get(jobId)?.attempt === attempt) this.unfinished.delete(jobId);
       this.released(jobId, attempt);
@@ -396,6 +452,7 @@ export class AgentSession {
         cancelJobIds: reconciliation.cancel,
         leaseDuration: durationOf(this.settings.leaseMs),
         leaseMargin: durationOf(this.settings.leaseMarginMs),
+        maxPatchBytes: this.service.maxPatchBytes,
       },
     });
     for (const kept of reconciliation.keep) this.send({ $case: 'logAck', value: { jobId: kept.jobId, attempt: kept.attempt, ackedSeq: kept.ackedSeq } });
@@ -430,6 +487,21 @@ function toOutcome(finished: Extract<AgentMessage['payload'], { $case: 'finished
   }
 }
 
+function toChange(change: RunChange): ReportedChange {
+  return {
+    branch: change.branch,
+    pushed: change.pushed,
+    baseCommit: change.baseCommit,
+    headCommit: change.headCommit,
+    commits: change.commits.map((commit) => ({ sha: commit.sha, subject: commit.subject })),
+    commitCount: change.commitCount,
+    diffStat: { filesChanged: change.diffStat?.filesChanged ?? 0, insertions: change.diffStat?.insertions ?? 0, deletions: change.diffStat?.deletions ?? 0 },
+    summary: change.summary,
+    pullRequestUrl: change.pullRequestUrl,
+    patchSize: change.patchSize,
+  };
+}
+
 function toAssignmentMessage(assignment: Assignment): Extract<ServerMessage['payload'], { $case: 'assignment' }>['value'] {
   return {
     jobId: assignment.jobId,
@@ -442,5 +514,6 @@ function toAssignmentMessage(assignment: Assignment): Extract<ServerMessage['pay
     startTimeout: durationOf(assignment.timeouts.startMs),
     runTimeout: durationOf(assignment.timeouts.runMs),
     cancelGrace: durationOf(assignment.timeouts.cancelGraceMs),
+    revises: assignment.revises ?? undefined,
   };
 }

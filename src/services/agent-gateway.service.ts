@@ -4,12 +4,14 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/client.js';
 import * as agentsRepo from '../db/agents.repository.js';
+import * as changesRepo from '../db/changes.repository.js';
 import { claimNextJob } from '../db/dispatch.repository.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as logsRepo from '../db/logs.repository.js';
 import * as reposRepo from '../db/repositories.repository.js';
 import { isTerminalStatus, type JobRow, type LogStream, type ReportedOutcome, type StopRequest } from '../db/schema/index.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PermissionDeniedError, UnauthenticatedError } from '../errors.js';
+import { InvalidChangeError, normaliseChange, type ReportedChange } from '../domain/change.js';
 import type { JobOutcome, JobTimeouts } from '../domain/job.js';
 import { hashAgentSecret } from './agent-tokens.service.js';
 import type { CompletionResult, JobStepCompletions } from './workflow-ports.js';
@@ -45,6 +47,8 @@ export interface Assignment {
   revisesJobId: string | null;
   repository: { id: string; name: string; cloneUrl: string; defaultBranch: string };
   timeouts: JobTimeouts;
+  /** For a rework job, the parent's change it continues (agent.proto, RevisedChange). */
+  revises: { branch: string; headCommit: string; summary: string } | null;
 }
 
 export interface Reconciliation {
@@ -105,6 +109,27 @@ export interface FinishedInput {
   outcome: JobOutcome;
   /** The run's last log line (its number of lines): the outcome is recorded once all are stored. */
   lastSeq: number;
+  /** What a successful run changed (and the size of its patch, stored before the outcome is). */
+  change: ReportedChange | undefined;
+}
+
+export interface PatchChunkInput {
+  jobId: string;
+  attempt: number;
+  offset: number;
+  data: Uint8Array;
+}
+
+/** A PatchChunk that starts past what is stored, or a JobFinished that came before its whole patch. */
+export class PatchGapError extends ConflictError {
+  constructor(
+    readonly jobId: string,
+    readonly attempt: number,
+    readonly storedBytes: number,
+    detail: string,
+  ) {
+    super(detail);
+  }
 }
 
 /** A JobFinished whose lines are not all stored yet: the outcome waits for them. */
@@ -148,7 +173,12 @@ export class AgentGatewayService {
    */
   private readonly redelivered = new Map<string, number>();
 
-  constructor(private readonly deps: { db: Database; completions: JobStepCompletions; log: (msg: string, err?: unknown) => void }) {}
+  constructor(private readonly deps: { db: Database; completions: JobStepCompletions; log: (msg: string, err?: unknown) => void; maxPatchBytes: number }) {}
+
+  /** The largest patch this server stores (Welcome.max_patch_bytes). */
+  get maxPatchBytes(): number {
+    return this.deps.maxPatchBytes;
+  }
 
   async authenticate(secret: string | undefined): Promise<AgentCredentials> {
     if (!secret) throw new UnauthenticatedError('Missing agent token (metadata "authorization: Bearer <token>")');
@@ -299,6 +329,7 @@ export class AgentGatewayService {
       const repo = await reposRepo.findRepositoryIncludingDeleted(this.deps.db, job.repoId);
       if (!repo) throw new NotFoundError(`Repository ${job.repoId}`);
       return {
+        revises: job.parentJobId ? await this.revisedChange(job.parentJobId) : null,
         jobId: job.id,
         attempt: job.attempt,
         prompt: job.prompt,
@@ -309,6 +340,14 @@ export class AgentGatewayService {
         timeouts: job.timeouts,
       };
     }
+  }
+
+  /** The change a rework job continues: the one its parent succeeded with (checked when it was submitted). */
+  private async revisedChange(parentJobId: string): Promise<Assignment['revises']> {
+    const parent = await jobsRepo.findJobById(this.deps.db, parentJobId);
+    const change = parent?.status === 'succeeded' ? await changesRepo.findChange(this.deps.db, parent.id, parent.attempt) : undefined;
+    if (!change) return null;
+    return { branch: change.branch ?? '', headCommit: change.headCommit, summary: change.summary ?? '' };
   }
 
   /**
@@ -410,20 +449,80 @@ export class AgentGatewayService {
   }
 
   /**
-   * The agent's outcome goes to the workflow. Before executeJob has recorded its token the outcome
-   * is kept on the row and executeJob returns it when it starts. Reporting again (after a reconnect
-   * that lost the acknowledgement) is harmless.
+   * Stores a chunk of a run's patch idempotently by offset and returns the bytes stored from 0 (the
+   * ack). Like log lines, nothing is stored once the run's outcome is, or past the server's limit.
+   */
+  async storePatch(session: AgentSessionRef, chunk: PatchChunkInput): Promise<number> {
+    if (chunk.data.byteLength === 0) throw new InvalidArgumentError('A patch chunk carries at least one byte', [{ pointer: '/patch_chunk/data', message: 'must not be empty' }]);
+    const end = chunk.offset + chunk.data.byteLength;
+    if (end > this.deps.maxPatchBytes) {
+      throw new InvalidArgumentError(`A patch chunk reaching byte ${end} is past the largest patch this server stores (${this.deps.maxPatchBytes} bytes, Welcome.max_patch_bytes)`, [
+        { pointer: '/patch_chunk/offset', message: `must end at most at ${this.deps.maxPatchBytes}` },
+      ]);
+    }
+    const [job, stored] = await Promise.all([
+      this.heldJob(this.deps.db, session, chunk.jobId, chunk.attempt, { allowFinished: true }),
+      UUID.test(chunk.jobId) ? changesRepo.storedPatchBytes(this.deps.db, chunk.jobId, chunk.attempt) : 0,
+    ]);
+    if (job.reportedOutcome?.kind === 'agent_lost' || job.reportedOutcome?.kind === 'rejected') {
+      throw new NotFoundError(`Job ${chunk.jobId} attempt ${chunk.attempt} was given back; it is no longer this agent's`);
+    }
+    if (end > stored && (isTerminalStatus(job.status) || isOutcome(job.reportedOutcome))) {
+      throw new ConflictError(`Job ${chunk.jobId} attempt ${chunk.attempt} has finished: its patch is recorded (${stored} bytes)`);
+    }
+    if (chunk.offset > stored) {
+      throw new PatchGapError(job.id, chunk.attempt, stored, `Patch chunk for job ${chunk.jobId} starts at byte ${chunk.offset} but only ${stored} bytes are stored; resend from ${stored}`);
+    }
+    if (end <= stored) return stored; // a resend of what is stored
+    const fresh = chunk.data.subarray(stored - chunk.offset);
+    if (!(await changesRepo.insertPatchChunk(this.deps.db, { jobId: job.id, attempt: chunk.attempt, agentId: session.agentId }, stored, fresh))) {
+      throw new NotFoundError(`Job ${chunk.jobId} attempt ${chunk.attempt} held by this agent`);
+    }
+    return end;
+  }
+
+  /**
+   * The agent's outcome goes to the workflow, once the run's log and patch are stored, with its
+   * change recorded first. Before executeJob has recorded its token the outcome is kept on the row
+   * and executeJob returns it when it starts. Reporting again (after a reconnect that lost the
+   * acknowledgement) is harmless.
    */
   async finished(session: AgentSessionRef, input: FinishedInput): Promise<void> {
-    if (input.lastSeq > 0) {
+    const change = input.outcome.kind === 'succeeded' ? input.change : undefined;
+    if (input.lastSeq > 0 || change) {
       const [job, last] = await Promise.all([
         this.heldJob(this.deps.db, session, input.jobId, input.attempt, { allowFinished: true }),
         UUID.test(input.jobId) ? logsRepo.lastSeq(this.deps.db, input.jobId) : 0,
       ]);
+      // Once the outcome is recorded this is a repeat, answered as the first one was.
+      if (isTerminalStatus(job.status) || isOutcome(job.reportedOutcome)) return this.report(session, input.jobId, input.attempt, input.outcome);
       const stored = Math.max(0, last - job.logSeqBase);
-      if (stored < input.lastSeq && !isTerminalStatus(job.status) && !isOutcome(job.reportedOutcome)) throw new LogIncompleteError(job.id, stored, input.lastSeq);
+      if (stored < input.lastSeq) throw new LogIncompleteError(job.id, stored, input.lastSeq);
+      if (change) return this.report(session, input.jobId, input.attempt, await this.recordChange(job.id, input.attempt, input.outcome, change));
     }
     await this.report(session, input.jobId, input.attempt, input.outcome);
+  }
+
+  /**
+   * Records a successful run's change, once its patch is stored in full, and returns the outcome to
+   * report: the success, or a failure when the change is one no reader could use.
+   */
+  private async recordChange(jobId: string, attempt: number, success: JobOutcome, change: ReportedChange): Promise<JobOutcome> {
+    let stored;
+    try {
+      stored = normaliseChange(change, this.deps.maxPatchBytes);
+    } catch (err) {
+      if (!(err instanceof InvalidChangeError)) throw err;
+      return { kind: 'failed', exitCode: 0, reason: `the agent reported a change the server cannot take: ${err.message}` };
+    }
+    if (stored.patchStored) {
+      const bytes = await changesRepo.storedPatchBytes(this.deps.db, jobId, attempt);
+      if (bytes < stored.patchSize) {
+        throw new PatchGapError(jobId, attempt, bytes, `JobFinished for job ${jobId} reports a patch of ${stored.patchSize} bytes but only ${bytes} are stored; resend from ${bytes}: the outcome is recorded once they are`);
+      }
+    }
+    await changesRepo.insertChange(this.deps.db, { jobId, attempt, ...stored });
+    return success;
   }
 
   /**

@@ -64,6 +64,6 @@ export function createServices(deps: {
     logs: new LogsService(db),
     agentTokens: new AgentTokensService({ db, publish }),
     agents: new AgentsService(db),
-    gateway: new AgentGatewayService({ db, completions, log: deps.log }),
+    gateway: new AgentGatewayService({ db, completions, log: deps.log, maxPatchBytes: config.agents.maxPatchBytes }),
   };
 }

@@ -1,12 +1,14 @@
 // What people do with jobs: submit, list, look at, cancel. The job's life after submission belongs
 // to its workflow; this service only starts it and passes on cancellation requests.
 import { sql } from 'drizzle-orm';
-import type { Database } from '../db/client.js';
+import type { Database, Executor } from '../db/client.js';
+import * as changesRepo from '../db/changes.repository.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as reposRepo from '../db/repositories.repository.js';
 import * as outbox from '../db/workflow-starts.repository.js';
-import { isTerminalStatus, type JobEventRow, type JobRow, type JobStatus, type QueueType } from '../db/schema/index.js';
+import { isTerminalStatus, type JobEventRow, type JobRow, type JobStatus, type QueueType, type RunChangeRow } from '../db/schema/index.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../errors.js';
+import { toJobChange, type JobChange } from '../domain/change.js';
 import type { JobTimeouts } from '../domain/job.js';
 import { requireOrgRole, type Caller } from './access.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
@@ -15,7 +17,11 @@ import type { Publish } from './notifications.js';
 import type { JobWorkflows } from './workflow-ports.js';
 
 /** The job as callers see it: the row without the workflow's bookkeeping. */
-export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'stopRequest' | 'declinedAttempts' | 'logSeqBase' | 'eventSeq' | 'timeouts'> & { cancelGraceSeconds: number };
+export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'stopRequest' | 'declinedAttempts' | 'logSeqBase' | 'eventSeq' | 'timeouts'> & {
+  cancelGraceSeconds: number;
+  /** What it changed, once it succeeded with a change (openapi.yaml, JobChange). */
+  change: JobChange | null;
+};
 export type JobEvent = JobEventRow;
 
 export interface SubmitJobInput {
@@ -54,9 +60,16 @@ const MAX_LISTED_REVISIONS = 100;
 
 const JOB_DATES = ['createdAt', 'updatedAt', 'assignedAt', 'startedAt', 'finishedAt', 'cancelRequestedAt'] as const satisfies readonly (keyof Job)[];
 
-export function toJob(row: JobRow): Job {
+export function toJob(row: JobRow, change: RunChangeRow | undefined = undefined): Job {
   const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, stopRequest: _stop, declinedAttempts: _declined, logSeqBase: _base, eventSeq: _events, timeouts, ...job } = row;
-  return { ...job, cancelGraceSeconds: Math.round(timeouts.cancelGraceMs / 1000) };
+  // Only the run the job succeeded with has the job's change; other runs' changes are history.
+  const own = row.status === 'succeeded' && change?.attempt === row.attempt ? change : undefined;
+  return { ...job, cancelGraceSeconds: Math.round(timeouts.cancelGraceMs / 1000), change: own ? toJobChange(own) : null };
+}
+
+/** The changes of the succeeded jobs among these rows, by job id. */
+export function changesOf(db: Database, rows: readonly JobRow[]): Promise<Map<string, RunChangeRow>> {
+  return changesRepo.findChanges(db, rows.filter((row) => row.status === 'succeeded').map((row) => ({ jobId: row.id, attempt: row.attempt })));
 }
 
 export class JobsService {
@@ -85,6 +98,7 @@ export class JobsService {
         // Holds the repository until the job is stored, so a concurrent delete either sees this job
         // (and refuses) or has already hidden the repository (and this submission is refused).
         if (!(await reposRepo.lockRepository(tx, orgId, input.repoId, 'share'))) throw new NotFoundError(`Repository ${input.repoId}`);
+        if (input.queueType === 'rework' && input.parentJobId) await this.checkNotContinued(tx, orgId, input.parentJobId);
         // With its workflow-start outbox row: a committed job always gets its workflow, even if this process dies now.
         const job = toJob(
           await jobsRepo.insertJob(tx, {
@@ -122,8 +136,27 @@ export class JobsService {
     if (parent.repoId !== input.repoId) {
       throw new InvalidArgumentError('A rework job revises a job of the same repository', [{ pointer, message: 'belongs to another repository' }]);
     }
-    if (!isTerminalStatus(parent.status)) {
-      throw new InvalidArgumentError('Only a finished job can be reworked', [{ pointer, message: `is still ${parent.status}` }]);
+    // A rework continues the parent's change, so there must be one, on a branch others can reach.
+    const refuse = (message: string) => new InvalidArgumentError('Only a job that succeeded with a change can be reworked', [{ pointer, message }]);
+    if (!isTerminalStatus(parent.status)) throw refuse(`is still ${parent.status}`);
+    if (parent.status !== 'succeeded') throw refuse(`${parent.status}: it has no change to continue`);
+    const change = await changesRepo.findChange(this.deps.db, parent.id, parent.attempt);
+    if (!change) throw refuse('succeeded without reporting a change (its agent reports none)');
+    if (change.branch !== null && !change.pushed) throw refuse(`its change was not pushed (branch ${change.branch} is on its agent only)`);
+  }
+
+  /**
+   * Two reworks of one change would both push onto its branch: the later one must build on the
+   * earlier. Checked with the parent row locked, in the transaction that stores the rework, so two
+   * racing submissions cannot both pass.
+   */
+  private async checkNotContinued(tx: Executor, orgId: string, parentJobId: string): Promise<void> {
+    await jobsRepo.lockJob(tx, orgId, parentJobId);
+    const [other] = await changesRepo.continuations(tx, parentJobId);
+    if (other) {
+      throw new InvalidArgumentError('Another job already continues the parent\'s change', [
+        { pointer: '/parentJobId', message: `job ${other.id} (${other.status}) continues it; rework that one instead` },
+      ]);
     }
   }
 
@@ -134,7 +167,8 @@ export class JobsService {
     const rows = await jobsRepo.listJobs(this.deps.db, orgId, { statuses: input.statuses, queueType: input.queueType, repoId: input.repoId, parentJobId: input.parentJobId, before }, input.limit + 1);
     const page = rows.slice(0, input.limit);
     const last = page.at(-1);
-    return { items: page.map(toJob), nextCursor: rows.length > input.limit && last ? encodeCursor(last) : null };
+    const changes = await changesOf(this.deps.db, page);
+    return { items: page.map((row) => toJob(row, changes.get(row.id))), nextCursor: rows.length > input.limit && last ? encodeCursor(last) : null };
   }
 
   /** A job with its history and the first of its revisions (openapi.yaml, JobDetail). */
@@ -142,8 +176,28 @@ export class JobsService {
     requireOrgRole(caller, orgId, 'Member');
     const row = await jobsRepo.findJob(this.deps.db, orgId, jobId);
     if (!row) throw new NotFoundError(`Job ${jobId}`);
-    const [events, revisions] = await Promise.all([jobsRepo.listEvents(this.deps.db, jobId), jobsRepo.listRevisionIds(this.deps.db, jobId, MAX_LISTED_REVISIONS)]);
-    return { job: toJob(row), events, revisions };
+    const [events, revisions, change] = await Promise.all([
+      jobsRepo.listEvents(this.deps.db, jobId),
+      jobsRepo.listRevisionIds(this.deps.db, jobId, MAX_LISTED_REVISIONS),
+      row.status === 'succeeded' ? changesRepo.findChange(this.deps.db, jobId, row.attempt) : undefined,
+    ]);
+    return { job: toJob(row, change), events, revisions };
+  }
+
+  /**
+   * The patch of the job's change, a chunk at a time (openapi.yaml, getJobDiff): empty when it
+   * changed nothing; a conflict when the patch was over the server's limit and never sent.
+   */
+  async diff(caller: Caller, orgId: string, jobId: string): Promise<{ bytes: number; chunks: AsyncIterable<Uint8Array> }> {
+    requireOrgRole(caller, orgId, 'Member');
+    const row = await jobsRepo.findJob(this.deps.db, orgId, jobId);
+    if (!row) throw new NotFoundError(`Job ${jobId}`);
+    const change = row.status === 'succeeded' ? await changesRepo.findChange(this.deps.db, jobId, row.attempt) : undefined;
+    if (!change) throw new NotFoundError(`The change of job ${jobId} (${row.status === 'succeeded' ? 'its agent reports no changes' : `it is ${row.status}`})`);
+    if (change.patchSize > 0 && !change.patchStored) {
+      throw new ConflictError(`The patch (${change.patchSize} bytes) was larger than the server keeps; branch ${change.branch ?? '(none)'} holds it`);
+    }
+    return { bytes: change.patchSize, chunks: changesRepo.readPatch(this.deps.db, jobId, row.attempt, change.patchSize) };
   }
 
   /**

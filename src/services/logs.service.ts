@@ -2,9 +2,11 @@
 // from agents through the gateway; every read is keyed by (job, seq), so a reader that names the
 // last line it has gets exactly the lines after it.
 import type { Database } from '../db/client.js';
+import * as changesRepo from '../db/changes.repository.js';
 import * as jobsRepo from '../db/jobs.repository.js';
 import * as logsRepo from '../db/logs.repository.js';
 import { isTerminalStatus, type JobStatus, type LogLineRow } from '../db/schema/index.js';
+import { toJobChange, type JobChange } from '../domain/change.js';
 import { NotFoundError } from '../errors.js';
 import { requireOrgRole, type Caller } from './access.js';
 
@@ -21,6 +23,8 @@ export interface JobLogState {
   failureReason: string | null;
   /** The highest stored line, 0 when there is none. */
   lastSeq: number;
+  /** The job's change, once it succeeded with one (the end frame carries it). */
+  change: JobChange | null;
 }
 
 export class LogsService {
@@ -58,7 +62,7 @@ export class LogsService {
     const [state] = await logsRepo.jobLogStates(this.db, [jobId]);
     // Another organisation's job is as unknown as a missing one.
     if (!state || state.orgId !== orgId) throw new NotFoundError(`Job ${jobId}`);
-    return toState(state);
+    return (await this.withChanges([state]))[0]!;
   }
 
   /** Lines after `after`, in order: for readers that already checked access (follow). */
@@ -69,10 +73,16 @@ export class LogsService {
 
   /** The state of each followed job that still exists, in one read. */
   async states(jobIds: readonly string[]): Promise<JobLogState[]> {
-    return (await logsRepo.jobLogStates(this.db, jobIds)).map(toState);
+    return this.withChanges(await logsRepo.jobLogStates(this.db, jobIds));
   }
-}
 
-function toState({ orgId: _org, updatedAt, ...state }: logsRepo.JobLogStateRow): JobLogState {
-  return { ...state, changedAt: updatedAt };
+  /** The states, with the changes of the jobs that succeeded (read only for those: few, and only once). */
+  private async withChanges(rows: logsRepo.JobLogStateRow[]): Promise<JobLogState[]> {
+    const succeeded = rows.filter((row) => row.status === 'succeeded');
+    const changes = await changesRepo.findChanges(this.db, succeeded.map((row) => ({ jobId: row.jobId, attempt: row.attempt })));
+    return rows.map(({ orgId: _org, updatedAt, ...state }) => {
+      const change = state.status === 'succeeded' ? changes.get(state.jobId) : undefined;
+      return { ...state, changedAt: updatedAt, change: change ? toJobChange(change) : null };
+    });
+  }
 }

@@ -24,6 +24,8 @@ export async function createOrg(t: TestSystem) {
   };
 }
 
+export type Org = Awaited<ReturnType<typeof createOrg>>;
+
 export async function createRepository(client: AgentJobsClient, orgId: string, overrides: Partial<{ name: string; cloneUrl: string; defaultBranch: string }> = {}): Promise<Repository> {
   const { data, error, response } = await client.POST('/v1/orgs/{orgId}/repositories', {
     params: { path: { orgId } },

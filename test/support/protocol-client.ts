@@ -4,7 +4,7 @@
 // the capacity, acks only for what it sent), and lists what the server got wrong in `violations`.
 import { randomUUID } from 'node:crypto';
 import { credentials, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
-import { AgentServiceClient, type AgentMessage, type JobOutcome, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
+import { AgentServiceClient, type AgentMessage, type JobOutcome, type RunChange, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
 
 type Payload = NonNullable<ServerMessage['payload']>;
 type Case = Payload['$case'];
@@ -143,11 +143,25 @@ export class ProtocolClient {
   }
 
   /** Reports a run's end, as an agent does once all its lines are sent. */
-  finish(jobId: string, attempt: number, outcome: JobOutcome, details: { exitCode?: number; failureReason?: string; lastSeq?: number } = {}): void {
+  finish(jobId: string, attempt: number, outcome: JobOutcome, details: { exitCode?: number; failureReason?: string; lastSeq?: number; change?: RunChange } = {}): void {
     this.send({
       $case: 'finished',
-      value: { jobId, attempt, outcome, ...(details.exitCode === undefined ? {} : { exitCode: details.exitCode }), failureReason: details.failureReason ?? '', finishedAt: new Date(), lastSeq: details.lastSeq ?? 0 },
+      value: {
+        jobId,
+        attempt,
+        outcome,
+        ...(details.exitCode === undefined ? {} : { exitCode: details.exitCode }),
+        failureReason: details.failureReason ?? '',
+        finishedAt: new Date(),
+        lastSeq: details.lastSeq ?? 0,
+        change: details.change,
+      },
     });
+  }
+
+  /** Sends bytes of a run's patch from `offset`. */
+  sendPatch(jobId: string, attempt: number, offset: number, data: Uint8Array): void {
+    this.send({ $case: 'patchChunk', value: { jobId, attempt, offset, data: Buffer.from(data) } });
   }
 
   /** The next server message of this kind; others before it are skipped. */

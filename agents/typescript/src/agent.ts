@@ -16,7 +16,8 @@ export interface AgentSettings {
   version: string;
   labels: string[];
   capacity: number;
-  runContext: JobRunContext;
+  /** What every run needs; the patch limit is the agent's own (the current server's). */
+  runContext: Omit<JobRunContext, 'maxPatchBytes'>;
   outboxLimits?: OutboxLimits;
 }
 
@@ -32,6 +33,12 @@ const MAX_BATCH_BYTES = 1024 * 1024;
 const BATCHES_IN_FLIGHT = 4;
 /** How long a line may wait for company before it is sent: live viewers see output this fresh. */
 const FLUSH_INTERVAL_MS = 20;
+/** Bytes per PatchChunk (agent.proto: at most 1 MiB). */
+const PATCH_CHUNK_BYTES = 1024 * 1024;
+/** Patch bytes sent ahead of the server's PatchAck: they wait in its memory, as lines in flight do. */
+const PATCH_BYTES_IN_FLIGHT = 4 * 1024 * 1024;
+/** The patch size kept before any Welcome has named the server's limit (this server's default). */
+const ASSUMED_MAX_PATCH_BYTES = 32 * 1024 * 1024;
 
 /** How this agent batches a job's log, given the lines per batch the server asked for. */
 export function batchLimits(maxLines: number): BatchLimits {
@@ -50,6 +57,11 @@ interface HeldJob {
   startedSentOn?: number;
   finished?: JobFinished;
   finishedSentOn?: number;
+  /** The change's patch, sent in PatchChunks before JobFinished; kept until its JobFinishedAck. */
+  patch?: Buffer;
+  /** Patch bytes the server has stored (PatchAck), and written to the current stream. */
+  patchAcked: number;
+  patchSent: number;
   /** The run was stopped to give the job back (shutdown): said with this once its log is stored. */
   givenBack?: JobRejected;
   givenBackSentOn?: number;
@@ -65,8 +77,13 @@ export class Agent implements SessionHandler {
   private shuttingDown = false;
   private idleWaiters: (() => void)[] = [];
   private readonly lease = new AgentLease((leaseMs) => this.leaseExpired(leaseMs));
+  /** Welcome.max_patch_bytes of the current server: 0 takes no patches. */
+  private maxPatchBytes = ASSUMED_MAX_PATCH_BYTES;
 
   constructor(private readonly settings: AgentSettings) {}
+
+  /** The largest patch worth keeping for the server (a run asks when its patch is taken). */
+  private readonly patchLimit = (): number => this.maxPatchBytes;
 
   // ---- what the connection asks for -------------------------------------------------------------
 
@@ -89,13 +106,17 @@ export class Agent implements SessionHandler {
     this.channel = channel;
     this.awaitingDrain = false;
     this.batchLimits = batchLimits(welcome.maxLogBatchLines > 0 ? welcome.maxLogBatchLines : DEFAULT_MAX_BATCH_LINES);
+    this.maxPatchBytes = welcome.maxPatchBytes;
     for (const jobId of welcome.cancelJobIds) {
       const job = this.jobs.get(jobId);
       if (job) this.drop(job, 'the server no longer gives this run to this agent (Welcome.cancel_job_ids)');
     }
     // Whatever went out on an earlier stream may have been lost with it. The server's LogAck for
     // each kept job follows shortly and skips whatever it already stored.
-    for (const job of this.jobs.values()) job.outbox.rewind();
+    for (const job of this.jobs.values()) {
+      job.outbox.rewind();
+      job.patchSent = job.patchAcked;
+    }
     this.flushNow();
   }
 
@@ -116,6 +137,14 @@ export class Agent implements SessionHandler {
         // whatever waits on every ack cut the median latency by ~10 ms but made twice the batches,
         // each one a statement, a notification and a frame per viewer: +50% server CPU.)
         else if (job && !job.outbox.allSent) this.scheduleFlush(job.outbox.unsentLines >= this.batchLimits.maxLines ? 0 : FLUSH_INTERVAL_MS);
+        return;
+      }
+      case 'patchAck': {
+        const job = this.find(payload.value.jobId, payload.value.attempt);
+        if (!job) return;
+        job.patchAcked = Math.max(job.patchAcked, payload.value.storedBytes);
+        job.patchSent = Math.max(job.patchSent, job.patchAcked);
+        this.scheduleFlush(0);
         return;
       }
       case 'finishedAck': {
@@ -230,12 +259,12 @@ export class Agent implements SessionHandler {
       },
       whenRoom: () => outbox.whenRoom(),
     };
-    const run = new JobRun(assignment, this.settings.runContext, sink, (startedAt) => {
+    const run = new JobRun(assignment, { ...this.settings.runContext, maxPatchBytes: this.patchLimit }, sink, (startedAt) => {
       job.startedAt = startedAt;
       this.scheduleFlush(0);
     });
     agentLog.info('job accepted', { jobId, attempt, repository: assignment.repository?.name, running: running + 1, capacity: this.settings.capacity });
-    const job: HeldJob = { jobId, attempt, outbox, run, done: run.start() };
+    const job: HeldJob = { jobId, attempt, outbox, run, done: run.start(), patchAcked: 0, patchSent: 0 };
     this.jobs.set(jobId, job);
     void job.done.then((result) => this.runEnded(job, result));
   }
@@ -269,6 +298,15 @@ export class Agent implements SessionHandler {
         // The server's LogAck (sent before the notice) says where it stands: resend from there.
         agentLog.warn('server saw a gap in a job log; resending from its last ack', { ...fields, ackedSeq: job.outbox.ackedSeq });
         job.outbox.rewind();
+        this.scheduleFlush(0);
+        return;
+      }
+      case NoticeCode.NOTICE_CODE_PATCH_GAP: {
+        const job = this.jobs.get(notice.jobId);
+        if (!job || (notice.attempt !== 0 && notice.attempt !== job.attempt)) return;
+        // The server's PatchAck (sent before the notice) says where it stands: resend from there.
+        agentLog.warn('server is missing part of a patch; resending from its last ack', { ...fields, storedBytes: job.patchAcked });
+        job.patchSent = job.patchAcked;
         this.scheduleFlush(0);
         return;
       }
@@ -313,9 +351,19 @@ export class Agent implements SessionHandler {
       for (let batch = job.outbox.nextBatch(this.batchLimits); batch; batch = job.outbox.nextBatch(this.batchLimits)) {
         if (!this.write(channel, { $case: 'logBatch', value: batch })) return;
       }
-      if (job.finished && job.outbox.allSent && job.finishedSentOn !== session) {
-        job.finishedSentOn = session;
-        if (!this.write(channel, { $case: 'finished', value: job.finished })) return;
+      if (job.finished && job.outbox.allSent) {
+        // The patch goes before the JobFinished that names its size, a bounded amount ahead of the acks.
+        const patch = this.sendablePatch(job);
+        while (patch && job.patchSent < patch.byteLength && job.patchSent - job.patchAcked < PATCH_BYTES_IN_FLIGHT) {
+          const offset = job.patchSent;
+          const data = patch.subarray(offset, offset + PATCH_CHUNK_BYTES);
+          job.patchSent = offset + data.byteLength;
+          if (!this.write(channel, { $case: 'patchChunk', value: { jobId: job.jobId, attempt: job.attempt, offset, data } })) return;
+        }
+        if ((!patch || job.patchSent >= patch.byteLength) && job.finishedSentOn !== session) {
+          job.finishedSentOn = session;
+          if (!this.write(channel, { $case: 'finished', value: job.finished })) return;
+        }
       }
       if (job.givenBack && job.outbox.ackedSeq === job.outbox.lastSeq && job.givenBackSentOn !== session) {
         job.givenBackSentOn = session;
@@ -324,6 +372,11 @@ export class Agent implements SessionHandler {
         if (!this.write(channel, { $case: 'rejected', value: job.givenBack }, () => this.handedBack(job))) return;
       }
     }
+  }
+
+  /** The job's patch if this server takes it (Welcome.max_patch_bytes); a larger one is reported by size only. */
+  private sendablePatch(job: HeldJob): Buffer | undefined {
+    return job.patch && job.patch.byteLength <= this.maxPatchBytes ? job.patch : undefined;
   }
 
   private write(channel: OutboundChannel, payload: AgentPayload, onWritten?: () => void): boolean {
@@ -355,7 +408,9 @@ export class Agent implements SessionHandler {
       failureReason: result.failureReason,
       finishedAt: result.finishedAt,
       lastSeq: job.outbox.lastSeq,
+      change: result.change,
     };
+    if (result.patch) job.patch = result.patch;
     agentLog.info('job finished', { jobId: job.jobId, attempt: job.attempt, outcome: JobOutcome[result.outcome], exitCode: result.exitCode, reason: result.failureReason || undefined, lines: job.outbox.lastSeq });
     this.scheduleFlush(0);
   }

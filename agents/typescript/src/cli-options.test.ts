@@ -28,4 +28,17 @@ describe('agent command line', () => {
     expect(() => parseCli([...required, '--bogus'], {})).toThrow(UsageError);
     expect(() => parseCli([...required, 'stray'], {})).toThrow(/unexpected argument/);
   });
+
+  it('makes changes on job-named branches by the default author, pushed, unless told otherwise', () => {
+    expect(parseCli(required, {}, '/home/ada')).toMatchObject({ options: { change: { branchPrefix: 'agent-jobs/', author: { name: 'agent-jobs', email: 'agent-jobs@localhost' }, push: true } } });
+    const told = parseCli([...required, '--branch-prefix', 'bots/ai-', '--git-author', 'Robo Coder <robo@example.test>', '--no-push'], {}, '/home/ada');
+    expect(told).toMatchObject({ options: { change: { branchPrefix: 'bots/ai-', author: { name: 'Robo Coder', email: 'robo@example.test' }, push: false } } });
+    const fromEnv = parseCli(required, { AGENT_BRANCH_PREFIX: 'x/', AGENT_GIT_AUTHOR: 'A <a@b>', AGENT_NO_PUSH: 'true' }, '/home/ada');
+    expect(fromEnv).toMatchObject({ options: { change: { branchPrefix: 'x/', author: { name: 'A', email: 'a@b' }, push: false } } });
+  });
+
+  it('refuses a branch prefix git would not take, and an author without an email', () => {
+    for (const prefix of ['../x', '/x', 'a..b', 'a b', 'a//b', 'x.lock/', '-x', 'a/.b']) expect(() => parseCli([...required, '--branch-prefix', prefix], {}), prefix).toThrow(/--branch-prefix/);
+    for (const author of ['Robo', '<robo@x>', 'Robo <>', 'Robo <a b>']) expect(() => parseCli([...required, '--git-author', author], {}), author).toThrow(/--git-author/);
+  });
 });

@@ -18,7 +18,9 @@ Required (flag or environment):
                       variable, since flags are visible in the process list
   --exec <command>    shell command run for each job [AGENT_EXEC]. It runs in the clone
                       with JOB_ID, JOB_ATTEMPT, JOB_PROMPT, JOB_QUEUE, JOB_REVISES_JOB_ID,
-                      REPO_DIR, REPO_URL, REPO_BRANCH, REPO_NAME set (AGENT_TOKEN removed)
+                      JOB_RESULT_FILE, REPO_DIR, REPO_URL, REPO_BRANCH, REPO_NAME set, and for
+                      rework jobs JOB_PARENT_ID, JOB_PARENT_BRANCH, JOB_PARENT_HEAD,
+                      JOB_PARENT_SUMMARY (AGENT_TOKEN removed)
 
 Options:
   --name <name>       name shown to users (default: host name)
@@ -28,6 +30,17 @@ Options:
   --state-dir <dir>   where the agent keeps its id and run records (default: ~/.agent-jobs)
   --heartbeat <dur>   heartbeat interval used until the server's Welcome names one
                       (default 10s; e.g. 500ms, 10s, 1m)
+
+The change (after a command that exits 0): what the command left uncommitted is committed,
+the branch pushed and its diff reported to the server. Pushing uses whatever credentials
+git on this machine has.
+  --branch-prefix <p> branch of a backlog job: <p><job id> (default agent-jobs/)
+                      [AGENT_BRANCH_PREFIX]; a rework job pushes onto its parent's branch
+  --git-author <a>    author of the agent's commits, "Name <email>" (default
+                      "agent-jobs <agent-jobs@localhost>") [AGENT_GIT_AUTHOR]; also the
+                      command's GIT_AUTHOR_*/GIT_COMMITTER_* unless the agent's environment
+                      sets them
+  --no-push           keep branches local; the diff is still reported [AGENT_NO_PUSH=1]
   -h, --help          show this text
 
 Signals: SIGINT/SIGTERM stop taking jobs, stop running ones (SIGTERM, then SIGKILL
@@ -52,7 +65,18 @@ export interface AgentOptions {
   workDir: string;
   stateDir: string;
   heartbeatFallbackMs: number;
+  change: ChangeOptions;
 }
+
+/** How the agent turns a successful run into a change (agent.proto, RunChange). */
+export interface ChangeOptions {
+  branchPrefix: string;
+  author: { name: string; email: string };
+  push: boolean;
+}
+
+export const DEFAULT_BRANCH_PREFIX = 'agent-jobs/';
+export const DEFAULT_GIT_AUTHOR = 'agent-jobs <agent-jobs@localhost>';
 
 export type CliResult = { kind: 'run'; options: AgentOptions } | { kind: 'help' };
 
@@ -88,7 +112,43 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, homeDir: string
   const name = (flags.name ?? os.hostname()).trim();
   if (!name) throw new UsageError('--name must not be empty');
 
-  return { kind: 'run', options: { server, token, command, name, labels, capacity, workDir, stateDir, heartbeatFallbackMs } };
+  const change: ChangeOptions = {
+    branchPrefix: parseBranchPrefix(flags['branch-prefix'] ?? (nonEmpty(env.AGENT_BRANCH_PREFIX) || DEFAULT_BRANCH_PREFIX)),
+    author: parseAuthor(flags['git-author'] ?? (nonEmpty(env.AGENT_GIT_AUTHOR) || DEFAULT_GIT_AUTHOR)),
+    push: !(flags['no-push'] === true || parseFlagValue(env.AGENT_NO_PUSH, 'AGENT_NO_PUSH')),
+  };
+
+  return { kind: 'run', options: { server, token, command, name, labels, capacity, workDir, stateDir, heartbeatFallbackMs, change } };
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value?.trim() ? value : undefined;
+}
+
+/** An on/off variable: unset or empty is off; 1/true on, 0/false off; anything else is a mistake. */
+function parseFlagValue(value: string | undefined, name: string): boolean {
+  const text = (value ?? '').trim().toLowerCase();
+  if (text === '' || text === '0' || text === 'false') return false;
+  if (text === '1' || text === 'true') return true;
+  throw new UsageError(`${name} must be 1, true, 0 or false, got "${value}"`);
+}
+
+/** The server keeps branch names of up to 255 characters; a job id (36) follows the prefix. */
+const MAX_BRANCH_PREFIX = 200;
+
+/** A prefix git accepts at the start of a branch name (git check-ref-format, simplified to a safe subset). */
+export function parseBranchPrefix(text: string): string {
+  const prefix = text.trim();
+  const bad =
+    prefix.length > MAX_BRANCH_PREFIX || !/^[A-Za-z0-9._/-]*$/.test(prefix) || prefix.includes('..') || prefix.includes('//') || /^[/.-]/.test(prefix) || /\.lock(\/|$)/.test(prefix) || /\/\./.test(prefix);
+  if (bad) throw new UsageError(`--branch-prefix must be letters, digits and ._/- that git accepts in a branch name (e.g. agent-jobs/), got "${text}"`);
+  return prefix;
+}
+
+export function parseAuthor(text: string): { name: string; email: string } {
+  const match = /^\s*([^<>]*[^<>\s])\s*<([^<>\s]+)>\s*$/.exec(text);
+  if (!match) throw new UsageError(`--git-author must be "Name <email>", got "${text}"`);
+  return { name: match[1]!, email: match[2]! };
 }
 
 function parseFlags(argv: string[]) {
@@ -106,6 +166,9 @@ function parseFlags(argv: string[]) {
       'work-dir': { type: 'string' },
       'state-dir': { type: 'string' },
       heartbeat: { type: 'string' },
+      'branch-prefix': { type: 'string' },
+      'git-author': { type: 'string' },
+      'no-push': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });

@@ -1,13 +1,16 @@
 // One run of one job on this machine: a fresh folder, a shallow clone, the configured command in
-// its own process group, its output line by line into the job's log, and an outcome. It knows
-// nothing of the stream: the agent feeds it cancellations and reads its result.
+// its own process group, its output line by line into the job's log, an outcome, and for a success
+// the change it made (committed, pushed, diffed). It knows nothing of the stream: the agent feeds
+// it cancellations and reads its result.
 import path from 'node:path';
-import { JobOutcome, JobQueue, LogStream, type JobAssignment, type Repository } from '../generated/agent/v1/agent.js';
+import { JobOutcome, JobQueue, LogStream, type JobAssignment, type Repository, type RunChange } from '../generated/agent/v1/agent.js';
 import { agentLog } from './agent-log.js';
+import type { ChangeOptions } from './cli-options.js';
 import { durationToMs, formatMs } from './durations.js';
 import { OutputCapture, type JobLogSink } from './output-capture.js';
 import { ProcessGroup, type ProcessExit, type StopResult } from './process-group.js';
 import type { RunRecords } from './run-records.js';
+import { commitLeftovers, commitMessage, diffStat, firstErrorLine, headCommit, listCommits, readPatch, readResultFile } from './run-change.js';
 import { cloneArgs, prepareRunFolder, redactUrl, removeRunFolder, repoDirOf, runFolderName } from './workspace.js';
 
 export interface JobRunContext {
@@ -17,6 +20,9 @@ export interface JobRunContext {
   /** The agent's environment, passed on to the job without the agent's own secrets. */
   agentEnv: NodeJS.ProcessEnv;
   records: RunRecords;
+  change: ChangeOptions;
+  /** The largest patch the server takes now (Welcome.max_patch_bytes): a larger one is not kept. */
+  maxPatchBytes: () => number;
 }
 
 export interface RunResult {
@@ -29,6 +35,10 @@ export interface RunResult {
    * finish, so the agent reports a JobRejected with this reason, not a JobFinished with the outcome.
    */
   givenBack?: string;
+  /** What a successful run changed (JobFinished.change). */
+  change?: RunChange;
+  /** The change's patch, when it is small enough to send (RunChange.patch_size says how big it is). */
+  patch?: Buffer;
 }
 
 type StopCause = { kind: 'cancel'; reason: string } | { kind: 'give-back'; reason: string } | { kind: 'backstop'; runTimeoutMs: number } | { kind: 'abandon' };
@@ -124,7 +134,16 @@ export class JobRun {
       if (cloneFailure) return cloneFailure;
       if (this.stopCause) return this.stoppedBeforeStart();
 
-      return await this.runCommand(repository, repoDirOf(folder));
+      const repoDir = repoDirOf(folder);
+      const env = this.jobEnv(repository, folder);
+      const base = await headCommit(repoDir, env);
+      const revises = this.assignment.revises;
+      if (revises?.branch && base !== revises.headCommit) {
+        return this.fail(`branch moved: ${revises.branch} is at ${base}, the job revises ${revises.headCommit}`);
+      }
+      const ran = await this.runCommand(repoDir, env);
+      if (ran.outcome !== JobOutcome.JOB_OUTCOME_SUCCEEDED) return ran;
+      return await this.deliverChange(ran, repoDir, env, base);
     } finally {
       await removeRunFolder(folder).catch((err: unknown) => agentLog.warn('could not remove a run folder', { folder, error: String(err) }));
     }
@@ -132,17 +151,28 @@ export class JobRun {
 
   /** Undefined when the clone succeeded; otherwise how the run ended. */
   private async clone(repository: Repository, folder: string): Promise<RunResult | undefined> {
-    const args = cloneArgs(repository, repoDirOf(folder));
-    this.system(`$ git ${args.map((arg) => (arg === repository.cloneUrl ? redactUrl(arg) : arg)).join(' ')}`);
-    // git says what went wrong in its first "fatal:" line (later ones are generic advice); keep
-    // it, or else its last line, for failure_reason.
-    let firstFatal = '';
-    let lastLine = '';
+    // A rework continues its parent's branch; a backlog job (or the rework of a job that changed nothing) starts from the default one.
+    const branch = this.assignment.revises?.branch || repository.defaultBranch;
+    const args = cloneArgs({ ...repository, defaultBranch: branch }, repoDirOf(folder));
+    const { step, detail } = await this.gitStep(args, folder, this.jobEnv(repository, folder), [repository.cloneUrl]);
+    if (step.spawnError) return this.fail(`clone failed: could not run git: ${step.spawnError.message}`);
+    if (this.stopCause) return this.stoppedBeforeStart();
+    if (step.exit?.code !== 0) return this.fail(`clone failed: ${detail}`);
+    return undefined;
+  }
+
+  /**
+   * Runs git with its output in the job's log (LOG_STREAM_SYSTEM), the command line first with
+   * `secrets` masked. `detail` is what git said went wrong, for failure_reason: its first
+   * "error:"/"fatal:" line (later ones are generic advice), or else its last line.
+   */
+  private async gitStep(args: string[], cwd: string, env: NodeJS.ProcessEnv, secrets: string[] = []): Promise<{ step: StepOutcome; detail: string }> {
+    this.system(`$ git ${args.map((arg) => (secrets.includes(arg) ? redactUrl(arg) : arg)).join(' ')}`);
+    const output: string[] = [];
     const sink = this.sink;
     const gitSink: JobLogSink = {
       append(stream, text) {
-        if (text.trim()) lastLine = text.trim();
-        if (text.startsWith('fatal:') && !firstFatal) firstFatal = text.trim();
+        if (output.length < 200) output.push(text);
         sink.append(stream, text);
       },
       get isFull() {
@@ -150,21 +180,75 @@ export class JobRun {
       },
       whenRoom: () => sink.whenRoom(),
     };
-    const env = { ...this.jobEnv(repository, repoDirOf(folder)), GIT_TERMINAL_PROMPT: '0' };
-    const step = await this.runStep('git', args, folder, env, gitSink, [LogStream.LOG_STREAM_SYSTEM, LogStream.LOG_STREAM_SYSTEM]);
-
-    if (step.spawnError) return this.fail(`clone failed: could not run git: ${step.spawnError.message}`);
-    if (this.stopCause) return this.stoppedBeforeStart();
-    if (step.exit?.code !== 0) {
-      const detail = firstFatal || lastLine || describeExit(step.exit);
-      return this.fail(`clone failed: ${detail}`);
-    }
-    return undefined;
+    const step = await this.runStep('git', args, cwd, { ...env, GIT_TERMINAL_PROMPT: '0' }, gitSink, [LogStream.LOG_STREAM_SYSTEM, LogStream.LOG_STREAM_SYSTEM]);
+    return { step, detail: firstErrorLine(output.join('\n')) || describeExit(step.exit) };
   }
 
-  private async runCommand(repository: Repository, repoDir: string): Promise<RunResult> {
+  /**
+   * A successful run's change, as agent.proto (RunChange) says: leftovers committed, the branch
+   * pushed (a backlog job's replaces what an earlier attempt may have pushed; a rework's only
+   * fast-forwards its parent's), the commits, diff stat and patch taken. A push that fails fails
+   * the run; a stop asked for meanwhile ends it as the stop says.
+   */
+  private async deliverChange(success: RunResult, repoDir: string, env: NodeJS.ProcessEnv, base: string): Promise<RunResult> {
+    const { jobId, prompt, revises } = this.assignment;
+    const rework = this.assignment.queue === JobQueue.JOB_QUEUE_REWORK;
+    try {
+      const result = await readResultFile(this.resultFile(path.dirname(repoDir)));
+      if (result.problem) this.system(`ignoring the result file: ${result.problem}`);
+      if (await commitLeftovers(repoDir, env, commitMessage(prompt, jobId, rework))) this.system('committed what the command left uncommitted');
+      const head = await headCommit(repoDir, env);
+      const unchanged: RunChange = { branch: '', pushed: false, baseCommit: base, headCommit: base, commits: [], commitCount: 0, diffStat: { filesChanged: 0, insertions: 0, deletions: 0 }, summary: result.summary, pullRequestUrl: result.pullRequestUrl, patchSize: 0 };
+      if (head === base) {
+        this.system('no changes: the run left the repository as it found it');
+        return { ...success, change: unchanged };
+      }
+      const branch = revises?.branch || `${this.context.change.branchPrefix}${jobId}`;
+      if (this.context.change.push) {
+        // A rework's push is a fast-forward from its parent's head only: a branch someone moved meanwhile is refused, not overwritten.
+        const args = revises?.branch ? ['push', 'origin', `HEAD:refs/heads/${branch}`] : ['push', '--force', 'origin', `HEAD:refs/heads/${branch}`];
+        const { step, detail } = await this.gitStep(args, repoDir, env);
+        if (this.stopCause) return this.stoppedWhileDelivering();
+        // The command exited by itself: its exit code stays the run's (agent.proto, JobFinished.exit_code).
+        if (step.spawnError) return { ...this.fail(`push failed: could not run git: ${step.spawnError.message}`), exitCode: success.exitCode };
+        if (step.exit?.code !== 0) return { ...this.fail(`push failed: ${detail}`), exitCode: success.exitCode };
+      } else {
+        this.system(`not pushing (--no-push): the change would go to branch ${branch}`);
+      }
+      const { commits, count } = await listCommits(repoDir, env, base, head);
+      const stat = await diffStat(repoDir, env, base, head);
+      const patch = await readPatch(repoDir, env, base, head, this.context.maxPatchBytes());
+      if (this.stopCause) return this.stoppedWhileDelivering();
+      const sent = patch.bytes ? `${patch.size} bytes` : `${patch.size} bytes, larger than the server takes: not sent`;
+      this.system(`change: ${count} commit${count === 1 ? '' : 's'} on ${branch}, ${stat.filesChanged} file${stat.filesChanged === 1 ? '' : 's'} (+${stat.insertions} -${stat.deletions}), patch ${sent}`);
+      const change: RunChange = { ...unchanged, branch, pushed: this.context.change.push, headCommit: head, commits, commitCount: count, diffStat: stat, patchSize: patch.size };
+      return { ...success, change, ...(patch.bytes ? { patch: patch.bytes } : {}) };
+    } catch (err) {
+      if (this.stopCause) return this.stoppedWhileDelivering();
+      return { ...this.fail(`could not make the change: ${err instanceof Error ? err.message : String(err)}`), exitCode: success.exitCode };
+    }
+  }
+
+  /** The command succeeded, but a stop came while its change was being delivered: the stop decides. */
+  private stoppedWhileDelivering(): RunResult {
+    const cause = this.stopCause;
+    if (cause?.kind === 'give-back') {
+      this.system(`stopped while delivering the change: the job goes back to the server (${cause.reason})`);
+      return { ...result(JobOutcome.JOB_OUTCOME_UNSPECIFIED, 0, cause.reason), givenBack: cause.reason };
+    }
+    if (cause?.kind === 'abandon') return result(JobOutcome.JOB_OUTCOME_FAILED, 0, 'abandoned: the server no longer assigns this run to the agent');
+    const reason = `cancelled while delivering the change: ${cause?.kind === 'cancel' ? cause.reason : 'stopped'}`;
+    this.system(reason);
+    return result(JobOutcome.JOB_OUTCOME_CANCELLED, 0, reason);
+  }
+
+  private resultFile(folder: string): string {
+    return path.join(folder, 'result.json');
+  }
+
+  private async runCommand(repoDir: string, env: NodeJS.ProcessEnv): Promise<RunResult> {
     this.system(`$ /bin/sh -c ${JSON.stringify(this.context.command)}`);
-    const step = await this.runStep('/bin/sh', ['-c', this.context.command], repoDir, this.jobEnv(repository, repoDir), this.sink, [LogStream.LOG_STREAM_STDOUT, LogStream.LOG_STREAM_STDERR], () => {
+    const step = await this.runStep('/bin/sh', ['-c', this.context.command], repoDir, env, this.sink, [LogStream.LOG_STREAM_STDOUT, LogStream.LOG_STREAM_STDERR], () => {
       this.onStarted(new Date());
       this.armBackstop();
     });
@@ -277,11 +361,22 @@ export class JobRun {
     return result(JobOutcome.JOB_OUTCOME_FAILED, undefined, reason);
   }
 
-  private jobEnv(repository: Repository, repoDir: string): NodeJS.ProcessEnv {
+  /** The environment of the run's commands (the agent's git commands included): see --exec in the usage. */
+  private jobEnv(repository: Repository, folder: string): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = { ...this.context.agentEnv };
     for (const name of AGENT_SECRETS) delete env[name];
+    const { name, email } = this.context.change.author;
+    const author = { GIT_AUTHOR_NAME: name, GIT_AUTHOR_EMAIL: email, GIT_COMMITTER_NAME: name, GIT_COMMITTER_EMAIL: email };
+    const revises = this.assignment.revises;
+    const parent = revises
+      ? { JOB_PARENT_ID: this.assignment.revisesJobId, JOB_PARENT_BRANCH: revises.branch, JOB_PARENT_HEAD: revises.headCommit, JOB_PARENT_SUMMARY: revises.summary }
+      : {};
+    const repoDir = repoDirOf(folder);
     return {
+      ...author,
       ...env,
+      ...parent,
+      JOB_RESULT_FILE: this.resultFile(folder),
       JOB_ID: this.assignment.jobId,
       JOB_ATTEMPT: String(this.assignment.attempt),
       JOB_PROMPT: this.assignment.prompt,

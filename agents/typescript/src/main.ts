@@ -62,7 +62,7 @@ async function main(): Promise<number> {
     version: packageJson.version,
     labels: options.labels,
     capacity: options.capacity,
-    runContext: { command: options.command, workRoot: options.workDir, agentEnv: process.env, records },
+    runContext: { command: options.command, workRoot: options.workDir, agentEnv: process.env, records, change: options.change },
   });
   const connection = new AgentConnection({ target: options.server, token: options.token, heartbeatFallbackMs: options.heartbeatFallbackMs }, agent);
   agentLog.info('agent starting', { agentId, name: options.name, server: options.server.address, tls: options.server.tls, capacity: options.capacity, labels: options.labels.join(',') || undefined, workDir: options.workDir });

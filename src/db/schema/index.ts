@@ -5,3 +5,4 @@ export * from './logs.js';
 export * from './agents.js';
 export * from './workflow-starts.js';
 export * from './idempotency-keys.js';
+export * from './changes.js';

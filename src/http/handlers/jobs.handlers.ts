@@ -5,7 +5,7 @@ import type { RequestContext } from '../context.js';
 import { idempotencyKey, replayHeader } from '../idempotency.js';
 import { toWire } from '../wire.js';
 
-type JobHandlers = Pick<ApiHandlers<RequestContext>, 'createJob' | 'listJobs' | 'getJob' | 'cancelJob'>;
+type JobHandlers = Pick<ApiHandlers<RequestContext>, 'createJob' | 'listJobs' | 'getJob' | 'getJobDiff' | 'cancelJob'>;
 
 export function jobHandlers({ jobs }: Services): JobHandlers {
   return {
@@ -41,6 +41,15 @@ export function jobHandlers({ jobs }: Services): JobHandlers {
       return {
         status: 200,
         body: { ...toWire(job), events: events.map(({ seq, type, status, at, attempt, agentId, detail }) => ({ seq, type, status, at: at.toISOString(), attempt, agentId, detail })), revisions },
+      };
+    },
+
+    async getJobDiff({ params }, ctx) {
+      const diff = await jobs.diff(ctx.caller(), params.orgId, params.jobId);
+      return {
+        status: 200,
+        headers: { 'Content-Disposition': `attachment; filename="job-${params.jobId}.diff"`, 'Content-Length': String(diff.bytes) },
+        body: diff.chunks,
       };
     },
 

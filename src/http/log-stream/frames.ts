@@ -51,6 +51,6 @@ export function encodeStatus(state: JobLogState): Buffer {
 
 export function encodeEnd(state: JobLogState, lastSeq: number): Buffer {
   if (!isTerminalStatus(state.status)) throw new Error(`job ${state.jobId} has not ended (${state.status})`);
-  const frame: EndFrame = { type: 'end', status: state.status, exitCode: state.exitCode, failureReason: state.failureReason, lastSeq };
+  const frame: EndFrame = { type: 'end', status: state.status, exitCode: state.exitCode, failureReason: state.failureReason, lastSeq, change: state.change };
   return Buffer.from(JSON.stringify(frame));
 }

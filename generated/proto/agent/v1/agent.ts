@@ -46,6 +46,9 @@ export const protobufFileName = "agent/v1/agent.proto";
  *     (LogAck) only what it has stored durably, and storage is idempotent by
  *     (job_id, seq), so the agent resends every unacknowledged line, as often
  *     as it needs to;
+ *   - a run's patch (the diff of the change it made) travels the same way,
+ *     in PatchChunks numbered by byte offset and acknowledged (PatchAck) once
+ *     stored, resent from the last ack after a dropped stream;
  *   - the agent keeps a finished job until the server acknowledges its
  *     JobFinished (JobFinishedAck), and reports every job it still holds in
  *     Hello when it reconnects.
@@ -270,6 +273,12 @@ export enum NoticeCode {
    * anything after JobFinished). Log it and go on.
    */
   NOTICE_CODE_OUT_OF_ORDER = 4,
+  /**
+   * NOTICE_CODE_PATCH_GAP - A PatchChunk would have left a gap in the run's patch, or a JobFinished
+   * came before its whole patch. The agent resends from the last PatchAck's
+   * stored_bytes.
+   */
+  NOTICE_CODE_PATCH_GAP = 5,
   UNRECOGNIZED = -1,
 }
 
@@ -290,6 +299,9 @@ export function noticeCodeFromJSON(object: any): NoticeCode {
     case 4:
     case "NOTICE_CODE_OUT_OF_ORDER":
       return NoticeCode.NOTICE_CODE_OUT_OF_ORDER;
+    case 5:
+    case "NOTICE_CODE_PATCH_GAP":
+      return NoticeCode.NOTICE_CODE_PATCH_GAP;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -309,6 +321,8 @@ export function noticeCodeToJSON(object: NoticeCode): string {
       return "NOTICE_CODE_LOG_SEQ_GAP";
     case NoticeCode.NOTICE_CODE_OUT_OF_ORDER:
       return "NOTICE_CODE_OUT_OF_ORDER";
+    case NoticeCode.NOTICE_CODE_PATCH_GAP:
+      return "NOTICE_CODE_PATCH_GAP";
     case NoticeCode.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -343,6 +357,9 @@ export interface AgentMessage {
     | //
     /** A job's run has ended. */
     { $case: "finished"; value: JobFinished }
+    | //
+    /** Part of the patch a run produced (see RunChange). */
+    { $case: "patchChunk"; value: PatchChunk }
     | undefined;
 }
 
@@ -380,6 +397,9 @@ export interface ServerMessage {
     | //
     /** A run is no longer the agent's: drop it at once. */
     { $case: "drop"; value: DropJob }
+    | //
+    /** A run's patch is durably stored up to a byte offset. */
+    { $case: "patchAck"; value: PatchAck }
     | undefined;
 }
 
@@ -736,6 +756,186 @@ export interface JobFinished {
    * NOTICE_CODE_OUT_OF_ORDER and not stored.
    */
   lastSeq: number;
+  /**
+   * The change the run made to the repository. Set only with
+   * JOB_OUTCOME_SUCCEEDED (the server ignores it with any other outcome):
+   * a run that succeeded but whose change could not be delivered (a push
+   * that failed, say) is a failed run, with the reason in failure_reason.
+   * Unset on a success means the agent does not report changes (an older
+   * agent, or one that only runs commands); the job then has no change, and
+   * cannot be reworked. A change the server cannot take (commit ids that
+   * are not full hexadecimal ids, more than 250 commits listed, commits on
+   * no branch) fails the run, with the reason in the job's failureReason.
+   * Like the log, the patch must be stored in full
+   * before the outcome is: a JobFinished whose change.patch_size (when at
+   * most Welcome.max_patch_bytes) is more than the stored patch is answered
+   * with a PatchAck saying what is stored, then NOTICE_CODE_PATCH_GAP, and
+   * waits; the ack follows the PatchChunk that completes the patch.
+   */
+  change: RunChange | undefined;
+}
+
+/**
+ * RunChange is what a successful run changed, as the agent delivered it.
+ *
+ * How the reference agent makes one (and how any agent should, so that
+ * jobs behave alike whichever agent ran them):
+ *   - Before the command, it clones the branch the run starts from (for a
+ *     backlog job Repository.default_branch; for a rework job
+ *     JobAssignment.revises.branch, or the default branch when that is
+ *     empty) and notes its head: base_commit. A rework run whose branch is
+ *     no longer at revises.head_commit fails ("branch moved: …") without
+ *     running the command.
+ *   - After the command exits with 0, it commits whatever the command left
+ *     uncommitted (tracked and untracked files, as `git add --all` sees
+ *     them, .gitignore respected) with a configurable author and a message
+ *     made from the job (the prompt's first line, then "Job: <job_id>").
+ *   - If the head is still base_commit, the run changed nothing: a valid
+ *     outcome, reported with head_commit = base_commit, no commits, an
+ *     empty branch and no patch. Otherwise it pushes the head to `branch`:
+ *     for a backlog job a branch named for the job (a configurable prefix,
+ *     "agent-jobs/" by default, then the job id), replacing what an earlier
+ *     attempt of the job may have pushed there; for a rework job the
+ *     parent's branch, as a fast-forward from revises.head_commit only. A
+ *     push that fails fails the run: JOB_OUTCOME_FAILED with failure_reason
+ *     "push failed: <git's first error line>", git's output in the log. An
+ *     agent told not to push (the reference agent's --no-push) reports the
+ *     branch it would have pushed, with pushed = false.
+ *   - The patch is the output of `git -c core.quotePath=true diff --binary
+ *     --no-color --no-ext-diff --no-textconv --no-relative --src-prefix=a/
+ *     --dst-prefix=b/ --find-renames --diff-algorithm=myers base_commit
+ *     head_commit` (full index lines, binary files as git binary patches;
+ *     the options pin what a user's git config could change), byte for
+ *     byte: it need not be UTF-8, and `git apply` on base_commit reproduces
+ *     head_commit's tree. The diff stat is `git diff --numstat` with the
+ *     same options over the same range: each line one file, its added and
+ *     removed line counts ("-" for a binary file, counted 0).
+ *   - The commits are `git rev-list --reverse base_commit..head_commit`,
+ *     each with its subject as git's `%s` gives it (the message's first
+ *     paragraph on one line).
+ *   - A stop while the change is being made (CancelJob, the lease running
+ *     out, shutdown) ends the run as that stop says (cancelled, or given
+ *     back), with exit_code 0: the change is part of the run.
+ *   - JobFinished must stay well under the message size limit: the agent
+ *     cuts the summary to 65,536 characters and each subject to 1,000, as
+ *     the server keeps them.
+ *   - The run's environment names a result file, JOB_RESULT_FILE, outside
+ *     the repository; the command may write a JSON object there:
+ *       { "summary": "<Markdown>", "pullRequestUrl": "https://…" }
+ *     both optional, anything else ignored. A missing file is no summary; an
+ *     unreadable or invalid one is a line on LOG_STREAM_SYSTEM, not a failure.
+ *     For a rework run the environment also has JOB_PARENT_ID,
+ *     JOB_PARENT_BRANCH, JOB_PARENT_HEAD and JOB_PARENT_SUMMARY, and
+ *     JOB_PROMPT is the feedback.
+ * Credentials for the push are whatever git on the agent's machine has.
+ */
+export interface RunChange {
+  /**
+   * The branch the change is on, as pushed (or as it would have been, with
+   * pushed = false). Empty when the run changed nothing.
+   */
+  branch: string;
+  /** Whether the agent pushed the branch to Repository.clone_url. */
+  pushed: boolean;
+  /** Full commit id the run started from (40 or 64 hex digits). */
+  baseCommit: string;
+  /**
+   * Full commit id of the branch after the run; base_commit when the run
+   * changed nothing.
+   */
+  headCommit: string;
+  /**
+   * This run's commits, base_commit (excluded) to head_commit, oldest first:
+   * the first 250 when there are more (commit_count says how many).
+   */
+  commits: Commit[];
+  /** How many commits the run made in all. */
+  commitCount: number;
+  /** What the patch changes. */
+  diffStat:
+    | DiffStat
+    | undefined;
+  /**
+   * What the coding tool says it did, in Markdown, from the result file. The
+   * server keeps the first 65,536 characters.
+   */
+  summary: string;
+  /**
+   * A pull request the coding tool opened, from the result file: an
+   * absolute http or https URL, or empty. The server ignores anything else.
+   */
+  pullRequestUrl: string;
+  /**
+   * Size in bytes of the whole patch. The agent sends it in PatchChunks
+   * before JobFinished, unless it is larger than Welcome.max_patch_bytes:
+   * then it sends none, and the job's change is recorded without its patch
+   * (readers are told it was too large; the branch still holds it). 0 when
+   * the run changed nothing.
+   */
+  patchSize: number;
+}
+
+/** Commit is one commit a run made. */
+export interface Commit {
+  /** Full commit id. */
+  sha: string;
+  /**
+   * Its subject: the message's first paragraph on one line (git's %s), at
+   * most 1,000 characters.
+   */
+  subject: string;
+}
+
+/** DiffStat sums up a patch. */
+export interface DiffStat {
+  /** Files added, changed, renamed or deleted. */
+  filesChanged: number;
+  /** Lines added (binary files count none). */
+  insertions: number;
+  /** Lines removed (binary files count none). */
+  deletions: number;
+}
+
+/**
+ * PatchChunk carries consecutive bytes of a run's patch (RunChange), which
+ * may be far larger than one message. Chunks are sent in offset order, the
+ * first at offset 0, each at most 1 MiB (the reference agent: 1 MiB), after
+ * the run's last log line and before its JobFinished. The server stores them
+ * durably, idempotently by byte offset, and answers each with a PatchAck;
+ * like log lines, the agent keeps every byte that is not acknowledged and
+ * resends from the last PatchAck after a new Welcome or
+ * NOTICE_CODE_PATCH_GAP. Bytes the server has already stored are skipped
+ * (it does not compare them: an agent resends what it sent). A chunk that
+ * starts past the stored bytes is not stored and is answered with a
+ * PatchAck (what is stored), then NOTICE_CODE_PATCH_GAP. A chunk that
+ * reaches past Welcome.max_patch_bytes is answered with
+ * NOTICE_CODE_INVALID_MESSAGE and not stored; one sent after the run's
+ * JobFinished is recorded, with NOTICE_CODE_OUT_OF_ORDER. An agent should
+ * bound the bytes it has sent and not had acknowledged (the reference
+ * agent: 4 MiB), as it does lines.
+ */
+export interface PatchChunk {
+  /** The job. */
+  jobId: string;
+  /** The attempt. */
+  attempt: number;
+  /** Byte offset of data[0] in the patch. */
+  offset: number;
+  /** The bytes. At least one. */
+  data: Buffer;
+}
+
+/**
+ * PatchAck says the first stored_bytes bytes of a run's patch are durably
+ * stored. Acks only move forward.
+ */
+export interface PatchAck {
+  /** The job. */
+  jobId: string;
+  /** The attempt. */
+  attempt: number;
+  /** Bytes stored from offset 0. */
+  storedBytes: number;
 }
 
 /** Welcome answers Hello and opens the session. */
@@ -782,7 +982,16 @@ export interface Welcome {
    * covers an agent whose timers fire late and the time to reap a killed
    * process. For the agent's information; it changes nothing it does.
    */
-  leaseMargin: Duration | undefined;
+  leaseMargin:
+    | Duration
+    | undefined;
+  /**
+   * The largest patch (RunChange.patch_size) this server stores; larger ones
+   * are not sent (see RunChange.patch_size). 0: a server that predates
+   * changes, to which the agent sends no PatchChunk (its JobFinished may
+   * still carry a change, which such a server ignores).
+   */
+  maxPatchBytes: number;
 }
 
 /**
@@ -834,7 +1043,30 @@ export interface JobAssignment {
    * agent given neither this nor CancelJob.grace should use 10 s, as the
    * reference agent does.
    */
-  cancelGrace: Duration | undefined;
+  cancelGrace:
+    | Duration
+    | undefined;
+  /**
+   * For a rework job, the change it continues: the parent's branch and head
+   * (see RunChange for what the agent does with them). Unset for a backlog
+   * job. The server accepts a rework job only for a parent whose change was
+   * pushed (or that changed nothing) and that no other job has continued.
+   * An empty branch means the parent changed nothing: the rework then runs
+   * as a backlog job would (from the default branch's current head, on a
+   * branch named for the rework job), with the parent's details in its
+   * environment.
+   */
+  revises: RevisedChange | undefined;
+}
+
+/** RevisedChange is the change a rework job continues. */
+export interface RevisedChange {
+  /** The parent job's branch; empty when the parent changed nothing. */
+  branch: string;
+  /** The parent's head commit: where the rework starts when branch is set. */
+  headCommit: string;
+  /** The parent's summary, for the coding tool (JOB_PARENT_SUMMARY). */
+  summary: string;
 }
 
 /** Repository is what the agent needs to check out a repository. */
@@ -990,6 +1222,9 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       case "finished":
         JobFinished.encode(message.payload.value, writer.uint32(58).fork()).join();
         break;
+      case "patchChunk":
+        PatchChunk.encode(message.payload.value, writer.uint32(66).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1063,6 +1298,14 @@ export const AgentMessage: MessageFns<AgentMessage> = {
             message.payload = { $case: "finished", value: JobFinished.decode(reader, reader.uint32()) };
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.payload = { $case: "patchChunk", value: PatchChunk.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1093,6 +1336,10 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
         : isSet(object.finished)
         ? { $case: "finished", value: JobFinished.fromJSON(object.finished) }
+        : isSet(object.patchChunk)
+        ? { $case: "patchChunk", value: PatchChunk.fromJSON(object.patchChunk) }
+        : isSet(object.patch_chunk)
+        ? { $case: "patchChunk", value: PatchChunk.fromJSON(object.patch_chunk) }
         : undefined,
     };
   },
@@ -1113,6 +1360,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       obj.heartbeat = Heartbeat.toJSON(message.payload.value);
     } else if (message.payload?.$case === "finished") {
       obj.finished = JobFinished.toJSON(message.payload.value);
+    } else if (message.payload?.$case === "patchChunk") {
+      obj.patchChunk = PatchChunk.toJSON(message.payload.value);
     }
     return obj;
   },
@@ -1165,6 +1414,12 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         }
         break;
       }
+      case "patchChunk": {
+        if (object.payload?.value !== undefined && object.payload?.value !== null) {
+          message.payload = { $case: "patchChunk", value: PatchChunk.fromPartial(object.payload.value) };
+        }
+        break;
+      }
     }
     return message;
   },
@@ -1203,6 +1458,9 @@ export const ServerMessage: MessageFns<ServerMessage> = {
         break;
       case "drop":
         DropJob.encode(message.payload.value, writer.uint32(74).fork()).join();
+        break;
+      case "patchAck":
+        PatchAck.encode(message.payload.value, writer.uint32(82).fork()).join();
         break;
     }
     return writer;
@@ -1293,6 +1551,14 @@ export const ServerMessage: MessageFns<ServerMessage> = {
             message.payload = { $case: "drop", value: DropJob.decode(reader, reader.uint32()) };
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.payload = { $case: "patchAck", value: PatchAck.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1333,6 +1599,10 @@ export const ServerMessage: MessageFns<ServerMessage> = {
         ? { $case: "heartbeatAck", value: HeartbeatAck.fromJSON(object.heartbeat_ack) }
         : isSet(object.drop)
         ? { $case: "drop", value: DropJob.fromJSON(object.drop) }
+        : isSet(object.patchAck)
+        ? { $case: "patchAck", value: PatchAck.fromJSON(object.patchAck) }
+        : isSet(object.patch_ack)
+        ? { $case: "patchAck", value: PatchAck.fromJSON(object.patch_ack) }
         : undefined,
     };
   },
@@ -1357,6 +1627,8 @@ export const ServerMessage: MessageFns<ServerMessage> = {
       obj.heartbeatAck = HeartbeatAck.toJSON(message.payload.value);
     } else if (message.payload?.$case === "drop") {
       obj.drop = DropJob.toJSON(message.payload.value);
+    } else if (message.payload?.$case === "patchAck") {
+      obj.patchAck = PatchAck.toJSON(message.payload.value);
     }
     return obj;
   },
@@ -1418,6 +1690,12 @@ export const ServerMessage: MessageFns<ServerMessage> = {
       case "drop": {
         if (object.payload?.value !== undefined && object.payload?.value !== null) {
           message.payload = { $case: "drop", value: DropJob.fromPartial(object.payload.value) };
+        }
+        break;
+      }
+      case "patchAck": {
+        if (object.payload?.value !== undefined && object.payload?.value !== null) {
+          message.payload = { $case: "patchAck", value: PatchAck.fromPartial(object.payload.value) };
         }
         break;
       }
@@ -2491,6 +2769,7 @@ function createBaseJobFinished(): JobFinished {
     failureReason: "",
     finishedAt: undefined,
     lastSeq: 0,
+    change: undefined,
   };
 }
 
@@ -2516,6 +2795,9 @@ export const JobFinished: MessageFns<JobFinished> = {
     }
     if (message.lastSeq !== 0) {
       writer.uint32(56).uint64(message.lastSeq);
+    }
+    if (message.change !== undefined) {
+      RunChange.encode(message.change, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -2589,6 +2871,14 @@ export const JobFinished: MessageFns<JobFinished> = {
             message.lastSeq = longToNumber(reader.uint64());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.change = RunChange.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2630,6 +2920,7 @@ export const JobFinished: MessageFns<JobFinished> = {
         : isSet(object.last_seq)
         ? globalThis.Number(object.last_seq)
         : 0,
+      change: isSet(object.change) ? RunChange.fromJSON(object.change) : undefined,
     };
   },
 
@@ -2656,6 +2947,9 @@ export const JobFinished: MessageFns<JobFinished> = {
     if (message.lastSeq !== 0) {
       obj.lastSeq = Math.round(message.lastSeq);
     }
+    if (message.change !== undefined) {
+      obj.change = RunChange.toJSON(message.change);
+    }
     return obj;
   },
 
@@ -2671,6 +2965,679 @@ export const JobFinished: MessageFns<JobFinished> = {
     message.failureReason = object.failureReason ?? "";
     message.finishedAt = object.finishedAt ?? undefined;
     message.lastSeq = object.lastSeq ?? 0;
+    message.change = (object.change !== undefined && object.change !== null)
+      ? RunChange.fromPartial(object.change)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRunChange(): RunChange {
+  return {
+    branch: "",
+    pushed: false,
+    baseCommit: "",
+    headCommit: "",
+    commits: [],
+    commitCount: 0,
+    diffStat: undefined,
+    summary: "",
+    pullRequestUrl: "",
+    patchSize: 0,
+  };
+}
+
+export const RunChange: MessageFns<RunChange> = {
+  encode(message: RunChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.branch !== "") {
+      writer.uint32(10).string(message.branch);
+    }
+    if (message.pushed !== false) {
+      writer.uint32(16).bool(message.pushed);
+    }
+    if (message.baseCommit !== "") {
+      writer.uint32(26).string(message.baseCommit);
+    }
+    if (message.headCommit !== "") {
+      writer.uint32(34).string(message.headCommit);
+    }
+    for (const v of message.commits) {
+      Commit.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.commitCount !== 0) {
+      writer.uint32(48).uint32(message.commitCount);
+    }
+    if (message.diffStat !== undefined) {
+      DiffStat.encode(message.diffStat, writer.uint32(58).fork()).join();
+    }
+    if (message.summary !== "") {
+      writer.uint32(66).string(message.summary);
+    }
+    if (message.pullRequestUrl !== "") {
+      writer.uint32(74).string(message.pullRequestUrl);
+    }
+    if (message.patchSize !== 0) {
+      writer.uint32(80).uint64(message.patchSize);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RunChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRunChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.branch = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pushed = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.baseCommit = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.headCommit = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.commits.push(Commit.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.commitCount = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.diffStat = DiffStat.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.summary = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.pullRequestUrl = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.patchSize = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RunChange {
+    return {
+      branch: isSet(object.branch) ? globalThis.String(object.branch) : "",
+      pushed: isSet(object.pushed) ? globalThis.Boolean(object.pushed) : false,
+      baseCommit: isSet(object.baseCommit)
+        ? globalThis.String(object.baseCommit)
+        : isSet(object.base_commit)
+        ? globalThis.String(object.base_commit)
+        : "",
+      headCommit: isSet(object.headCommit)
+        ? globalThis.String(object.headCommit)
+        : isSet(object.head_commit)
+        ? globalThis.String(object.head_commit)
+        : "",
+      commits: globalThis.Array.isArray(object?.commits) ? object.commits.map((e: any) => Commit.fromJSON(e)) : [],
+      commitCount: isSet(object.commitCount)
+        ? globalThis.Number(object.commitCount)
+        : isSet(object.commit_count)
+        ? globalThis.Number(object.commit_count)
+        : 0,
+      diffStat: isSet(object.diffStat)
+        ? DiffStat.fromJSON(object.diffStat)
+        : isSet(object.diff_stat)
+        ? DiffStat.fromJSON(object.diff_stat)
+        : undefined,
+      summary: isSet(object.summary) ? globalThis.String(object.summary) : "",
+      pullRequestUrl: isSet(object.pullRequestUrl)
+        ? globalThis.String(object.pullRequestUrl)
+        : isSet(object.pull_request_url)
+        ? globalThis.String(object.pull_request_url)
+        : "",
+      patchSize: isSet(object.patchSize)
+        ? globalThis.Number(object.patchSize)
+        : isSet(object.patch_size)
+        ? globalThis.Number(object.patch_size)
+        : 0,
+    };
+  },
+
+  toJSON(message: RunChange): unknown {
+    const obj: any = {};
+    if (message.branch !== "") {
+      obj.branch = message.branch;
+    }
+    if (message.pushed !== false) {
+      obj.pushed = message.pushed;
+    }
+    if (message.baseCommit !== "") {
+      obj.baseCommit = message.baseCommit;
+    }
+    if (message.headCommit !== "") {
+      obj.headCommit = message.headCommit;
+    }
+    if (message.commits?.length) {
+      obj.commits = message.commits.map((e) => Commit.toJSON(e));
+    }
+    if (message.commitCount !== 0) {
+      obj.commitCount = Math.round(message.commitCount);
+    }
+    if (message.diffStat !== undefined) {
+      obj.diffStat = DiffStat.toJSON(message.diffStat);
+    }
+    if (message.summary !== "") {
+      obj.summary = message.summary;
+    }
+    if (message.pullRequestUrl !== "") {
+      obj.pullRequestUrl = message.pullRequestUrl;
+    }
+    if (message.patchSize !== 0) {
+      obj.patchSize = Math.round(message.patchSize);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RunChange>, I>>(base?: I): RunChange {
+    return RunChange.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RunChange>, I>>(object: I): RunChange {
+    const message = createBaseRunChange();
+    message.branch = object.branch ?? "";
+    message.pushed = object.pushed ?? false;
+    message.baseCommit = object.baseCommit ?? "";
+    message.headCommit = object.headCommit ?? "";
+    message.commits = object.commits?.map((e) => Commit.fromPartial(e)) || [];
+    message.commitCount = object.commitCount ?? 0;
+    message.diffStat = (object.diffStat !== undefined && object.diffStat !== null)
+      ? DiffStat.fromPartial(object.diffStat)
+      : undefined;
+    message.summary = object.summary ?? "";
+    message.pullRequestUrl = object.pullRequestUrl ?? "";
+    message.patchSize = object.patchSize ?? 0;
+    return message;
+  },
+};
+
+function createBaseCommit(): Commit {
+  return { sha: "", subject: "" };
+}
+
+export const Commit: MessageFns<Commit> = {
+  encode(message: Commit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sha !== "") {
+      writer.uint32(10).string(message.sha);
+    }
+    if (message.subject !== "") {
+      writer.uint32(18).string(message.subject);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Commit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCommit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sha = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.subject = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Commit {
+    return {
+      sha: isSet(object.sha) ? globalThis.String(object.sha) : "",
+      subject: isSet(object.subject) ? globalThis.String(object.subject) : "",
+    };
+  },
+
+  toJSON(message: Commit): unknown {
+    const obj: any = {};
+    if (message.sha !== "") {
+      obj.sha = message.sha;
+    }
+    if (message.subject !== "") {
+      obj.subject = message.subject;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Commit>, I>>(base?: I): Commit {
+    return Commit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Commit>, I>>(object: I): Commit {
+    const message = createBaseCommit();
+    message.sha = object.sha ?? "";
+    message.subject = object.subject ?? "";
+    return message;
+  },
+};
+
+function createBaseDiffStat(): DiffStat {
+  return { filesChanged: 0, insertions: 0, deletions: 0 };
+}
+
+export const DiffStat: MessageFns<DiffStat> = {
+  encode(message: DiffStat, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.filesChanged !== 0) {
+      writer.uint32(8).uint32(message.filesChanged);
+    }
+    if (message.insertions !== 0) {
+      writer.uint32(16).uint32(message.insertions);
+    }
+    if (message.deletions !== 0) {
+      writer.uint32(24).uint32(message.deletions);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DiffStat {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDiffStat();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.filesChanged = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.insertions = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.deletions = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DiffStat {
+    return {
+      filesChanged: isSet(object.filesChanged)
+        ? globalThis.Number(object.filesChanged)
+        : isSet(object.files_changed)
+        ? globalThis.Number(object.files_changed)
+        : 0,
+      insertions: isSet(object.insertions) ? globalThis.Number(object.insertions) : 0,
+      deletions: isSet(object.deletions) ? globalThis.Number(object.deletions) : 0,
+    };
+  },
+
+  toJSON(message: DiffStat): unknown {
+    const obj: any = {};
+    if (message.filesChanged !== 0) {
+      obj.filesChanged = Math.round(message.filesChanged);
+    }
+    if (message.insertions !== 0) {
+      obj.insertions = Math.round(message.insertions);
+    }
+    if (message.deletions !== 0) {
+      obj.deletions = Math.round(message.deletions);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DiffStat>, I>>(base?: I): DiffStat {
+    return DiffStat.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DiffStat>, I>>(object: I): DiffStat {
+    const message = createBaseDiffStat();
+    message.filesChanged = object.filesChanged ?? 0;
+    message.insertions = object.insertions ?? 0;
+    message.deletions = object.deletions ?? 0;
+    return message;
+  },
+};
+
+function createBasePatchChunk(): PatchChunk {
+  return { jobId: "", attempt: 0, offset: 0, data: Buffer.alloc(0) };
+}
+
+export const PatchChunk: MessageFns<PatchChunk> = {
+  encode(message: PatchChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(16).uint32(message.attempt);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(24).uint64(message.offset);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(34).bytes(message.data);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PatchChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePatchChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PatchChunk {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: PatchChunk): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PatchChunk>, I>>(base?: I): PatchChunk {
+    return PatchChunk.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PatchChunk>, I>>(object: I): PatchChunk {
+    const message = createBasePatchChunk();
+    message.jobId = object.jobId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.offset = object.offset ?? 0;
+    message.data = object.data ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBasePatchAck(): PatchAck {
+  return { jobId: "", attempt: 0, storedBytes: 0 };
+}
+
+export const PatchAck: MessageFns<PatchAck> = {
+  encode(message: PatchAck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(16).uint32(message.attempt);
+    }
+    if (message.storedBytes !== 0) {
+      writer.uint32(24).uint64(message.storedBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PatchAck {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePatchAck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.storedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PatchAck {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      storedBytes: isSet(object.storedBytes)
+        ? globalThis.Number(object.storedBytes)
+        : isSet(object.stored_bytes)
+        ? globalThis.Number(object.stored_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: PatchAck): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.storedBytes !== 0) {
+      obj.storedBytes = Math.round(message.storedBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PatchAck>, I>>(base?: I): PatchAck {
+    return PatchAck.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PatchAck>, I>>(object: I): PatchAck {
+    const message = createBasePatchAck();
+    message.jobId = object.jobId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.storedBytes = object.storedBytes ?? 0;
     return message;
   },
 };
@@ -2684,6 +3651,7 @@ function createBaseWelcome(): Welcome {
     cancelJobIds: [],
     leaseDuration: undefined,
     leaseMargin: undefined,
+    maxPatchBytes: 0,
   };
 }
 
@@ -2709,6 +3677,9 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.leaseMargin !== undefined) {
       Duration.encode(message.leaseMargin, writer.uint32(58).fork()).join();
+    }
+    if (message.maxPatchBytes !== 0) {
+      writer.uint32(64).uint64(message.maxPatchBytes);
     }
     return writer;
   },
@@ -2782,6 +3753,14 @@ export const Welcome: MessageFns<Welcome> = {
             message.leaseMargin = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.maxPatchBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2827,6 +3806,11 @@ export const Welcome: MessageFns<Welcome> = {
         : isSet(object.lease_margin)
         ? Duration.fromJSON(object.lease_margin)
         : undefined,
+      maxPatchBytes: isSet(object.maxPatchBytes)
+        ? globalThis.Number(object.maxPatchBytes)
+        : isSet(object.max_patch_bytes)
+        ? globalThis.Number(object.max_patch_bytes)
+        : 0,
     };
   },
 
@@ -2853,6 +3837,9 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.leaseMargin !== undefined) {
       obj.leaseMargin = Duration.toJSON(message.leaseMargin);
     }
+    if (message.maxPatchBytes !== 0) {
+      obj.maxPatchBytes = Math.round(message.maxPatchBytes);
+    }
     return obj;
   },
 
@@ -2874,6 +3861,7 @@ export const Welcome: MessageFns<Welcome> = {
     message.leaseMargin = (object.leaseMargin !== undefined && object.leaseMargin !== null)
       ? Duration.fromPartial(object.leaseMargin)
       : undefined;
+    message.maxPatchBytes = object.maxPatchBytes ?? 0;
     return message;
   },
 };
@@ -2890,6 +3878,7 @@ function createBaseJobAssignment(): JobAssignment {
     startTimeout: undefined,
     runTimeout: undefined,
     cancelGrace: undefined,
+    revises: undefined,
   };
 }
 
@@ -2924,6 +3913,9 @@ export const JobAssignment: MessageFns<JobAssignment> = {
     }
     if (message.cancelGrace !== undefined) {
       Duration.encode(message.cancelGrace, writer.uint32(82).fork()).join();
+    }
+    if (message.revises !== undefined) {
+      RevisedChange.encode(message.revises, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -3021,6 +4013,14 @@ export const JobAssignment: MessageFns<JobAssignment> = {
             message.cancelGrace = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.revises = RevisedChange.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3065,6 +4065,7 @@ export const JobAssignment: MessageFns<JobAssignment> = {
         : isSet(object.cancel_grace)
         ? Duration.fromJSON(object.cancel_grace)
         : undefined,
+      revises: isSet(object.revises) ? RevisedChange.fromJSON(object.revises) : undefined,
     };
   },
 
@@ -3100,6 +4101,9 @@ export const JobAssignment: MessageFns<JobAssignment> = {
     if (message.cancelGrace !== undefined) {
       obj.cancelGrace = Duration.toJSON(message.cancelGrace);
     }
+    if (message.revises !== undefined) {
+      obj.revises = RevisedChange.toJSON(message.revises);
+    }
     return obj;
   },
 
@@ -3126,6 +4130,114 @@ export const JobAssignment: MessageFns<JobAssignment> = {
     message.cancelGrace = (object.cancelGrace !== undefined && object.cancelGrace !== null)
       ? Duration.fromPartial(object.cancelGrace)
       : undefined;
+    message.revises = (object.revises !== undefined && object.revises !== null)
+      ? RevisedChange.fromPartial(object.revises)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRevisedChange(): RevisedChange {
+  return { branch: "", headCommit: "", summary: "" };
+}
+
+export const RevisedChange: MessageFns<RevisedChange> = {
+  encode(message: RevisedChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.branch !== "") {
+      writer.uint32(10).string(message.branch);
+    }
+    if (message.headCommit !== "") {
+      writer.uint32(18).string(message.headCommit);
+    }
+    if (message.summary !== "") {
+      writer.uint32(26).string(message.summary);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevisedChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevisedChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.branch = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.headCommit = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.summary = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevisedChange {
+    return {
+      branch: isSet(object.branch) ? globalThis.String(object.branch) : "",
+      headCommit: isSet(object.headCommit)
+        ? globalThis.String(object.headCommit)
+        : isSet(object.head_commit)
+        ? globalThis.String(object.head_commit)
+        : "",
+      summary: isSet(object.summary) ? globalThis.String(object.summary) : "",
+    };
+  },
+
+  toJSON(message: RevisedChange): unknown {
+    const obj: any = {};
+    if (message.branch !== "") {
+      obj.branch = message.branch;
+    }
+    if (message.headCommit !== "") {
+      obj.headCommit = message.headCommit;
+    }
+    if (message.summary !== "") {
+      obj.summary = message.summary;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RevisedChange>, I>>(base?: I): RevisedChange {
+    return RevisedChange.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RevisedChange>, I>>(object: I): RevisedChange {
+    const message = createBaseRevisedChange();
+    message.branch = object.branch ?? "";
+    message.headCommit = object.headCommit ?? "";
+    message.summary = object.summary ?? "";
     return message;
   },
 };
@@ -3826,16 +4938,16 @@ export const AgentServiceService = {
    * have lost: JobStarted of each run it has started and not finished (it has
    * no ack; the server treats a repeat as one, and a run whose JobStarted
    * never arrives is taken back at its start deadline), every log line it
-   * holds that is not acknowledged, and JobFinished or JobRejected of runs
-   * that ended. It may resend lines at once from its own last LogAck
+   * holds that is not acknowledged, the patch bytes of finished runs from
+   * their last PatchAck, and JobFinished or JobRejected of runs that ended. It may resend lines at once from its own last LogAck
    * (repeats of stored lines are ignored), as the reference agent does, or
    * wait for the run's LogAck after Welcome and resend from there.
    *
    * Every server message is true whichever of the agent's streams carried
-   * it: LogAck, JobFinishedAck, HeartbeatAck, CancelJob and DropJob that
-   * arrive on a stream the agent is leaving (after GoAway, or once a newer
-   * stream is welcomed) apply as if they came on the new one. An assignment
-   * is answered on the stream that carried it.
+   * it: LogAck, PatchAck, JobFinishedAck, HeartbeatAck, CancelJob and
+   * DropJob that arrive on a stream the agent is leaving (after GoAway, or
+   * once a newer stream is welcomed) apply as if they came on the new one.
+   * An assignment is answered on the stream that carried it.
    *
    * Flow control: the server reads a stream only as fast as it stores log
    * lines. With 8 MiB of log text read and not yet stored, it stops reading
@@ -3945,16 +5057,16 @@ export interface AgentServiceServer extends UntypedServiceImplementation {
    * have lost: JobStarted of each run it has started and not finished (it has
    * no ack; the server treats a repeat as one, and a run whose JobStarted
    * never arrives is taken back at its start deadline), every log line it
-   * holds that is not acknowledged, and JobFinished or JobRejected of runs
-   * that ended. It may resend lines at once from its own last LogAck
+   * holds that is not acknowledged, the patch bytes of finished runs from
+   * their last PatchAck, and JobFinished or JobRejected of runs that ended. It may resend lines at once from its own last LogAck
    * (repeats of stored lines are ignored), as the reference agent does, or
    * wait for the run's LogAck after Welcome and resend from there.
    *
    * Every server message is true whichever of the agent's streams carried
-   * it: LogAck, JobFinishedAck, HeartbeatAck, CancelJob and DropJob that
-   * arrive on a stream the agent is leaving (after GoAway, or once a newer
-   * stream is welcomed) apply as if they came on the new one. An assignment
-   * is answered on the stream that carried it.
+   * it: LogAck, PatchAck, JobFinishedAck, HeartbeatAck, CancelJob and
+   * DropJob that arrive on a stream the agent is leaving (after GoAway, or
+   * once a newer stream is welcomed) apply as if they came on the new one.
+   * An assignment is answered on the stream that carried it.
    *
    * Flow control: the server reads a stream only as fast as it stores log
    * lines. With 8 MiB of log text read and not yet stored, it stops reading
@@ -4056,16 +5168,16 @@ export interface AgentServiceClient extends Client {
    * have lost: JobStarted of each run it has started and not finished (it has
    * no ack; the server treats a repeat as one, and a run whose JobStarted
    * never arrives is taken back at its start deadline), every log line it
-   * holds that is not acknowledged, and JobFinished or JobRejected of runs
-   * that ended. It may resend lines at once from its own last LogAck
+   * holds that is not acknowledged, the patch bytes of finished runs from
+   * their last PatchAck, and JobFinished or JobRejected of runs that ended. It may resend lines at once from its own last LogAck
    * (repeats of stored lines are ignored), as the reference agent does, or
    * wait for the run's LogAck after Welcome and resend from there.
    *
    * Every server message is true whichever of the agent's streams carried
-   * it: LogAck, JobFinishedAck, HeartbeatAck, CancelJob and DropJob that
-   * arrive on a stream the agent is leaving (after GoAway, or once a newer
-   * stream is welcomed) apply as if they came on the new one. An assignment
-   * is answered on the stream that carried it.
+   * it: LogAck, PatchAck, JobFinishedAck, HeartbeatAck, CancelJob and
+   * DropJob that arrive on a stream the agent is leaving (after GoAway, or
+   * once a newer stream is welcomed) apply as if they came on the new one.
+   * An assignment is answered on the stream that carried it.
    *
    * Flow control: the server reads a stream only as fast as it stores log
    * lines. With 8 MiB of log text read and not yet stored, it stops reading
@@ -4141,6 +5253,14 @@ export const AgentServiceClient = makeGenericClientConstructor(
   service: typeof AgentServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

@@ -19,6 +19,9 @@
 //     (LogAck) only what it has stored durably, and storage is idempotent by
 //     (job_id, seq), so the agent resends every unacknowledged line, as often
 //     as it needs to;
+//   - a run's patch (the diff of the change it made) travels the same way,
+//     in PatchChunks numbered by byte offset and acknowledged (PatchAck) once
+//     stored, resent from the last ack after a dropped stream;
 //   - the agent keeps a finished job until the server acknowledges its
 //     JobFinished (JobFinishedAck), and reports every job it still holds in
 //     Hello when it reconnects.
@@ -277,6 +280,10 @@ const (
 	// The message does not fit the run's state (JobStarted before JobAccepted,
 	// anything after JobFinished). Log it and go on.
 	NoticeCode_NOTICE_CODE_OUT_OF_ORDER NoticeCode = 4
+	// A PatchChunk would have left a gap in the run's patch, or a JobFinished
+	// came before its whole patch. The agent resends from the last PatchAck's
+	// stored_bytes.
+	NoticeCode_NOTICE_CODE_PATCH_GAP NoticeCode = 5
 )
 
 // Enum value maps for NoticeCode.
@@ -287,6 +294,7 @@ var (
 		2: "NOTICE_CODE_UNKNOWN_JOB",
 		3: "NOTICE_CODE_LOG_SEQ_GAP",
 		4: "NOTICE_CODE_OUT_OF_ORDER",
+		5: "NOTICE_CODE_PATCH_GAP",
 	}
 	NoticeCode_value = map[string]int32{
 		"NOTICE_CODE_UNSPECIFIED":     0,
@@ -294,6 +302,7 @@ var (
 		"NOTICE_CODE_UNKNOWN_JOB":     2,
 		"NOTICE_CODE_LOG_SEQ_GAP":     3,
 		"NOTICE_CODE_OUT_OF_ORDER":    4,
+		"NOTICE_CODE_PATCH_GAP":       5,
 	}
 )
 
@@ -339,6 +348,7 @@ type AgentMessage struct {
 	//	*AgentMessage_LogBatch
 	//	*AgentMessage_Heartbeat
 	//	*AgentMessage_Finished
+	//	*AgentMessage_PatchChunk
 	Payload       isAgentMessage_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -444,6 +454,15 @@ func (x *AgentMessage) GetFinished() *JobFinished {
 	return nil
 }
 
+func (x *AgentMessage) GetPatchChunk() *PatchChunk {
+	if x != nil {
+		if x, ok := x.Payload.(*AgentMessage_PatchChunk); ok {
+			return x.PatchChunk
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Payload interface {
 	isAgentMessage_Payload()
 }
@@ -483,6 +502,11 @@ type AgentMessage_Finished struct {
 	Finished *JobFinished `protobuf:"bytes,7,opt,name=finished,proto3,oneof"`
 }
 
+type AgentMessage_PatchChunk struct {
+	// Part of the patch a run produced (see RunChange).
+	PatchChunk *PatchChunk `protobuf:"bytes,8,opt,name=patch_chunk,json=patchChunk,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Payload() {}
 
 func (*AgentMessage_Accepted) isAgentMessage_Payload() {}
@@ -496,6 +520,8 @@ func (*AgentMessage_LogBatch) isAgentMessage_Payload() {}
 func (*AgentMessage_Heartbeat) isAgentMessage_Payload() {}
 
 func (*AgentMessage_Finished) isAgentMessage_Payload() {}
+
+func (*AgentMessage_PatchChunk) isAgentMessage_Payload() {}
 
 // ServerMessage is one message from the server to the agent.
 type ServerMessage struct {
@@ -514,6 +540,7 @@ type ServerMessage struct {
 	//	*ServerMessage_FinishedAck
 	//	*ServerMessage_HeartbeatAck
 	//	*ServerMessage_Drop
+	//	*ServerMessage_PatchAck
 	Payload       isServerMessage_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -637,6 +664,15 @@ func (x *ServerMessage) GetDrop() *DropJob {
 	return nil
 }
 
+func (x *ServerMessage) GetPatchAck() *PatchAck {
+	if x != nil {
+		if x, ok := x.Payload.(*ServerMessage_PatchAck); ok {
+			return x.PatchAck
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Payload interface {
 	isServerMessage_Payload()
 }
@@ -686,6 +722,11 @@ type ServerMessage_Drop struct {
 	Drop *DropJob `protobuf:"bytes,9,opt,name=drop,proto3,oneof"`
 }
 
+type ServerMessage_PatchAck struct {
+	// A run's patch is durably stored up to a byte offset.
+	PatchAck *PatchAck `protobuf:"bytes,10,opt,name=patch_ack,json=patchAck,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Payload() {}
 
 func (*ServerMessage_Assignment) isServerMessage_Payload() {}
@@ -703,6 +744,8 @@ func (*ServerMessage_FinishedAck) isServerMessage_Payload() {}
 func (*ServerMessage_HeartbeatAck) isServerMessage_Payload() {}
 
 func (*ServerMessage_Drop) isServerMessage_Payload() {}
+
+func (*ServerMessage_PatchAck) isServerMessage_Payload() {}
 
 // Hello introduces the agent. It must be the first message on the stream.
 type Hello struct {
@@ -1546,7 +1589,22 @@ type JobFinished struct {
 	// agent resends the missing lines, and the ack follows the one that
 	// completes the log. Lines past last_seq are answered with
 	// NOTICE_CODE_OUT_OF_ORDER and not stored.
-	LastSeq       uint64 `protobuf:"varint,7,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	LastSeq uint64 `protobuf:"varint,7,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// The change the run made to the repository. Set only with
+	// JOB_OUTCOME_SUCCEEDED (the server ignores it with any other outcome):
+	// a run that succeeded but whose change could not be delivered (a push
+	// that failed, say) is a failed run, with the reason in failure_reason.
+	// Unset on a success means the agent does not report changes (an older
+	// agent, or one that only runs commands); the job then has no change, and
+	// cannot be reworked. A change the server cannot take (commit ids that
+	// are not full hexadecimal ids, more than 250 commits listed, commits on
+	// no branch) fails the run, with the reason in the job's failureReason.
+	// Like the log, the patch must be stored in full
+	// before the outcome is: a JobFinished whose change.patch_size (when at
+	// most Welcome.max_patch_bytes) is more than the stored patch is answered
+	// with a PatchAck saying what is stored, then NOTICE_CODE_PATCH_GAP, and
+	// waits; the ack follows the PatchChunk that completes the patch.
+	Change        *RunChange `protobuf:"bytes,8,opt,name=change,proto3" json:"change,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1630,6 +1688,474 @@ func (x *JobFinished) GetLastSeq() uint64 {
 	return 0
 }
 
+func (x *JobFinished) GetChange() *RunChange {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+// RunChange is what a successful run changed, as the agent delivered it.
+//
+// How the reference agent makes one (and how any agent should, so that
+// jobs behave alike whichever agent ran them):
+//   - Before the command, it clones the branch the run starts from (for a
+//     backlog job Repository.default_branch; for a rework job
+//     JobAssignment.revises.branch, or the default branch when that is
+//     empty) and notes its head: base_commit. A rework run whose branch is
+//     no longer at revises.head_commit fails ("branch moved: …") without
+//     running the command.
+//   - After the command exits with 0, it commits whatever the command left
+//     uncommitted (tracked and untracked files, as `git add --all` sees
+//     them, .gitignore respected) with a configurable author and a message
+//     made from the job (the prompt's first line, then "Job: <job_id>").
+//   - If the head is still base_commit, the run changed nothing: a valid
+//     outcome, reported with head_commit = base_commit, no commits, an
+//     empty branch and no patch. Otherwise it pushes the head to `branch`:
+//     for a backlog job a branch named for the job (a configurable prefix,
+//     "agent-jobs/" by default, then the job id), replacing what an earlier
+//     attempt of the job may have pushed there; for a rework job the
+//     parent's branch, as a fast-forward from revises.head_commit only. A
+//     push that fails fails the run: JOB_OUTCOME_FAILED with failure_reason
+//     "push failed: <git's first error line>", git's output in the log. An
+//     agent told not to push (the reference agent's --no-push) reports the
+//     branch it would have pushed, with pushed = false.
+//   - The patch is the output of `git -c core.quotePath=true diff --binary
+//     --no-color --no-ext-diff --no-textconv --no-relative --src-prefix=a/
+//     --dst-prefix=b/ --find-renames --diff-algorithm=myers base_commit
+//     head_commit` (full index lines, binary files as git binary patches;
+//     the options pin what a user's git config could change), byte for
+//     byte: it need not be UTF-8, and `git apply` on base_commit reproduces
+//     head_commit's tree. The diff stat is `git diff --numstat` with the
+//     same options over the same range: each line one file, its added and
+//     removed line counts ("-" for a binary file, counted 0).
+//   - The commits are `git rev-list --reverse base_commit..head_commit`,
+//     each with its subject as git's `%s` gives it (the message's first
+//     paragraph on one line).
+//   - A stop while the change is being made (CancelJob, the lease running
+//     out, shutdown) ends the run as that stop says (cancelled, or given
+//     back), with exit_code 0: the change is part of the run.
+//   - JobFinished must stay well under the message size limit: the agent
+//     cuts the summary to 65,536 characters and each subject to 1,000, as
+//     the server keeps them.
+//   - The run's environment names a result file, JOB_RESULT_FILE, outside
+//     the repository; the command may write a JSON object there:
+//     { "summary": "<Markdown>", "pullRequestUrl": "https://…" }
+//     both optional, anything else ignored. A missing file is no summary; an
+//     unreadable or invalid one is a line on LOG_STREAM_SYSTEM, not a failure.
+//     For a rework run the environment also has JOB_PARENT_ID,
+//     JOB_PARENT_BRANCH, JOB_PARENT_HEAD and JOB_PARENT_SUMMARY, and
+//     JOB_PROMPT is the feedback.
+//
+// Credentials for the push are whatever git on the agent's machine has.
+type RunChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The branch the change is on, as pushed (or as it would have been, with
+	// pushed = false). Empty when the run changed nothing.
+	Branch string `protobuf:"bytes,1,opt,name=branch,proto3" json:"branch,omitempty"`
+	// Whether the agent pushed the branch to Repository.clone_url.
+	Pushed bool `protobuf:"varint,2,opt,name=pushed,proto3" json:"pushed,omitempty"`
+	// Full commit id the run started from (40 or 64 hex digits).
+	BaseCommit string `protobuf:"bytes,3,opt,name=base_commit,json=baseCommit,proto3" json:"base_commit,omitempty"`
+	// Full commit id of the branch after the run; base_commit when the run
+	// changed nothing.
+	HeadCommit string `protobuf:"bytes,4,opt,name=head_commit,json=headCommit,proto3" json:"head_commit,omitempty"`
+	// This run's commits, base_commit (excluded) to head_commit, oldest first:
+	// the first 250 when there are more (commit_count says how many).
+	Commits []*Commit `protobuf:"bytes,5,rep,name=commits,proto3" json:"commits,omitempty"`
+	// How many commits the run made in all.
+	CommitCount uint32 `protobuf:"varint,6,opt,name=commit_count,json=commitCount,proto3" json:"commit_count,omitempty"`
+	// What the patch changes.
+	DiffStat *DiffStat `protobuf:"bytes,7,opt,name=diff_stat,json=diffStat,proto3" json:"diff_stat,omitempty"`
+	// What the coding tool says it did, in Markdown, from the result file. The
+	// server keeps the first 65,536 characters.
+	Summary string `protobuf:"bytes,8,opt,name=summary,proto3" json:"summary,omitempty"`
+	// A pull request the coding tool opened, from the result file: an
+	// absolute http or https URL, or empty. The server ignores anything else.
+	PullRequestUrl string `protobuf:"bytes,9,opt,name=pull_request_url,json=pullRequestUrl,proto3" json:"pull_request_url,omitempty"`
+	// Size in bytes of the whole patch. The agent sends it in PatchChunks
+	// before JobFinished, unless it is larger than Welcome.max_patch_bytes:
+	// then it sends none, and the job's change is recorded without its patch
+	// (readers are told it was too large; the branch still holds it). 0 when
+	// the run changed nothing.
+	PatchSize     uint64 `protobuf:"varint,10,opt,name=patch_size,json=patchSize,proto3" json:"patch_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunChange) Reset() {
+	*x = RunChange{}
+	mi := &file_agent_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunChange) ProtoMessage() {}
+
+func (x *RunChange) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunChange.ProtoReflect.Descriptor instead.
+func (*RunChange) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RunChange) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *RunChange) GetPushed() bool {
+	if x != nil {
+		return x.Pushed
+	}
+	return false
+}
+
+func (x *RunChange) GetBaseCommit() string {
+	if x != nil {
+		return x.BaseCommit
+	}
+	return ""
+}
+
+func (x *RunChange) GetHeadCommit() string {
+	if x != nil {
+		return x.HeadCommit
+	}
+	return ""
+}
+
+func (x *RunChange) GetCommits() []*Commit {
+	if x != nil {
+		return x.Commits
+	}
+	return nil
+}
+
+func (x *RunChange) GetCommitCount() uint32 {
+	if x != nil {
+		return x.CommitCount
+	}
+	return 0
+}
+
+func (x *RunChange) GetDiffStat() *DiffStat {
+	if x != nil {
+		return x.DiffStat
+	}
+	return nil
+}
+
+func (x *RunChange) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *RunChange) GetPullRequestUrl() string {
+	if x != nil {
+		return x.PullRequestUrl
+	}
+	return ""
+}
+
+func (x *RunChange) GetPatchSize() uint64 {
+	if x != nil {
+		return x.PatchSize
+	}
+	return 0
+}
+
+// Commit is one commit a run made.
+type Commit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Full commit id.
+	Sha string `protobuf:"bytes,1,opt,name=sha,proto3" json:"sha,omitempty"`
+	// Its subject: the message's first paragraph on one line (git's %s), at
+	// most 1,000 characters.
+	Subject       string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Commit) Reset() {
+	*x = Commit{}
+	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Commit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Commit) ProtoMessage() {}
+
+func (x *Commit) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Commit.ProtoReflect.Descriptor instead.
+func (*Commit) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Commit) GetSha() string {
+	if x != nil {
+		return x.Sha
+	}
+	return ""
+}
+
+func (x *Commit) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+// DiffStat sums up a patch.
+type DiffStat struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Files added, changed, renamed or deleted.
+	FilesChanged uint32 `protobuf:"varint,1,opt,name=files_changed,json=filesChanged,proto3" json:"files_changed,omitempty"`
+	// Lines added (binary files count none).
+	Insertions uint32 `protobuf:"varint,2,opt,name=insertions,proto3" json:"insertions,omitempty"`
+	// Lines removed (binary files count none).
+	Deletions     uint32 `protobuf:"varint,3,opt,name=deletions,proto3" json:"deletions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiffStat) Reset() {
+	*x = DiffStat{}
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiffStat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiffStat) ProtoMessage() {}
+
+func (x *DiffStat) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiffStat.ProtoReflect.Descriptor instead.
+func (*DiffStat) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DiffStat) GetFilesChanged() uint32 {
+	if x != nil {
+		return x.FilesChanged
+	}
+	return 0
+}
+
+func (x *DiffStat) GetInsertions() uint32 {
+	if x != nil {
+		return x.Insertions
+	}
+	return 0
+}
+
+func (x *DiffStat) GetDeletions() uint32 {
+	if x != nil {
+		return x.Deletions
+	}
+	return 0
+}
+
+// PatchChunk carries consecutive bytes of a run's patch (RunChange), which
+// may be far larger than one message. Chunks are sent in offset order, the
+// first at offset 0, each at most 1 MiB (the reference agent: 1 MiB), after
+// the run's last log line and before its JobFinished. The server stores them
+// durably, idempotently by byte offset, and answers each with a PatchAck;
+// like log lines, the agent keeps every byte that is not acknowledged and
+// resends from the last PatchAck after a new Welcome or
+// NOTICE_CODE_PATCH_GAP. Bytes the server has already stored are skipped
+// (it does not compare them: an agent resends what it sent). A chunk that
+// starts past the stored bytes is not stored and is answered with a
+// PatchAck (what is stored), then NOTICE_CODE_PATCH_GAP. A chunk that
+// reaches past Welcome.max_patch_bytes is answered with
+// NOTICE_CODE_INVALID_MESSAGE and not stored; one sent after the run's
+// JobFinished is recorded, with NOTICE_CODE_OUT_OF_ORDER. An agent should
+// bound the bytes it has sent and not had acknowledged (the reference
+// agent: 4 MiB), as it does lines.
+type PatchChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job.
+	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The attempt.
+	Attempt uint32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Byte offset of data[0] in the patch.
+	Offset uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The bytes. At least one.
+	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PatchChunk) Reset() {
+	*x = PatchChunk{}
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatchChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatchChunk) ProtoMessage() {}
+
+func (x *PatchChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatchChunk.ProtoReflect.Descriptor instead.
+func (*PatchChunk) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PatchChunk) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *PatchChunk) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *PatchChunk) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *PatchChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// PatchAck says the first stored_bytes bytes of a run's patch are durably
+// stored. Acks only move forward.
+type PatchAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job.
+	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The attempt.
+	Attempt uint32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Bytes stored from offset 0.
+	StoredBytes   uint64 `protobuf:"varint,3,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PatchAck) Reset() {
+	*x = PatchAck{}
+	mi := &file_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatchAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatchAck) ProtoMessage() {}
+
+func (x *PatchAck) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatchAck.ProtoReflect.Descriptor instead.
+func (*PatchAck) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PatchAck) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *PatchAck) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *PatchAck) GetStoredBytes() uint64 {
+	if x != nil {
+		return x.StoredBytes
+	}
+	return 0
+}
+
 // Welcome answers Hello and opens the session.
 type Welcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1661,14 +2187,19 @@ type Welcome struct {
 	// cancel_grace, before it gives a silent agent's job to another agent: it
 	// covers an agent whose timers fire late and the time to reap a killed
 	// process. For the agent's information; it changes nothing it does.
-	LeaseMargin   *durationpb.Duration `protobuf:"bytes,7,opt,name=lease_margin,json=leaseMargin,proto3" json:"lease_margin,omitempty"`
+	LeaseMargin *durationpb.Duration `protobuf:"bytes,7,opt,name=lease_margin,json=leaseMargin,proto3" json:"lease_margin,omitempty"`
+	// The largest patch (RunChange.patch_size) this server stores; larger ones
+	// are not sent (see RunChange.patch_size). 0: a server that predates
+	// changes, to which the agent sends no PatchChunk (its JobFinished may
+	// still carry a change, which such a server ignores).
+	MaxPatchBytes uint64 `protobuf:"varint,8,opt,name=max_patch_bytes,json=maxPatchBytes,proto3" json:"max_patch_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +2211,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +2224,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Welcome) GetSessionId() string {
@@ -1745,6 +2276,13 @@ func (x *Welcome) GetLeaseMargin() *durationpb.Duration {
 	return nil
 }
 
+func (x *Welcome) GetMaxPatchBytes() uint64 {
+	if x != nil {
+		return x.MaxPatchBytes
+	}
+	return 0
+}
+
 // JobAssignment gives the agent a job to run. The agent answers at once with
 // JobAccepted or JobRejected.
 type JobAssignment struct {
@@ -1779,14 +2317,23 @@ type JobAssignment struct {
 	// This server always sets it (JOB_CANCEL_GRACE or the job's own); an
 	// agent given neither this nor CancelJob.grace should use 10 s, as the
 	// reference agent does.
-	CancelGrace   *durationpb.Duration `protobuf:"bytes,10,opt,name=cancel_grace,json=cancelGrace,proto3" json:"cancel_grace,omitempty"`
+	CancelGrace *durationpb.Duration `protobuf:"bytes,10,opt,name=cancel_grace,json=cancelGrace,proto3" json:"cancel_grace,omitempty"`
+	// For a rework job, the change it continues: the parent's branch and head
+	// (see RunChange for what the agent does with them). Unset for a backlog
+	// job. The server accepts a rework job only for a parent whose change was
+	// pushed (or that changed nothing) and that no other job has continued.
+	// An empty branch means the parent changed nothing: the rework then runs
+	// as a backlog job would (from the default branch's current head, on a
+	// branch named for the rework job), with the parent's details in its
+	// environment.
+	Revises       *RevisedChange `protobuf:"bytes,11,opt,name=revises,proto3" json:"revises,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobAssignment) Reset() {
 	*x = JobAssignment{}
-	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +2345,7 @@ func (x *JobAssignment) String() string {
 func (*JobAssignment) ProtoMessage() {}
 
 func (x *JobAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +2358,7 @@ func (x *JobAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAssignment.ProtoReflect.Descriptor instead.
 func (*JobAssignment) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JobAssignment) GetJobId() string {
@@ -1884,6 +2431,77 @@ func (x *JobAssignment) GetCancelGrace() *durationpb.Duration {
 	return nil
 }
 
+func (x *JobAssignment) GetRevises() *RevisedChange {
+	if x != nil {
+		return x.Revises
+	}
+	return nil
+}
+
+// RevisedChange is the change a rework job continues.
+type RevisedChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The parent job's branch; empty when the parent changed nothing.
+	Branch string `protobuf:"bytes,1,opt,name=branch,proto3" json:"branch,omitempty"`
+	// The parent's head commit: where the rework starts when branch is set.
+	HeadCommit string `protobuf:"bytes,2,opt,name=head_commit,json=headCommit,proto3" json:"head_commit,omitempty"`
+	// The parent's summary, for the coding tool (JOB_PARENT_SUMMARY).
+	Summary       string `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevisedChange) Reset() {
+	*x = RevisedChange{}
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevisedChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevisedChange) ProtoMessage() {}
+
+func (x *RevisedChange) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevisedChange.ProtoReflect.Descriptor instead.
+func (*RevisedChange) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RevisedChange) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *RevisedChange) GetHeadCommit() string {
+	if x != nil {
+		return x.HeadCommit
+	}
+	return ""
+}
+
+func (x *RevisedChange) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
 // Repository is what the agent needs to check out a repository.
 type Repository struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1901,7 +2519,7 @@ type Repository struct {
 
 func (x *Repository) Reset() {
 	*x = Repository{}
-	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2531,7 @@ func (x *Repository) String() string {
 func (*Repository) ProtoMessage() {}
 
 func (x *Repository) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2544,7 @@ func (x *Repository) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Repository.ProtoReflect.Descriptor instead.
 func (*Repository) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Repository) GetId() string {
@@ -2003,7 +2621,7 @@ type CancelJob struct {
 
 func (x *CancelJob) Reset() {
 	*x = CancelJob{}
-	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2633,7 @@ func (x *CancelJob) String() string {
 func (*CancelJob) ProtoMessage() {}
 
 func (x *CancelJob) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2646,7 @@ func (x *CancelJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJob.ProtoReflect.Descriptor instead.
 func (*CancelJob) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CancelJob) GetJobId() string {
@@ -2077,7 +2695,7 @@ type LogAck struct {
 
 func (x *LogAck) Reset() {
 	*x = LogAck{}
-	mi := &file_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2707,7 @@ func (x *LogAck) String() string {
 func (*LogAck) ProtoMessage() {}
 
 func (x *LogAck) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2720,7 @@ func (x *LogAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogAck.ProtoReflect.Descriptor instead.
 func (*LogAck) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LogAck) GetJobId() string {
@@ -2140,7 +2758,7 @@ type JobFinishedAck struct {
 
 func (x *JobFinishedAck) Reset() {
 	*x = JobFinishedAck{}
-	mi := &file_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2770,7 @@ func (x *JobFinishedAck) String() string {
 func (*JobFinishedAck) ProtoMessage() {}
 
 func (x *JobFinishedAck) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2783,7 @@ func (x *JobFinishedAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobFinishedAck.ProtoReflect.Descriptor instead.
 func (*JobFinishedAck) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JobFinishedAck) GetJobId() string {
@@ -2207,7 +2825,7 @@ type GoAway struct {
 
 func (x *GoAway) Reset() {
 	*x = GoAway{}
-	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2837,7 @@ func (x *GoAway) String() string {
 func (*GoAway) ProtoMessage() {}
 
 func (x *GoAway) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2850,7 @@ func (x *GoAway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoAway.ProtoReflect.Descriptor instead.
 func (*GoAway) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GoAway) GetReason() string {
@@ -2268,7 +2886,7 @@ type Notice struct {
 
 func (x *Notice) Reset() {
 	*x = Notice{}
-	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2898,7 @@ func (x *Notice) String() string {
 func (*Notice) ProtoMessage() {}
 
 func (x *Notice) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2911,7 @@ func (x *Notice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notice.ProtoReflect.Descriptor instead.
 func (*Notice) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Notice) GetCode() NoticeCode {
@@ -2328,7 +2946,7 @@ var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x14agent/v1/agent.proto\x12\bagent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x02\n" +
+	"\x14agent/v1/agent.proto\x12\bagent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x03\n" +
 	"\fAgentMessage\x12'\n" +
 	"\x05hello\x18\x01 \x01(\v2\x0f.agent.v1.HelloH\x00R\x05hello\x123\n" +
 	"\baccepted\x18\x02 \x01(\v2\x15.agent.v1.JobAcceptedH\x00R\baccepted\x123\n" +
@@ -2336,8 +2954,10 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\astarted\x18\x04 \x01(\v2\x14.agent.v1.JobStartedH\x00R\astarted\x121\n" +
 	"\tlog_batch\x18\x05 \x01(\v2\x12.agent.v1.LogBatchH\x00R\blogBatch\x123\n" +
 	"\theartbeat\x18\x06 \x01(\v2\x13.agent.v1.HeartbeatH\x00R\theartbeat\x123\n" +
-	"\bfinished\x18\a \x01(\v2\x15.agent.v1.JobFinishedH\x00R\bfinishedB\t\n" +
-	"\apayload\"\xe0\x03\n" +
+	"\bfinished\x18\a \x01(\v2\x15.agent.v1.JobFinishedH\x00R\bfinished\x127\n" +
+	"\vpatch_chunk\x18\b \x01(\v2\x14.agent.v1.PatchChunkH\x00R\n" +
+	"patchChunkB\t\n" +
+	"\apayload\"\x93\x04\n" +
 	"\rServerMessage\x12-\n" +
 	"\awelcome\x18\x01 \x01(\v2\x11.agent.v1.WelcomeH\x00R\awelcome\x129\n" +
 	"\n" +
@@ -2349,7 +2969,9 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06notice\x18\x06 \x01(\v2\x10.agent.v1.NoticeH\x00R\x06notice\x12=\n" +
 	"\ffinished_ack\x18\a \x01(\v2\x18.agent.v1.JobFinishedAckH\x00R\vfinishedAck\x12=\n" +
 	"\rheartbeat_ack\x18\b \x01(\v2\x16.agent.v1.HeartbeatAckH\x00R\fheartbeatAck\x12'\n" +
-	"\x04drop\x18\t \x01(\v2\x11.agent.v1.DropJobH\x00R\x04dropB\t\n" +
+	"\x04drop\x18\t \x01(\v2\x11.agent.v1.DropJobH\x00R\x04drop\x121\n" +
+	"\tpatch_ack\x18\n" +
+	" \x01(\v2\x12.agent.v1.PatchAckH\x00R\bpatchAckB\t\n" +
 	"\apayload\"\xbd\x01\n" +
 	"\x05Hello\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
@@ -2393,7 +3015,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\aDropJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x9d\x02\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xca\x02\n" +
 	"\vJobFinished\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12.\n" +
@@ -2402,9 +3024,44 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x0efailure_reason\x18\x05 \x01(\tR\rfailureReason\x12;\n" +
 	"\vfinished_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12\x19\n" +
-	"\blast_seq\x18\a \x01(\x04R\alastSeqB\f\n" +
+	"\blast_seq\x18\a \x01(\x04R\alastSeq\x12+\n" +
+	"\x06change\x18\b \x01(\v2\x13.agent.v1.RunChangeR\x06changeB\f\n" +
 	"\n" +
-	"_exit_code\"\xe1\x02\n" +
+	"_exit_code\"\xe0\x02\n" +
+	"\tRunChange\x12\x16\n" +
+	"\x06branch\x18\x01 \x01(\tR\x06branch\x12\x16\n" +
+	"\x06pushed\x18\x02 \x01(\bR\x06pushed\x12\x1f\n" +
+	"\vbase_commit\x18\x03 \x01(\tR\n" +
+	"baseCommit\x12\x1f\n" +
+	"\vhead_commit\x18\x04 \x01(\tR\n" +
+	"headCommit\x12*\n" +
+	"\acommits\x18\x05 \x03(\v2\x10.agent.v1.CommitR\acommits\x12!\n" +
+	"\fcommit_count\x18\x06 \x01(\rR\vcommitCount\x12/\n" +
+	"\tdiff_stat\x18\a \x01(\v2\x12.agent.v1.DiffStatR\bdiffStat\x12\x18\n" +
+	"\asummary\x18\b \x01(\tR\asummary\x12(\n" +
+	"\x10pull_request_url\x18\t \x01(\tR\x0epullRequestUrl\x12\x1d\n" +
+	"\n" +
+	"patch_size\x18\n" +
+	" \x01(\x04R\tpatchSize\"4\n" +
+	"\x06Commit\x12\x10\n" +
+	"\x03sha\x18\x01 \x01(\tR\x03sha\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\"m\n" +
+	"\bDiffStat\x12#\n" +
+	"\rfiles_changed\x18\x01 \x01(\rR\ffilesChanged\x12\x1e\n" +
+	"\n" +
+	"insertions\x18\x02 \x01(\rR\n" +
+	"insertions\x12\x1c\n" +
+	"\tdeletions\x18\x03 \x01(\rR\tdeletions\"i\n" +
+	"\n" +
+	"PatchChunk\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"^\n" +
+	"\bPatchAck\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\rR\aattempt\x12!\n" +
+	"\fstored_bytes\x18\x03 \x01(\x04R\vstoredBytes\"\x89\x03\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
@@ -2413,7 +3070,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x13max_log_batch_lines\x18\x04 \x01(\rR\x10maxLogBatchLines\x12$\n" +
 	"\x0ecancel_job_ids\x18\x05 \x03(\tR\fcancelJobIds\x12@\n" +
 	"\x0elease_duration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12<\n" +
-	"\flease_margin\x18\a \x01(\v2\x19.google.protobuf.DurationR\vleaseMargin\"\xb0\x03\n" +
+	"\flease_margin\x18\a \x01(\v2\x19.google.protobuf.DurationR\vleaseMargin\x12&\n" +
+	"\x0fmax_patch_bytes\x18\b \x01(\x04R\rmaxPatchBytes\"\xe3\x03\n" +
 	"\rJobAssignment\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x16\n" +
@@ -2428,7 +3086,13 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\vrun_timeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"runTimeout\x12<\n" +
 	"\fcancel_grace\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\vcancelGrace\"t\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\vcancelGrace\x121\n" +
+	"\arevises\x18\v \x01(\v2\x17.agent.v1.RevisedChangeR\arevises\"b\n" +
+	"\rRevisedChange\x12\x16\n" +
+	"\x06branch\x18\x01 \x01(\tR\x06branch\x12\x1f\n" +
+	"\vhead_commit\x18\x02 \x01(\tR\n" +
+	"headCommit\x12\x18\n" +
+	"\asummary\x18\x03 \x01(\tR\asummary\"t\n" +
 	"\n" +
 	"Repository\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -2469,14 +3133,15 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\bJobQueue\x12\x19\n" +
 	"\x15JOB_QUEUE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_QUEUE_BACKLOG\x10\x01\x12\x14\n" +
-	"\x10JOB_QUEUE_REWORK\x10\x02*\xa2\x01\n" +
+	"\x10JOB_QUEUE_REWORK\x10\x02*\xbd\x01\n" +
 	"\n" +
 	"NoticeCode\x12\x1b\n" +
 	"\x17NOTICE_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bNOTICE_CODE_INVALID_MESSAGE\x10\x01\x12\x1b\n" +
 	"\x17NOTICE_CODE_UNKNOWN_JOB\x10\x02\x12\x1b\n" +
 	"\x17NOTICE_CODE_LOG_SEQ_GAP\x10\x03\x12\x1c\n" +
-	"\x18NOTICE_CODE_OUT_OF_ORDER\x10\x042N\n" +
+	"\x18NOTICE_CODE_OUT_OF_ORDER\x10\x04\x12\x19\n" +
+	"\x15NOTICE_CODE_PATCH_GAP\x10\x052N\n" +
 	"\fAgentService\x12>\n" +
 	"\aConnect\x12\x16.agent.v1.AgentMessage\x1a\x17.agent.v1.ServerMessage(\x010\x01B\x8b\x01\n" +
 	"\fcom.agent.v1B\n" +
@@ -2495,7 +3160,7 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_agent_v1_agent_proto_goTypes = []any{
 	(LogStream)(0),                // 0: agent.v1.LogStream
 	(JobOutcome)(0),               // 1: agent.v1.JobOutcome
@@ -2514,16 +3179,22 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*HeartbeatAck)(nil),          // 14: agent.v1.HeartbeatAck
 	(*DropJob)(nil),               // 15: agent.v1.DropJob
 	(*JobFinished)(nil),           // 16: agent.v1.JobFinished
-	(*Welcome)(nil),               // 17: agent.v1.Welcome
-	(*JobAssignment)(nil),         // 18: agent.v1.JobAssignment
-	(*Repository)(nil),            // 19: agent.v1.Repository
-	(*CancelJob)(nil),             // 20: agent.v1.CancelJob
-	(*LogAck)(nil),                // 21: agent.v1.LogAck
-	(*JobFinishedAck)(nil),        // 22: agent.v1.JobFinishedAck
-	(*GoAway)(nil),                // 23: agent.v1.GoAway
-	(*Notice)(nil),                // 24: agent.v1.Notice
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*RunChange)(nil),             // 17: agent.v1.RunChange
+	(*Commit)(nil),                // 18: agent.v1.Commit
+	(*DiffStat)(nil),              // 19: agent.v1.DiffStat
+	(*PatchChunk)(nil),            // 20: agent.v1.PatchChunk
+	(*PatchAck)(nil),              // 21: agent.v1.PatchAck
+	(*Welcome)(nil),               // 22: agent.v1.Welcome
+	(*JobAssignment)(nil),         // 23: agent.v1.JobAssignment
+	(*RevisedChange)(nil),         // 24: agent.v1.RevisedChange
+	(*Repository)(nil),            // 25: agent.v1.Repository
+	(*CancelJob)(nil),             // 26: agent.v1.CancelJob
+	(*LogAck)(nil),                // 27: agent.v1.LogAck
+	(*JobFinishedAck)(nil),        // 28: agent.v1.JobFinishedAck
+	(*GoAway)(nil),                // 29: agent.v1.GoAway
+	(*Notice)(nil),                // 30: agent.v1.Notice
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	6,  // 0: agent.v1.AgentMessage.hello:type_name -> agent.v1.Hello
@@ -2533,41 +3204,47 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	11, // 4: agent.v1.AgentMessage.log_batch:type_name -> agent.v1.LogBatch
 	13, // 5: agent.v1.AgentMessage.heartbeat:type_name -> agent.v1.Heartbeat
 	16, // 6: agent.v1.AgentMessage.finished:type_name -> agent.v1.JobFinished
-	17, // 7: agent.v1.ServerMessage.welcome:type_name -> agent.v1.Welcome
-	18, // 8: agent.v1.ServerMessage.assignment:type_name -> agent.v1.JobAssignment
-	20, // 9: agent.v1.ServerMessage.cancel:type_name -> agent.v1.CancelJob
-	21, // 10: agent.v1.ServerMessage.log_ack:type_name -> agent.v1.LogAck
-	23, // 11: agent.v1.ServerMessage.go_away:type_name -> agent.v1.GoAway
-	24, // 12: agent.v1.ServerMessage.notice:type_name -> agent.v1.Notice
-	22, // 13: agent.v1.ServerMessage.finished_ack:type_name -> agent.v1.JobFinishedAck
-	14, // 14: agent.v1.ServerMessage.heartbeat_ack:type_name -> agent.v1.HeartbeatAck
-	15, // 15: agent.v1.ServerMessage.drop:type_name -> agent.v1.DropJob
-	7,  // 16: agent.v1.Hello.running_jobs:type_name -> agent.v1.RunningJob
-	25, // 17: agent.v1.JobStarted.started_at:type_name -> google.protobuf.Timestamp
-	12, // 18: agent.v1.LogBatch.lines:type_name -> agent.v1.LogLine
-	25, // 19: agent.v1.LogLine.at:type_name -> google.protobuf.Timestamp
-	0,  // 20: agent.v1.LogLine.stream:type_name -> agent.v1.LogStream
-	7,  // 21: agent.v1.Heartbeat.running_jobs:type_name -> agent.v1.RunningJob
-	1,  // 22: agent.v1.JobFinished.outcome:type_name -> agent.v1.JobOutcome
-	25, // 23: agent.v1.JobFinished.finished_at:type_name -> google.protobuf.Timestamp
-	26, // 24: agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	26, // 25: agent.v1.Welcome.lease_duration:type_name -> google.protobuf.Duration
-	26, // 26: agent.v1.Welcome.lease_margin:type_name -> google.protobuf.Duration
-	19, // 27: agent.v1.JobAssignment.repository:type_name -> agent.v1.Repository
-	2,  // 28: agent.v1.JobAssignment.queue:type_name -> agent.v1.JobQueue
-	26, // 29: agent.v1.JobAssignment.start_timeout:type_name -> google.protobuf.Duration
-	26, // 30: agent.v1.JobAssignment.run_timeout:type_name -> google.protobuf.Duration
-	26, // 31: agent.v1.JobAssignment.cancel_grace:type_name -> google.protobuf.Duration
-	26, // 32: agent.v1.CancelJob.grace:type_name -> google.protobuf.Duration
-	26, // 33: agent.v1.GoAway.reconnect_after:type_name -> google.protobuf.Duration
-	3,  // 34: agent.v1.Notice.code:type_name -> agent.v1.NoticeCode
-	4,  // 35: agent.v1.AgentService.Connect:input_type -> agent.v1.AgentMessage
-	5,  // 36: agent.v1.AgentService.Connect:output_type -> agent.v1.ServerMessage
-	36, // [36:37] is the sub-list for method output_type
-	35, // [35:36] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	20, // 7: agent.v1.AgentMessage.patch_chunk:type_name -> agent.v1.PatchChunk
+	22, // 8: agent.v1.ServerMessage.welcome:type_name -> agent.v1.Welcome
+	23, // 9: agent.v1.ServerMessage.assignment:type_name -> agent.v1.JobAssignment
+	26, // 10: agent.v1.ServerMessage.cancel:type_name -> agent.v1.CancelJob
+	27, // 11: agent.v1.ServerMessage.log_ack:type_name -> agent.v1.LogAck
+	29, // 12: agent.v1.ServerMessage.go_away:type_name -> agent.v1.GoAway
+	30, // 13: agent.v1.ServerMessage.notice:type_name -> agent.v1.Notice
+	28, // 14: agent.v1.ServerMessage.finished_ack:type_name -> agent.v1.JobFinishedAck
+	14, // 15: agent.v1.ServerMessage.heartbeat_ack:type_name -> agent.v1.HeartbeatAck
+	15, // 16: agent.v1.ServerMessage.drop:type_name -> agent.v1.DropJob
+	21, // 17: agent.v1.ServerMessage.patch_ack:type_name -> agent.v1.PatchAck
+	7,  // 18: agent.v1.Hello.running_jobs:type_name -> agent.v1.RunningJob
+	31, // 19: agent.v1.JobStarted.started_at:type_name -> google.protobuf.Timestamp
+	12, // 20: agent.v1.LogBatch.lines:type_name -> agent.v1.LogLine
+	31, // 21: agent.v1.LogLine.at:type_name -> google.protobuf.Timestamp
+	0,  // 22: agent.v1.LogLine.stream:type_name -> agent.v1.LogStream
+	7,  // 23: agent.v1.Heartbeat.running_jobs:type_name -> agent.v1.RunningJob
+	1,  // 24: agent.v1.JobFinished.outcome:type_name -> agent.v1.JobOutcome
+	31, // 25: agent.v1.JobFinished.finished_at:type_name -> google.protobuf.Timestamp
+	17, // 26: agent.v1.JobFinished.change:type_name -> agent.v1.RunChange
+	18, // 27: agent.v1.RunChange.commits:type_name -> agent.v1.Commit
+	19, // 28: agent.v1.RunChange.diff_stat:type_name -> agent.v1.DiffStat
+	32, // 29: agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	32, // 30: agent.v1.Welcome.lease_duration:type_name -> google.protobuf.Duration
+	32, // 31: agent.v1.Welcome.lease_margin:type_name -> google.protobuf.Duration
+	25, // 32: agent.v1.JobAssignment.repository:type_name -> agent.v1.Repository
+	2,  // 33: agent.v1.JobAssignment.queue:type_name -> agent.v1.JobQueue
+	32, // 34: agent.v1.JobAssignment.start_timeout:type_name -> google.protobuf.Duration
+	32, // 35: agent.v1.JobAssignment.run_timeout:type_name -> google.protobuf.Duration
+	32, // 36: agent.v1.JobAssignment.cancel_grace:type_name -> google.protobuf.Duration
+	24, // 37: agent.v1.JobAssignment.revises:type_name -> agent.v1.RevisedChange
+	32, // 38: agent.v1.CancelJob.grace:type_name -> google.protobuf.Duration
+	32, // 39: agent.v1.GoAway.reconnect_after:type_name -> google.protobuf.Duration
+	3,  // 40: agent.v1.Notice.code:type_name -> agent.v1.NoticeCode
+	4,  // 41: agent.v1.AgentService.Connect:input_type -> agent.v1.AgentMessage
+	5,  // 42: agent.v1.AgentService.Connect:output_type -> agent.v1.ServerMessage
+	42, // [42:43] is the sub-list for method output_type
+	41, // [41:42] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -2583,6 +3260,7 @@ func file_agent_v1_agent_proto_init() {
 		(*AgentMessage_LogBatch)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Finished)(nil),
+		(*AgentMessage_PatchChunk)(nil),
 	}
 	file_agent_v1_agent_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
@@ -2594,6 +3272,7 @@ func file_agent_v1_agent_proto_init() {
 		(*ServerMessage_FinishedAck)(nil),
 		(*ServerMessage_HeartbeatAck)(nil),
 		(*ServerMessage_Drop)(nil),
+		(*ServerMessage_PatchAck)(nil),
 	}
 	file_agent_v1_agent_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
@@ -2602,7 +3281,7 @@ func file_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   21,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,6 +19,9 @@
 //     (LogAck) only what it has stored durably, and storage is idempotent by
 //     (job_id, seq), so the agent resends every unacknowledged line, as often
 //     as it needs to;
+//   - a run's patch (the diff of the change it made) travels the same way,
+//     in PatchChunks numbered by byte offset and acknowledged (PatchAck) once
+//     stored, resent from the last ack after a dropped stream;
 //   - the agent keeps a finished job until the server acknowledges its
 //     JobFinished (JobFinishedAck), and reports every job it still holds in
 //     Hello when it reconnects.
@@ -118,16 +121,16 @@ type AgentServiceClient interface {
 	// have lost: JobStarted of each run it has started and not finished (it has
 	// no ack; the server treats a repeat as one, and a run whose JobStarted
 	// never arrives is taken back at its start deadline), every log line it
-	// holds that is not acknowledged, and JobFinished or JobRejected of runs
-	// that ended. It may resend lines at once from its own last LogAck
+	// holds that is not acknowledged, the patch bytes of finished runs from
+	// their last PatchAck, and JobFinished or JobRejected of runs that ended. It may resend lines at once from its own last LogAck
 	// (repeats of stored lines are ignored), as the reference agent does, or
 	// wait for the run's LogAck after Welcome and resend from there.
 	//
 	// Every server message is true whichever of the agent's streams carried
-	// it: LogAck, JobFinishedAck, HeartbeatAck, CancelJob and DropJob that
-	// arrive on a stream the agent is leaving (after GoAway, or once a newer
-	// stream is welcomed) apply as if they came on the new one. An assignment
-	// is answered on the stream that carried it.
+	// it: LogAck, PatchAck, JobFinishedAck, HeartbeatAck, CancelJob and
+	// DropJob that arrive on a stream the agent is leaving (after GoAway, or
+	// once a newer stream is welcomed) apply as if they came on the new one.
+	// An assignment is answered on the stream that carried it.
 	//
 	// Flow control: the server reads a stream only as fast as it stores log
 	// lines. With 8 MiB of log text read and not yet stored, it stops reading
@@ -255,16 +258,16 @@ type AgentServiceServer interface {
 	// have lost: JobStarted of each run it has started and not finished (it has
 	// no ack; the server treats a repeat as one, and a run whose JobStarted
 	// never arrives is taken back at its start deadline), every log line it
-	// holds that is not acknowledged, and JobFinished or JobRejected of runs
-	// that ended. It may resend lines at once from its own last LogAck
+	// holds that is not acknowledged, the patch bytes of finished runs from
+	// their last PatchAck, and JobFinished or JobRejected of runs that ended. It may resend lines at once from its own last LogAck
 	// (repeats of stored lines are ignored), as the reference agent does, or
 	// wait for the run's LogAck after Welcome and resend from there.
 	//
 	// Every server message is true whichever of the agent's streams carried
-	// it: LogAck, JobFinishedAck, HeartbeatAck, CancelJob and DropJob that
-	// arrive on a stream the agent is leaving (after GoAway, or once a newer
-	// stream is welcomed) apply as if they came on the new one. An assignment
-	// is answered on the stream that carried it.
+	// it: LogAck, PatchAck, JobFinishedAck, HeartbeatAck, CancelJob and
+	// DropJob that arrive on a stream the agent is leaving (after GoAway, or
+	// once a newer stream is welcomed) apply as if they came on the new one.
+	// An assignment is answered on the stream that carried it.
 	//
 	// Flow control: the server reads a stream only as fast as it stores log
 	// lines. With 8 MiB of log text read and not yet stored, it stops reading
