@@ -33,6 +33,9 @@ const (
 	numstatLineLimit = 64 << 10
 )
 
+// pinnedDiffOptions fix what a user's git config could change in a patch or its stat (agent.proto, RunChange).
+var pinnedDiffOptions = []string{"--no-color", "--no-ext-diff", "--no-textconv", "--no-relative", "--src-prefix=a/", "--dst-prefix=b/", "--find-renames", "--diff-algorithm=myers"}
+
 // gitFunc runs `git <args>` in the clone. Its stdout goes to stdout (nil: the job's log, or nowhere).
 // It returns git's exit code (-1 when git did not exit by itself) and its stderr; err only when git
 // could not be run.
@@ -262,7 +265,7 @@ func diffStat(g gitFunc, base, head string) (*pb.DiffStat, error) {
 		pr.CloseWithError(err)
 		done <- err
 	}()
-	err := runGit(g, pw, "diff", "--numstat", "--no-color", "--no-ext-diff", "--no-textconv", base, head)
+	err := runGit(g, pw, append(append([]string{"-c", "core.quotePath=true", "diff", "--numstat"}, pinnedDiffOptions...), base, head)...)
 	pw.Close()
 	if perr := <-done; err == nil {
 		err = perr
@@ -296,7 +299,7 @@ func writePatch(g gitFunc, base, head, file string) (uint64, error) {
 		return 0, err
 	}
 	counter := &countingWriter{w: f}
-	err = runGit(g, counter, "diff", "--binary", "--no-color", "--no-ext-diff", "--no-textconv", base, head)
+	err = runGit(g, counter, append(append([]string{"-c", "core.quotePath=true", "diff", "--binary"}, pinnedDiffOptions...), base, head)...)
 	if err == nil {
 		err = counter.err
 	}
