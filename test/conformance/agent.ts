@@ -1,8 +1,8 @@
 // The agent under test as a real process, started from any command line (`--agent`): the kit
 // appends the reference agent's CLI (--server --exec --state-dir --name --capacity --heartbeat
-// [--labels]) and passes the token in AGENT_TOKEN, as the README tells operators to. Nothing here
-// knows which agent it is: readiness is read from the server (listAgents), never from the agent's
-// output. Each agent reaches the gateway through a TCP proxy of its own, so a row can cut its link.
+// [--labels], and a row's own such as --git-author) and passes the token in AGENT_TOKEN, as the
+// README tells operators to. Nothing here knows which agent it is: readiness is read from the
+// server (listAgents), never from the agent's output. Each agent reaches the gateway through a TCP proxy of its own, so a row can cut its link.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -45,6 +45,8 @@ export interface AgentSpec {
   logFile: string;
   capacity?: number;
   labels?: string[];
+  /** More of the reference agent's flags (its USAGE), after the kit's own: --git-author, say. */
+  extraArgs?: string[];
   /** Polled until true after start; by default the agent counts as started at once. */
   ready?: () => Promise<boolean>;
 }
@@ -60,6 +62,7 @@ function cliArgs(spec: AgentSpec, server: string): string[] {
     '--heartbeat', `${settings.heartbeatIntervalMs}ms`,
   ];
   if (spec.labels?.length) args.push('--labels', spec.labels.join(','));
+  if (spec.extraArgs) args.push(...spec.extraArgs);
   return args;
 }
 

@@ -1,8 +1,9 @@
 // What every row uses: an organisation of its own (a repository, agent tokens, an admin's access
 // token), agents under test started from the --agent command, jobs whose prompt is the script to
 // run, and the evidence a row judges on. Evidence comes from outside the agent: the REST API (job
-// status, events, stored log pages, listAgents) and the job command's own records of each run
-// (test/faults/runs.ts's format: start, end, by pid and process group), never the agent's output.
+// status, events, change, stored log pages, patch, listAgents), the job command's own records of
+// each run (test/faults/runs.ts's format: start, end, by pid and process group) and, for the change
+// rows, the repository the agent pushed to, never the agent's output.
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -71,6 +72,8 @@ export interface SubmitOptions {
   repoId?: string;
   /** Create through the deadline API. */
   shortDeadlines?: boolean;
+  /** A `rework` job revising this one (the prompt is the feedback). */
+  parentJobId?: string;
 }
 
 export class RowContext {
@@ -152,7 +155,7 @@ export class RowContext {
    * Starts the agent under test for `org`. By default it waits until the server lists it as
    * connected; `waitConnected: false` only starts it (for agents expected to give up).
    */
-  async agent(org: Org, options: { name?: string; token?: string | null; capacity?: number; gateway?: 'gateway' | 'gateway2'; stateDir?: string; waitConnected?: boolean } = {}): Promise<AgentUnderTest> {
+  async agent(org: Org, options: { name?: string; token?: string | null; capacity?: number; gateway?: 'gateway' | 'gateway2'; stateDir?: string; waitConnected?: boolean; extraArgs?: string[] } = {}): Promise<AgentUnderTest> {
     const name = options.name ?? `${this.row.id}-${++this.agentCount}`;
     const agent = await launchAgent({
       command: this.shared.agentCommand,
@@ -163,6 +166,7 @@ export class RowContext {
       stateDir: options.stateDir ?? path.join(this.shared.scratch, 'agents', name),
       logFile: path.join(this.shared.scratch, 'agents', `${name}.log`),
       ...(options.capacity ? { capacity: options.capacity } : {}),
+      ...(options.extraArgs ? { extraArgs: options.extraArgs } : {}),
       ...(options.waitConnected === false ? {} : { ready: this.connectedSince(org, name, Date.now()) }),
     });
     this.agents.push(agent);
@@ -197,7 +201,7 @@ export class RowContext {
       body: {
         prompt,
         repoId: options.repoId ?? org.repoId,
-        queueType: 'backlog',
+        ...(options.parentJobId ? { queueType: 'rework' as const, parentJobId: options.parentJobId } : { queueType: 'backlog' as const }),
         ...(options.cancelGraceSeconds ? { cancelGraceSeconds: options.cancelGraceSeconds } : {}),
         ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
       },

@@ -21,14 +21,16 @@
 // file and then runs the job's prompt as bash: rows put the scenario in the prompt.
 //
 // What it judges. Only what is visible from outside the agent: job status, attempt, exit code,
-// failure reason and events over REST, the stored log pages (`GET …/logs`), listAgents, the agent's
-// exit code, and the runs' own records and pids. It never reads the agent's output (kept in the
+// failure reason, events and change over REST, the stored log pages (`GET …/logs`), the patch
+// (`GET …/diff`), listAgents, the agent's exit code, the runs' own records and pids, and for the
+// change rows a bare repository of the row's own as the remote (what was pushed, and git's own
+// diff of it, compared byte for byte; MAX_PATCH_BYTES is 6 MiB). It never reads the agent's output (kept in the
 // scratch folder for people) and never asserts a timing: every wait is a generous deadline after
 // which the row fails as "timed out".
 //
 // Output. A Markdown table (row, scenario, expected, observed, pass) on stdout; progress on
 // stderr. Exit 0 when every row that ran passed, 1 otherwise (2 for bad arguments). Rows run four
-// at a time; the whole kit takes about a minute on two cores (system start-up included).
+// at a time; the whole kit takes about a minute and a half on two cores (system start-up included).
 //
 //   DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres \
 //     npm run conformance -- --agent 'node --import tsx /path/to/agents/typescript/src/main.ts'

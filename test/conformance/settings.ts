@@ -17,6 +17,11 @@ export const settings = {
   /** JOB_START_TIMEOUT and JOB_RUN_TIMEOUT of jobs created through the deadline API. */
   shortStartTimeoutMs: 3_000,
   shortRunTimeoutMs: 4_000,
+  /**
+   * MAX_PATCH_BYTES: the largest patch the server stores (Welcome.max_patch_bytes). Above one gRPC
+   * message (4 MiB), so the change rows can send a patch that needs several chunks, and one too large.
+   */
+  maxPatchBytes: 6 * 1024 * 1024,
 
   /** A server process or an agent not ready this long after it was started is a harness failure. */
   processReadyMs: 60_000,
@@ -39,6 +44,7 @@ export function serverEnv(): Record<string, string> {
     DISPATCH_SWEEP_INTERVAL: `${settings.sweepIntervalMs}ms`,
     JOB_START_TIMEOUT: `${settings.startTimeoutMs}ms`,
     GATEWAY_DRAIN_TIMEOUT: `${settings.drainTimeoutMs}ms`,
+    MAX_PATCH_BYTES: String(settings.maxPatchBytes),
   };
 }
 
