@@ -32,11 +32,15 @@ const runs = (config: Config, role: 'api' | 'gateway' | 'worker') => config.role
 
 export async function startSystem(config: Config, logger: Logger): Promise<RunningSystem> {
   const cleanup: (() => Promise<void>)[] = [];
-  const stop = async () => {
-    for (const step of cleanup.reverse()) {
-      await step().catch((err: Error) => logger.error({ err }, 'error during shutdown'));
-    }
-  };
+  // Once, however often it is asked (a signal during a test's own stop, say): a second pass would
+  // close the pool and PGlite again, and log their refusals as errors.
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      for (const step of cleanup.splice(0).reverse()) {
+        await step().catch((err: Error) => logger.error({ err }, 'error during shutdown'));
+      }
+    })());
 
   try {
     await fs.mkdir(config.dataDir, { recursive: true });

@@ -96,7 +96,6 @@ describe.each(drivers)('readiness without a database on %s', (driver) => {
     t = await startTestSystem({ driver });
   });
   afterAll(async () => {
-    // Stopping closes the database a second time; that logs an error and is otherwise harmless.
     await t?.stop();
     await dropTestDatabases();
   });

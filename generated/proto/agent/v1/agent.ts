@@ -788,8 +788,11 @@ export interface JobFinished {
  *     running the command.
  *   - After the command exits with 0, it commits whatever the command left
  *     uncommitted (tracked and untracked files, as `git add --all` sees
- *     them, .gitignore respected) with a configurable author and a message
- *     made from the job (the prompt's first line, then "Job: <job_id>").
+ *     them, .gitignore respected) with a configurable identity as author and
+ *     committer, and a message made from the job: the prompt's first
+ *     non-blank line (for a rework, "Rework: " before it) cut to 72
+ *     characters, a blank line, then "Job: <job_id>". REPO_BRANCH stays the
+ *     repository's default branch; a rework's clone is on JOB_PARENT_BRANCH.
  *   - If the head is still base_commit, the run changed nothing: a valid
  *     outcome, reported with head_commit = base_commit, no commits, an
  *     empty branch and no patch. Otherwise it pushes the head to `branch`:
