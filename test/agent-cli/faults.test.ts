@@ -2,6 +2,7 @@
 // command, streams its output and reports how it ended; and the job survives the faults users meet
 // (cancel, an agent stopped or killed mid-job, a revoked token, a server restart). Log streaming
 // across a dropped connection and clone failures: runs.test.ts.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -153,6 +154,37 @@ describe(`the reference agent on ${driver}`, () => {
     expect(text).toContain('first');
     expect(text).toContain('the job goes back to the server');
     expect(text).toContain('second attempt');
+  });
+
+  it('gives a running job back on one Ctrl-C in the terminal of `npm run agent`, which signals the whole process group', async () => {
+    const org = await setup();
+    const stateDir = await fs.mkdtemp(path.join(scratch, 'ctrl-c-'));
+    // As a terminal runs it: npm, its shell and tsx in front of the agent, all in one process group.
+    const npm = spawn('npm', ['run', '-s', 'agent', '--', '--server', t.grpcAddress, '--exec', 'sleep 300', '--state-dir', stateDir, '--heartbeat', '500ms'], {
+      cwd: path.resolve(import.meta.dirname, '../..'),
+      env: { ...process.env, AGENT_TOKEN: org.agentToken },
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    npm.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    npm.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => npm.once('exit', (code) => resolve(code)));
+    try {
+      const job = await createJob(org.member, org.orgId, { repoId: org.repository.id });
+      await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'running', 60_000);
+
+      process.kill(-npm.pid!, 'SIGINT');
+      // Given back (the graceful path), not killed: a killed run would stay its until the lease ran out.
+      const requeued = await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'queued', 30_000);
+      expect(requeued.events.at(-1)?.type).toBe('requeued');
+      expect(requeued.events.at(-1)?.detail).toContain('the agent is shutting down');
+      await exited;
+      expect(output).toContain('stopping: no new jobs');
+      expect(output).not.toContain('second signal');
+    } finally {
+      if (npm.exitCode === null && npm.signalCode === null) process.kill(-npm.pid!, 'SIGKILL');
+    }
   });
 
   it('never runs a job twice at once: an agent whose link is cut for longer than its lease stops the run itself before the job goes to another agent', async () => {

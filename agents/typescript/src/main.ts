@@ -22,6 +22,8 @@ const EXIT_SECOND_SIGNAL = 130;
 const SHUTDOWN_REASON = 'the agent is shutting down';
 /** After its runs have stopped, how long a stopping agent waits for their reports to reach the server. */
 const FINAL_REPORT_WAIT_MS = 10_000;
+/** Signals this soon after the first are that one delivered again, not an operator's second. */
+const SAME_SIGNAL_MS = 2_000;
 
 async function main(): Promise<number> {
   let options: AgentOptions;
@@ -67,12 +69,19 @@ async function main(): Promise<number> {
   const connection = new AgentConnection({ target: options.server, token: options.token, heartbeatFallbackMs: options.heartbeatFallbackMs }, agent);
   agentLog.info('agent starting', { agentId, name: options.name, server: options.server.address, tls: options.server.tls, capacity: options.capacity, labels: options.labels.join(',') || undefined, workDir: options.workDir });
 
-  let signals = 0;
+  let firstSignalAt: number | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
-    signals++;
-    if (signals === 1) {
+    const now = performance.now();
+    if (firstSignalAt === undefined) {
+      firstSignalAt = now;
       agentLog.info('stopping: no new jobs; stopping running ones to give them back to the server (signal again to kill at once)', { signal, jobs: agent.heldJobCount });
       void stopGracefully(agent, connection, signal);
+      return;
+    }
+    // One Ctrl-C can arrive more than once: a terminal signals the whole process group, and npm (and
+    // tsx) pass the signal on to the agent again. Only a signal after that is the operator's second.
+    if (now - firstSignalAt < SAME_SIGNAL_MS) {
+      agentLog.debug('the same signal again (passed on by a parent process); still stopping gracefully', { signal });
       return;
     }
     agentLog.warn('second signal: killing every job now', { signal });
