@@ -45,7 +45,8 @@ git on this machine has.
 
 Signals: SIGINT/SIGTERM stop taking jobs, stop running ones (SIGTERM, then SIGKILL
 after the job's cancel grace) and give them back to the server, which runs them again
-on another agent (the attempt counts); then exit 0. A second signal kills at once (130).
+on another agent (the attempt counts); then exit 0. A second signal, 2 s or more after
+the first (one Ctrl-C reaches the agent more than once under npm), kills at once (130).
 Exit codes: 0 stopped by a signal, 1 the server refused the agent (e.g. revoked token)
 or the address does not speak gRPC, 2 bad arguments or state directory.`;
 
