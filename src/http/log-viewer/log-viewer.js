@@ -1,8 +1,11 @@
-// The log viewer page. It takes the access token from the URL fragment (which browsers never send to
-// a server), shows the job over REST and follows its log over the `streamJobLogs` WebSocket of
+// The job page. It takes the access token from the URL fragment (which browsers never send to a
+// server), shows the job over REST and follows its log over the `streamJobLogs` WebSocket of
 // openapi.yaml. Every resume passes `after` = the last line on screen, so a dropped connection neither
-// loses nor repeats a line. Plain JS with no dependencies: the page needs no build step and its
-// content security policy allows nothing but its own files and origin.
+// loses nor repeats a line. Once the job has succeeded it shows the change it made (getJobDiff for the
+// patch) and offers to rework it (createJob with queueType rework), then follows the new job.
+// Plain JS with no build step; the libraries that draw a change (diff2html, marked, DOMPurify) are
+// served by the same origin and loaded only when there is a change to draw, so the content security
+// policy still allows nothing but this origin's files.
 
 const SUBPROTOCOL = 'agent-jobs.v1';
 const TOKEN_SUBPROTOCOL_PREFIX = 'bearer.';
@@ -23,6 +26,20 @@ const REFUSALS = {
 };
 const OUTCOMES = { succeeded: 'Succeeded', failed: 'Failed', cancelled: 'Cancelled', timed_out: 'Timed out' };
 const STREAMS = new Set(['stdout', 'stderr', 'system']);
+/** Past this size the page does not draw a patch (a browser would stall on it); it can still be downloaded. */
+const MAX_DRAWN_PATCH_BYTES = 1024 * 1024;
+/** How diff2html draws a patch: one column, changed words marked; a file with more changed lines than this is left out. */
+const DIFF_OPTIONS = { outputFormat: 'line-by-line', drawFileList: true, matching: 'lines', diffMaxChanges: 5_000, diffMaxLineLength: 5_000, colorScheme: 'light' };
+/**
+ * What a summary may use of the Markdown it is written in: text structure and links, nothing that
+ * loads, runs, submits, styles or names anything (no images, forms, class or id). HTML written into
+ * the Markdown shows as the text it is (see loadRenderers); this keeps what Markdown itself makes.
+ */
+const SUMMARY_HTML = {
+  ALLOWED_TAGS: ['p', 'br', 'hr', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'strong', 'em', 'del', 's', 'code', 'pre', 'blockquote', 'ul', 'ol', 'li', 'a', 'table', 'thead', 'tbody', 'tr', 'th', 'td', 'sup', 'sub', 'kbd'],
+  ALLOWED_ATTR: ['href', 'title', 'align', 'start'],
+  RETURN_DOM_FRAGMENT: true,
+};
 
 const ui = {
   jobId: byId('job-id'),
@@ -39,6 +56,36 @@ const ui = {
   log: byId('log'),
   outcome: byId('outcome'),
   follow: byId('follow'),
+  parent: byId('parent'),
+  parentLink: byId('parent-link'),
+  promptTitle: byId('prompt-title'),
+  change: byId('change'),
+  noChange: byId('no-change'),
+  changeMade: byId('change-made'),
+  branch: byId('change-branch'),
+  pushed: byId('change-pushed'),
+  base: byId('change-base'),
+  head: byId('change-head'),
+  statFiles: byId('stat-files'),
+  statInsertions: byId('stat-insertions'),
+  statDeletions: byId('stat-deletions'),
+  pullRequestRow: byId('change-pr-row'),
+  pullRequest: byId('change-pr'),
+  commits: byId('change-commits'),
+  moreCommits: byId('more-commits'),
+  summary: byId('change-summary'),
+  patch: byId('patch'),
+  patchNote: byId('patch-note'),
+  patchRetry: byId('patch-retry'),
+  patchDownload: byId('patch-download'),
+  diff: byId('diff'),
+  rework: byId('rework'),
+  revisions: byId('revisions'),
+  reworkForm: byId('rework-form'),
+  reworkFeedback: byId('rework-feedback'),
+  reworkSubmit: byId('rework-submit'),
+  reworkState: byId('rework-state'),
+  reworkProblem: byId('rework-problem'),
 };
 const scroller = document.scrollingElement ?? document.documentElement;
 const ids = parsePath(location.pathname);
@@ -46,6 +93,10 @@ const ids = parsePath(location.pathname);
 const viewer = {
   token: '',
   maxAttempts: 0,
+  /** The job as GET answered it (its repository and revisions are what a rework needs). */
+  job: null,
+  /** Which change is on the page (`attempt/headCommit`), so the job and the end frame draw it once. */
+  shownChange: '',
   /** The seq of the last line on screen: what a resume asks to come after. */
   lastSeq: 0,
   shown: 0,
@@ -66,6 +117,10 @@ const viewer = {
 };
 /** Where the token lives when the browser refuses storage. */
 let memoryToken = '';
+/** The rework being sent: a retry of the same feedback after no answer keeps its Idempotency-Key. */
+const rework = { busy: false, /** @type {{ prompt: string, key: string } | null} */ pending: null };
+/** @type {Promise<{ markdown: any, purify: any, diff2html: any }> | null} */
+let renderers = null;
 
 main();
 
@@ -229,11 +284,19 @@ function stop(text, detail) {
 // --- rendering -------------------------------------------------------------------------------------
 
 function showJob(job) {
+  viewer.job = job;
   viewer.maxAttempts = job.maxAttempts;
   ui.prompt.textContent = job.prompt;
+  if (job.parentJobId) {
+    ui.promptTitle.textContent = 'Feedback';
+    ui.parentLink.textContent = `job ${job.parentJobId}`;
+    ui.parentLink.href = jobPagePath(job.parentJobId);
+    ui.parent.hidden = false;
+  }
   ui.job.hidden = false;
   ui.download.hidden = false;
   showStatus(job.status, job.attempt);
+  showChangeOf(job.status, job.change);
 }
 
 function showStatus(status, attempt) {
@@ -254,6 +317,7 @@ function showEnd(frame) {
   ui.outcome.dataset.status = frame.status;
   ui.outcome.hidden = false;
   setConnection('finished', 'finished');
+  showChangeOf(frame.status, frame.change);
   queueScroll();
 }
 
@@ -285,9 +349,15 @@ function queueScroll() {
     viewer.scrollQueued = false;
     if (!viewer.following) return;
     trim();
-    scroller.scrollTop = scroller.scrollHeight;
+    scroller.scrollTop = ui.change.hidden ? scroller.scrollHeight : logEndAt();
     viewer.autoScrolledTo = scroller.scrollTop;
   });
+}
+
+/** With a change below the log, the end of the log (and the outcome) stays in the upper part of the screen, the change under it. */
+function logEndAt() {
+  const end = ui.outcome.hidden ? ui.log : ui.outcome;
+  return end.getBoundingClientRect().bottom + scroller.scrollTop - (innerHeight * 2) / 3;
 }
 
 /** Only while following: removing lines above someone reading them would move the text under their eyes. */
@@ -310,7 +380,8 @@ function onScroll() {
   if (scroller.scrollTop === viewer.autoScrolledTo) return;
   viewer.autoScrolledTo = -1;
   viewer.following = atBottom();
-  ui.follow.hidden = viewer.following;
+  // Once the job has ended there is nothing more to follow.
+  ui.follow.hidden = viewer.following || viewer.ended;
 }
 
 function atBottom() {
@@ -329,21 +400,25 @@ function showMessage(text, detail) {
   ui.message.hidden = false;
 }
 
-async function download() {
-  ui.download.disabled = true;
+/** Saves what an API path answers as a file: the token goes in a header, so a plain link would not do. */
+async function download(button, suffix, filename, what) {
+  button.disabled = true;
   try {
-    const response = await fetch(apiPath('/logs/download'), { headers: { authorization: `Bearer ${viewer.token}` }, cache: 'no-store' });
-    if (!response.ok) throw new Error(REFUSALS[response.status] ?? `the server answered ${response.status}`);
+    const response = await fetch(apiPath(suffix), { headers: { authorization: `Bearer ${viewer.token}` }, cache: 'no-store' });
+    if (!response.ok) {
+      const problem = await response.json().catch(() => null);
+      throw new Error(problem?.detail ?? REFUSALS[response.status] ?? `the server answered ${response.status}`);
+    }
     const url = URL.createObjectURL(await response.blob());
     const link = document.createElement('a');
     link.href = url;
-    link.download = `job-${ids.jobId}.log`;
+    link.download = filename;
     link.click();
     setTimeout(() => URL.revokeObjectURL(url), 60_000);
   } catch (err) {
-    showMessage(`The log could not be downloaded: ${err instanceof Error ? err.message : err}`);
+    showMessage(`The ${what} could not be downloaded: ${err instanceof Error ? err.message : err}`);
   } finally {
-    ui.download.disabled = false;
+    button.disabled = false;
   }
 }
 
@@ -357,7 +432,14 @@ function wireControls() {
     ui.follow.hidden = true;
     queueScroll();
   });
-  ui.download.addEventListener('click', () => void download());
+  ui.download.addEventListener('click', () => void download(ui.download, '/logs/download', `job-${ids.jobId}.log`, 'log'));
+  ui.patchDownload.addEventListener('click', () => void download(ui.patchDownload, '/diff', `job-${ids.jobId}.diff`, 'patch'));
+  ui.patchRetry.addEventListener('click', () => void drawDiff());
+  // Sent from here, never by the browser: the policy allows no form submission (form-action 'none').
+  ui.reworkForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    void submitRework();
+  });
   ui.tokenForm.addEventListener('submit', (event) => {
     event.preventDefault();
     const token = ui.tokenInput.value.trim();
@@ -365,6 +447,272 @@ function wireControls() {
     storeToken(token);
     start(token);
   });
+}
+
+// --- the change ------------------------------------------------------------------------------------
+
+/** A job that succeeded with a change shows it, and may be reworked; the job and its end frame both call this. */
+function showChangeOf(status, change) {
+  if (status !== 'succeeded' || !change) return;
+  ui.rework.hidden = false;
+  showRevisions(viewer.job?.revisions ?? []);
+  const key = `${change.attempt}/${change.headCommit}`;
+  if (viewer.shownChange === key) return;
+  viewer.shownChange = key;
+  ui.change.hidden = false;
+  ui.noChange.hidden = change.changed;
+  ui.changeMade.hidden = !change.changed;
+  if (change.changed) showCommits(change);
+  void showSummary(change.summary);
+  showPatch(change);
+}
+
+function showCommits(change) {
+  ui.branch.textContent = change.branch ?? '';
+  ui.pushed.textContent = change.pushed ? 'pushed' : 'not pushed: only the agent that ran the job has it';
+  ui.pushed.dataset.pushed = String(change.pushed);
+  showCommitId(ui.base, change.baseCommit);
+  showCommitId(ui.head, change.headCommit);
+  const { filesChanged, insertions, deletions } = change.diffStat;
+  ui.statFiles.textContent = `${filesChanged.toLocaleString()} ${filesChanged === 1 ? 'file' : 'files'} changed`;
+  ui.statInsertions.textContent = `+${insertions.toLocaleString()}`;
+  ui.statDeletions.textContent = `−${deletions.toLocaleString()}`;
+  const rows = change.commits.map((commit) => {
+    const row = document.createElement('li');
+    const sha = document.createElement('code');
+    showCommitId(sha, commit.sha);
+    const subject = document.createElement('span');
+    subject.className = 'subject';
+    subject.textContent = commit.subject;
+    row.append(sha, ' ', subject);
+    return row;
+  });
+  ui.commits.replaceChildren(...rows);
+  const more = change.commitCount - change.commits.length;
+  ui.moreCommits.textContent = more > 0 ? `…and ${more.toLocaleString()} more ${more === 1 ? 'commit' : 'commits'} on the branch.` : '';
+  ui.moreCommits.hidden = more <= 0;
+  const pullRequest = change.pullRequestUrl ? webUrl(change.pullRequestUrl) : null;
+  ui.pullRequestRow.hidden = !pullRequest;
+  if (pullRequest) {
+    ui.pullRequest.href = pullRequest;
+    ui.pullRequest.textContent = pullRequest;
+  }
+}
+
+function showCommitId(element, sha) {
+  element.textContent = sha.slice(0, 7);
+  element.title = sha;
+  element.classList.add('sha');
+}
+
+/** The coding tool's Markdown, drawn as HTML only once DOMPurify has taken out everything but text structure and links. */
+async function showSummary(summary) {
+  ui.summary.hidden = !summary;
+  if (!summary) return ui.summary.replaceChildren();
+  let fragment;
+  try {
+    const { markdown, purify } = await loadRenderers();
+    fragment = purify.sanitize(markdown.parse(summary), SUMMARY_HTML);
+  } catch {
+    // Without the libraries, the text as it was written is still worth reading.
+    fragment = document.createElement('pre');
+    fragment.textContent = summary;
+  }
+  for (const link of fragment.querySelectorAll('a')) {
+    const href = webUrl(link.getAttribute('href') ?? '');
+    if (!href) {
+      link.replaceWith(...link.childNodes);
+      continue;
+    }
+    link.href = href;
+    link.rel = 'noopener noreferrer';
+    link.target = '_blank';
+  }
+  ui.summary.replaceChildren(fragment);
+}
+
+function showPatch(change) {
+  ui.diff.replaceChildren();
+  ui.patchRetry.hidden = true;
+  // "No changes" says it all: the patch is empty.
+  ui.patch.hidden = !change.changed;
+  if (!change.changed) return;
+  const size = byteSize(change.patch.bytes);
+  ui.patchDownload.hidden = !change.patch.available;
+  if (!change.patch.available) {
+    const holder = change.pushed ? `branch ${change.branch} holds it` : `branch ${change.branch}, on the agent that ran the job, holds it`;
+    return setPatchNote('too-large', `The patch (${size}) is too large for the server to keep: ${holder}.`);
+  }
+  if (change.patch.bytes > MAX_DRAWN_PATCH_BYTES) return setPatchNote('not-drawn', `The patch (${size}) is too large to show here: download it to read it.`);
+  void drawDiff();
+}
+
+/** Fetches the patch and draws it. Bytes, not text: files need not be UTF-8, and binary ones come as git binary patches. */
+async function drawDiff() {
+  const shown = viewer.shownChange;
+  ui.patchRetry.hidden = true;
+  setPatchNote('loading', 'Loading the diff…');
+  let response;
+  try {
+    response = await fetch(apiPath('/diff'), { headers: { authorization: `Bearer ${viewer.token}`, accept: 'text/x-diff, application/problem+json' }, cache: 'no-store' });
+  } catch {
+    return diffFailed('The diff could not be loaded: the server did not answer.');
+  }
+  if (!response.ok) {
+    const problem = await response.json().catch(() => null);
+    if (response.status === 409) return setPatchNote('too-large', problem?.detail ?? 'The patch is too large for the server to keep: the branch holds it.');
+    return diffFailed(`The diff could not be loaded: ${problem?.detail ?? REFUSALS[response.status] ?? `the server answered ${response.status}`}`);
+  }
+  let patch;
+  let drawn;
+  try {
+    patch = decodePatch(new Uint8Array(await response.arrayBuffer()));
+    const { purify, diff2html } = await loadRenderers();
+    // Whatever the patch holds is text to diff2html, which escapes it; DOMPurify makes sure of it.
+    drawn = purify.sanitize(diff2html.html(patch.text, DIFF_OPTIONS), { FORBID_TAGS: ['style', 'form'], RETURN_DOM_FRAGMENT: true });
+  } catch (err) {
+    return diffFailed(`The diff could not be shown: ${err instanceof Error ? err.message : err}`);
+  }
+  if (viewer.shownChange !== shown) return;
+  ui.diff.replaceChildren(drawn);
+  setPatchNote('shown', patch.valid ? '' : 'Some of the patch is not UTF-8: those bytes show as �.');
+}
+
+/** UTF-8 as far as it goes; bytes that are not show as U+FFFD. */
+function decodePatch(bytes) {
+  try {
+    return { text: new TextDecoder('utf-8', { fatal: true }).decode(bytes), valid: true };
+  } catch {
+    return { text: new TextDecoder('utf-8').decode(bytes), valid: false };
+  }
+}
+
+function diffFailed(text) {
+  setPatchNote('failed', text);
+  ui.patchRetry.hidden = false;
+}
+
+function setPatchNote(state, text) {
+  ui.patch.dataset.state = state;
+  ui.patchNote.textContent = text;
+}
+
+function byteSize(bytes) {
+  if (bytes < 1024) return `${bytes.toLocaleString()} bytes`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toLocaleString(undefined, { maximumFractionDigits: 1 })} ${units[unit]}`;
+}
+
+/** The libraries, loaded once and only for a page that has a change to draw. */
+function loadRenderers() {
+  renderers ??= Promise.all([import('/ui/vendor/marked.esm.js'), import('/ui/vendor/purify.es.mjs'), loadScript('/ui/vendor/diff2html.min.js')])
+    .then(([marked, purify]) => ({
+      // HTML in the Markdown stays text: even parsed inertly for DOMPurify, its handlers and styles would
+      // meet the content security policy (blocked, and reported), and `Vec<String>` would lose a word.
+      markdown: new marked.Marked({ async: false, gfm: true, renderer: { html: ({ text }) => escapeHtml(text) } }),
+      purify: purify.default,
+      diff2html: globalThis.Diff2Html,
+    }))
+    .catch((err) => {
+      renderers = null;
+      throw err;
+    });
+  return renderers;
+}
+
+function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** diff2html's browser build is a classic script that defines the global Diff2Html. */
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement('script');
+    script.src = src;
+    script.addEventListener('load', () => resolve(undefined));
+    script.addEventListener('error', () => reject(new Error(`${src} did not load`)));
+    document.head.append(script);
+  });
+}
+
+// --- rework ----------------------------------------------------------------------------------------
+
+function showRevisions(revisions) {
+  ui.revisions.hidden = revisions.length === 0;
+  if (revisions.length === 0) return;
+  const links = revisions.map((jobId) => {
+    const link = document.createElement('a');
+    link.href = jobPagePath(jobId);
+    link.textContent = `job ${jobId}`;
+    return link;
+  });
+  const list = links.flatMap((link, i) => (i === 0 ? [link] : [', ', link]));
+  ui.revisions.replaceChildren(`Reworked already in ${links.length === 1 ? '' : 'these jobs: '}`, ...list, '. A new rework continues the latest revision, so rework that one.');
+}
+
+/** Queues a rework of this job with the feedback, then follows it: the page moves to the new job. */
+async function submitRework() {
+  if (rework.busy || !viewer.job) return;
+  const prompt = ui.reworkFeedback.value;
+  if (!prompt.trim()) return showReworkProblem('Write the feedback first: what should the agent change?');
+  // The same feedback sent again after no answer is the same request: the server answers it once.
+  const key = rework.pending?.prompt === prompt ? rework.pending.key : newUuid();
+  rework.pending = { prompt, key };
+  setReworkBusy(true, 'Sending…');
+  ui.reworkProblem.hidden = true;
+  let response;
+  try {
+    response = await fetch(`/v1/orgs/${encodeURIComponent(ids.orgId)}/jobs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${viewer.token}`, 'content-type': 'application/json', accept: 'application/json, application/problem+json', 'idempotency-key': key },
+      body: JSON.stringify({ queueType: 'rework', parentJobId: ids.jobId, repoId: viewer.job.repoId, prompt }),
+      cache: 'no-store',
+    });
+  } catch {
+    setReworkBusy(false, '');
+    return showReworkProblem('The rework was not sent: the server did not answer. Send it again: it will be queued once.');
+  }
+  if (response.status === 201) {
+    const job = await response.json();
+    setReworkBusy(true, 'Queued: opening it…');
+    // The new page takes the token from the fragment, as this one did: it works without storage too.
+    location.assign(`${jobPagePath(job.id)}#${new URLSearchParams({ token: viewer.token })}`);
+    return;
+  }
+  const problem = await response.json().catch(() => null);
+  // The server answered: a new request, with a fresh key, is what comes next (not a retry of this one).
+  if (response.status < 500 && response.status !== 429) rework.pending = null;
+  setReworkBusy(false, '');
+  showReworkProblem(problem?.detail ?? REFUSALS[response.status] ?? `The server answered ${response.status}.`, problem?.errors);
+}
+
+function setReworkBusy(busy, text) {
+  rework.busy = busy;
+  ui.reworkSubmit.disabled = busy;
+  ui.reworkFeedback.readOnly = busy;
+  ui.reworkState.textContent = text;
+}
+
+/** An RFC 9457 problem: its detail, then what it says of each field. */
+function showReworkProblem(detail, errors) {
+  const parts = [Object.assign(document.createElement('span'), { className: 'problem-detail', textContent: detail })];
+  if (Array.isArray(errors) && errors.length > 0) {
+    const list = document.createElement('ul');
+    for (const error of errors) {
+      const item = document.createElement('li');
+      item.textContent = String(error?.message ?? '');
+      list.append(item);
+    }
+    parts.push(list);
+  }
+  ui.reworkProblem.replaceChildren(...parts);
+  ui.reworkProblem.hidden = false;
 }
 
 // --- addresses -------------------------------------------------------------------------------------
@@ -381,6 +729,30 @@ function parsePath(pathname) {
 
 function apiPath(suffix) {
   return `/v1/orgs/${encodeURIComponent(ids.orgId)}/jobs/${encodeURIComponent(ids.jobId)}${suffix}`;
+}
+
+function jobPagePath(jobId) {
+  return `/ui/orgs/${encodeURIComponent(ids.orgId)}/jobs/${encodeURIComponent(jobId)}`;
+}
+
+/** An absolute http(s) address, or null: nothing else may become a link the page offers. */
+function webUrl(text) {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/** crypto.randomUUID needs a secure context; getRandomValues does not, and the page may be served over plain http. */
+function newUuid() {
+  if (typeof crypto.randomUUID === 'function' && isSecureContext) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 function byId(id) {
