@@ -176,6 +176,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     }
   });
 
+  // openapi.yaml names text/x-diff (the diff download) and the glue expects a parser for every media
+  // type it names; one that keeps the bytes is enough, since preValidation above refuses any body whose
+  // type its operation does not take.
+  app.addContentTypeParser('text/x-diff', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+
   const handlers = createHandlers(deps);
   for (const id of operationIds) if (typeof handlers[id] !== 'function') throw new Error(`no handler for ${id}`);
   await app.register(openapiGlue, {

@@ -1,4 +1,5 @@
 // The Temporal worker: hosts the job workflow and its activities on the jobs task queue.
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
 import type { Logger } from 'pino';
@@ -23,8 +24,11 @@ export interface WorkerOptions {
  */
 export const MAX_CACHED_WORKFLOWS = 250;
 
+const builtServer = !import.meta.url.endsWith('.ts');
 // Run from source (tsx) the entry is index.ts; from a build, index.js beside this file.
-export const workflowsPath = fileURLToPath(new URL(`./workflows/index${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
+export const workflowsPath = fileURLToPath(new URL(`./workflows/index${builtServer ? '.js' : '.ts'}`, import.meta.url));
+/** The bundle `npm run build` precompiles (scripts/build-server.ts), used by a built server. */
+const prebuiltBundle = builtServer ? fileURLToPath(new URL('../../workflow-bundle.js', import.meta.url)) : undefined;
 
 export interface RunningWorker {
   worker: Worker;
@@ -50,6 +54,7 @@ export function installTemporalLogging(logger: Logger): void {
 }
 
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
+  const bundle = options.workflowBundlePath ?? (prebuiltBundle && existsSync(prebuiltBundle) ? prebuiltBundle : undefined);
   const connection = await NativeConnection.connect({ address: options.address });
   const worker = await Worker.create({
     connection,
@@ -57,7 +62,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     taskQueue: options.taskQueue,
     activities: options.activities,
     maxCachedWorkflows: MAX_CACHED_WORKFLOWS,
-    ...(options.workflowBundlePath ? { workflowBundle: { codePath: options.workflowBundlePath } } : { workflowsPath }),
+    ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath }),
   });
   const done = worker.run().finally(() => connection.close());
   return { worker, done };
