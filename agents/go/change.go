@@ -34,7 +34,7 @@ const (
 )
 
 // pinnedDiffOptions fix what a user's git config could change in a patch or its stat (agent.proto, RunChange).
-var pinnedDiffOptions = []string{"--no-color", "--no-ext-diff", "--no-textconv", "--no-relative", "--src-prefix=a/", "--dst-prefix=b/", "--find-renames", "--diff-algorithm=myers"}
+var pinnedDiffOptions = []string{"--full-index", "--no-color", "--no-ext-diff", "--no-textconv", "--no-relative", "--src-prefix=a/", "--dst-prefix=b/", "--find-renames", "--diff-algorithm=myers"}
 
 // gitFunc runs `git <args>` in the clone. Its stdout goes to stdout (nil: the job's log, or nowhere).
 // It returns git's exit code (-1 when git did not exit by itself) and its stderr; err only when git

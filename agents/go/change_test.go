@@ -324,7 +324,7 @@ func TestPushedChangeWithCommitsStatAndPatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	var direct bytes.Buffer
-	if err := runGit(g, &direct, "diff", "--binary", "--no-color", "--no-ext-diff", "--no-textconv", base, head); err != nil {
+	if err := runGit(g, &direct, append(append([]string{"-c", "core.quotePath=true", "diff", "--binary"}, pinnedDiffOptions...), base, head)...); err != nil {
 		t.Fatal(err)
 	}
 	if uint64(len(patch)) != change.PatchSize || !bytes.Equal(patch, direct.Bytes()) || !bytes.Contains(patch, []byte("GIT binary patch")) ||

@@ -19,7 +19,7 @@ const MiB = 1024 * 1024;
 /** Above one gRPC message (4 MiB), so a patch between the two needs several chunks and acks. */
 const MAX_PATCH_BYTES = 6 * MiB;
 const AUTHOR = 'Robo Coder <robo@example.test>';
-const PINNED_DIFF = ['-c', 'core.quotePath=true', 'diff', '--binary', '--no-color', '--no-ext-diff', '--no-textconv', '--no-relative', '--src-prefix=a/', '--dst-prefix=b/', '--find-renames', '--diff-algorithm=myers'];
+const PINNED_DIFF = ['-c', 'core.quotePath=true', 'diff', '--binary', '--full-index', '--no-color', '--no-ext-diff', '--no-textconv', '--no-relative', '--src-prefix=a/', '--dst-prefix=b/', '--find-renames', '--diff-algorithm=myers'];
 
 type Remote = Awaited<ReturnType<typeof createBareRepository>>;
 

@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 /** One gRPC message: a patch above it must come in several PatchChunks. */
 const GRPC_MESSAGE_BYTES = 4 * MiB;
 /** agent.proto, RunChange: the patch and the diff stat are exactly git's output with these options. */
-const PINNED = ['--no-color', '--no-ext-diff', '--no-textconv', '--no-relative', '--src-prefix=a/', '--dst-prefix=b/', '--find-renames', '--diff-algorithm=myers'];
+const PINNED = ['--full-index', '--no-color', '--no-ext-diff', '--no-textconv', '--no-relative', '--src-prefix=a/', '--dst-prefix=b/', '--find-renames', '--diff-algorithm=myers'];
 const PINNED_DIFF = ['-c', 'core.quotePath=true', 'diff', '--binary', ...PINNED];
 const PINNED_NUMSTAT = ['-c', 'core.quotePath=true', 'diff', '--numstat', ...PINNED];
 /** agent.proto, RunChange: a backlog job's branch is this prefix (the default) and the job id. */

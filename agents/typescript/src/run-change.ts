@@ -14,7 +14,7 @@ export const MAX_SUMMARY_CHARS = 65_536;
 /** Characters of the prompt's first line in the agent's commit message. */
 const TITLE_CHARS = 72;
 /** What a user's git config could change in a patch or its stat (agent.proto, RunChange). */
-const PINNED_DIFF = ['--no-color', '--no-ext-diff', '--no-textconv', '--no-relative', '--src-prefix=a/', '--dst-prefix=b/', '--find-renames', '--diff-algorithm=myers'];
+const PINNED_DIFF = ['--full-index', '--no-color', '--no-ext-diff', '--no-textconv', '--no-relative', '--src-prefix=a/', '--dst-prefix=b/', '--find-renames', '--diff-algorithm=myers'];
 
 export interface GitResult {
   code: number;

@@ -805,12 +805,12 @@ export interface JobFinished {
  *     agent told not to push (the reference agent's --no-push) reports the
  *     branch it would have pushed, with pushed = false.
  *   - The patch is the output of `git -c core.quotePath=true diff --binary
- *     --no-color --no-ext-diff --no-textconv --no-relative --src-prefix=a/
- *     --dst-prefix=b/ --find-renames --diff-algorithm=myers base_commit
- *     head_commit` (full index lines, binary files as git binary patches;
- *     the options pin what a user's git config could change), byte for
- *     byte: it need not be UTF-8, and `git apply` on base_commit reproduces
- *     head_commit's tree. The diff stat is `git diff --numstat` with the
+ *     --full-index --no-color --no-ext-diff --no-textconv --no-relative
+ *     --src-prefix=a/ --dst-prefix=b/ --find-renames --diff-algorithm=myers
+ *     base_commit head_commit` (full index lines, binary files as git binary
+ *     patches; the options pin what a user's git config could change), byte
+ *     for byte: it need not be UTF-8, and `git apply` on base_commit
+ *     reproduces head_commit's tree. The diff stat is `git diff --numstat` with the
  *     same options over the same range: each line one file, its added and
  *     removed line counts ("-" for a binary file, counted 0).
  *   - The commits are `git rev-list --reverse base_commit..head_commit`,
