@@ -15,6 +15,7 @@ import { createJobActivities } from './temporal/activities/job.activities.js';
 import { connectTemporal, createJobStepCompletions, createJobWorkflows } from './temporal/client.js';
 import { startTemporalDevServer, type DevServer } from './temporal/dev-server.js';
 import { installTemporalLogging, startWorker, type RunningWorker } from './temporal/worker.js';
+import { Metrics } from './observability/metrics.js';
 
 export interface RunningSystem {
   config: Config;
@@ -68,7 +69,9 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
     cleanup.push(() => temporal.connection.close());
 
     const bus = new EventBus(database, (msg, details) => logger.warn(details, msg));
+    const metrics = new Metrics();
     const services = createServices({
+      metrics,
       config,
       database,
       bus,
@@ -94,6 +97,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
         sweepIntervalMs: config.agents.sweepIntervalMs,
         drainMs: config.agents.drainTimeoutMs,
       }, logger);
+      metrics.observeAgents(() => gateway.capacity());
       await gateway.start();
       const grpc = await startGrpcEndpoint(config.host, config.grpcPort, (server) => gateway.register(server));
       cleanup.push(() => grpc.stop());
@@ -124,7 +128,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
       // The API writes idempotency keys, so it sweeps the expired ones (every replica; deletes are harmless twice).
       services.idempotency.start();
       cleanup.push(async () => services.idempotency.stop());
-      const app = await buildApp({ config, services, database, temporal, logger });
+      const app = await buildApp({ config, services, database, temporal, logger, metrics: metrics.registry });
       cleanup.push(() => app.close());
       await app.listen({ host: config.host, port: config.httpPort });
       const address = app.server.address();

@@ -10,6 +10,7 @@ import { Dispatcher } from '../services/dispatcher.js';
 import type { EventBus } from '../services/notifications.js';
 import { AgentSession, type AgentStream, type SessionSettings } from './agent-session.js';
 import { InboundBudget } from './inbound-budget.js';
+import type { AgentCapacity } from '../observability/metrics.js';
 
 export interface AgentGatewayOptions extends SessionSettings {
   /** How often every session looks for work even without a notification (a lost NOTIFY costs at most this). */
@@ -90,6 +91,13 @@ export class AgentGateway {
 
   get connectedAgents(): number {
     return this.sessions.size;
+  }
+
+  /** What this process's agents offer, for the metrics. */
+  capacity(): AgentCapacity {
+    let freeSlots = 0;
+    for (const session of this.sessions.values()) freeSlots += session.slots?.freeSlots ?? 0;
+    return { connected: this.sessions.size, freeSlots };
   }
 
   private open(call: AgentStream): void {

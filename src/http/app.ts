@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import Fastify, { type ConnectionError, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import openapiGlue from 'fastify-openapi-glue';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import { operationIds, operationRoutes, type ApiHandlers, type OperationId } from '../../generated/openapi/handlers.js';
 import type { Config } from '../config.js';
 import { AppError, InvalidArgumentError, UnauthenticatedError, UnavailableError } from '../errors.js';
@@ -38,6 +39,8 @@ export interface AppDeps {
   database: DatabaseHandle;
   temporal: Client;
   logger: Logger;
+  /** The process's metrics, served at /metrics. */
+  metrics: Registry;
 }
 
 export function createHandlers(deps: AppDeps): ApiHandlers<RequestContext> {
@@ -153,7 +156,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   };
   app.setNotFoundHandler(noRoute);
 
-  const metrics = registerMetrics(app);
+  const metrics = registerMetrics(app, deps.metrics);
 
   const secured = securedOperationIds(specification);
   const userAuth = refusingAgentTokens(services.userAuth);

@@ -1,10 +1,9 @@
-// Prometheus metrics at /metrics: process defaults plus request rate, latency and status by route.
+// /metrics serves the process's registry (src/observability/metrics.ts), with request rate, latency
+// and status by route added here.
 import type { FastifyInstance } from 'fastify';
-import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { Histogram, type Registry } from 'prom-client';
 
-export function registerMetrics(app: FastifyInstance): Registry {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+export function registerMetrics(app: FastifyInstance, registry: Registry): Registry {
   const duration = new Histogram({
     name: 'http_request_duration_seconds',
     help: 'HTTP request latency by route template and status',

@@ -13,6 +13,7 @@ import { isTerminalStatus, type JobRow, type LogStream, type ReportedOutcome, ty
 import { ConflictError, InvalidArgumentError, NotFoundError, PermissionDeniedError, UnauthenticatedError } from '../errors.js';
 import { InvalidChangeError, normaliseChange, type ReportedChange } from '../domain/change.js';
 import type { JobOutcome, JobTimeouts } from '../domain/job.js';
+import type { Metrics } from '../observability/metrics.js';
 import { hashAgentSecret } from './agent-tokens.service.js';
 import type { CompletionResult, JobStepCompletions } from './workflow-ports.js';
 
@@ -173,7 +174,7 @@ export class AgentGatewayService {
    */
   private readonly redelivered = new Map<string, number>();
 
-  constructor(private readonly deps: { db: Database; completions: JobStepCompletions; log: (msg: string, err?: unknown) => void; maxPatchBytes: number }) {}
+  constructor(private readonly deps: { db: Database; completions: JobStepCompletions; log: (msg: string, err?: unknown) => void; maxPatchBytes: number; metrics: Metrics }) {}
 
   /** The largest patch this server stores (Welcome.max_patch_bytes). */
   get maxPatchBytes(): number {
@@ -321,6 +322,7 @@ export class AgentGatewayService {
     for (;;) {
       const job = await claimNextJob(this.deps.db, session, exclude);
       if (!job) return undefined;
+      this.deps.metrics.jobAssigned(job.queueType, job.createdAt, job.assignedAt, job.attempt);
       // Without a token the claim step has not started waiting yet; it will find the job assigned.
       if (job.claimTaskToken) {
         const result = await this.deps.completions.completeClaim(job.claimTaskToken, { agentId: session.agentId, attempt: job.attempt });
@@ -445,6 +447,9 @@ export class AgentGatewayService {
     if (!(await logsRepo.insertLines(this.deps.db, job.id, batch.attempt, fresh, { agentId: session.agentId }))) {
       throw new NotFoundError(`Job ${batch.jobId} attempt ${batch.attempt} held by this agent`);
     }
+    let units = 0;
+    for (const line of fresh) units += line.text.length;
+    this.deps.metrics.logStored(fresh.length, units);
     return Math.max(stored, batch.firstSeq + batch.lines.length - 1);
   }
 
@@ -478,6 +483,7 @@ export class AgentGatewayService {
     if (!(await changesRepo.insertPatchChunk(this.deps.db, { jobId: job.id, attempt: chunk.attempt, agentId: session.agentId }, stored, fresh))) {
       throw new NotFoundError(`Job ${chunk.jobId} attempt ${chunk.attempt} held by this agent`);
     }
+    this.deps.metrics.patchStored(fresh.byteLength);
     return end;
   }
 

@@ -132,6 +132,11 @@ export class AgentSlots {
     return this.pumping !== undefined;
   }
 
+  /** Slots free for new jobs: none while closed or draining. */
+  get freeSlots(): number {
+    return this.open && !this.draining ? Math.max(0, this.agent.capacity - this.running.size) : 0;
+  }
+
   /** The agent takes work now: open, not draining, below its capacity. */
   get hasRoom(): boolean {
     return this.open && !this.draining && this.running.size < this.agent.capacity;

@@ -13,6 +13,7 @@ import { LogsService } from './logs.service.js';
 import type { EventBus } from './notifications.js';
 import { RepositoriesService } from './repositories.service.js';
 import { WorkflowStarter } from './workflow-starter.service.js';
+import type { Metrics } from '../observability/metrics.js';
 
 export interface Services {
   userAuth: UserAuthenticator;
@@ -34,6 +35,7 @@ export function createServices(deps: {
   completions: JobStepCompletions;
   bus: EventBus;
   log: (msg: string, err?: unknown) => void;
+  metrics: Metrics;
 }): Services {
   const { config, database, workflows, completions } = deps;
   const { db } = database;
@@ -52,6 +54,7 @@ export function createServices(deps: {
       workflows,
       maxQueuedPerOrg: config.jobs.maxQueuedPerOrg,
       idempotency,
+      metrics: deps.metrics,
       timeouts: {
         queueMs: config.jobs.queueTimeoutMs,
         startMs: config.jobs.startTimeoutMs,
@@ -60,10 +63,10 @@ export function createServices(deps: {
         cancelGraceMs: config.jobs.cancelGraceMs,
       },
     }),
-    lifecycle: new JobLifecycleService({ db, publish }),
+    lifecycle: new JobLifecycleService({ db, publish, metrics: deps.metrics }),
     logs: new LogsService(db),
     agentTokens: new AgentTokensService({ db, publish }),
     agents: new AgentsService(db),
-    gateway: new AgentGatewayService({ db, completions, log: deps.log, maxPatchBytes: config.agents.maxPatchBytes }),
+    gateway: new AgentGatewayService({ db, completions, log: deps.log, maxPatchBytes: config.agents.maxPatchBytes, metrics: deps.metrics }),
   };
 }

@@ -7,13 +7,14 @@ import * as jobsRepo from '../db/jobs.repository.js';
 import * as logsRepo from '../db/logs.repository.js';
 import { jobs, isTerminalStatus, type JobStatus, type ReportedOutcome, type TerminalJobStatus } from '../db/schema/index.js';
 import { ConflictError, NotFoundError } from '../errors.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { AttemptRef, JobClaim, LeaseQuery } from '../temporal/shared.js';
 import type { Publish } from './notifications.js';
 
 const unfinished: JobStatus[] = ['queued', 'assigned', 'running'];
 
 export class JobLifecycleService {
-  constructor(private readonly deps: { db: Database; publish: Publish }) {}
+  constructor(private readonly deps: { db: Database; publish: Publish; metrics: Metrics }) {}
 
   /**
    * The workflow waits for an agent: record its claim task token so a dispatcher can complete it.
@@ -51,6 +52,7 @@ export class JobLifecycleService {
       { type: status, detail: details.reason ?? null },
     );
     if (row) {
+      this.deps.metrics.jobFinished(status, row.queueType, row.startedAt, row.finishedAt);
       // Ended by the workflow while an agent holds it (cancelled while being claimed, timed out):
       // make sure the agent stops too. Harmless if the agent already finished it.
       if (row.agentId && (status === 'cancelled' || status === 'timed_out')) {
@@ -79,7 +81,10 @@ export class JobLifecycleService {
       { finishedAt: new Date(), failureReason: reason, claimTaskToken: null, executeTaskToken: null },
       { type: 'cancelled', detail: reason },
     );
-    if (ended) return null;
+    if (ended) {
+      this.deps.metrics.jobFinished('cancelled', ended.queueType, null, ended.finishedAt);
+      return null;
+    }
     const job = await jobsRepo.findJobById(this.deps.db, jobId);
     if (!job) throw new NotFoundError(`Job ${jobId}`);
     if ((job.status === 'assigned' || job.status === 'running') && job.agentId) return { agentId: job.agentId, attempt: job.attempt };
@@ -122,6 +127,7 @@ export class JobLifecycleService {
     // A repeated activity finds the job queued already, or claimed again: nothing to announce.
     if (!moved) return;
     const { row, before } = moved;
+    this.deps.metrics.jobRequeued(options.uncount || options.declined ? 'declined' : 'lost');
     if (before.agentId) await this.deps.publish('agent_drop', { jobId, agentId: before.agentId, attempt: before.attempt, reason: `the job went back to the queue: ${reason}` });
     // Announced again, for dispatchers on every replica.
     await this.deps.publish('job_queued', { orgId: row.orgId, jobId });

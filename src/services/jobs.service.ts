@@ -10,6 +10,7 @@ import { isTerminalStatus, type JobEventRow, type JobRow, type JobStatus, type Q
 import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../errors.js';
 import { toJobChange, type JobChange } from '../domain/change.js';
 import type { JobTimeouts } from '../domain/job.js';
+import type { Metrics } from '../observability/metrics.js';
 import { requireOrgRole, type Caller } from './access.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { fingerprint, revive, type IdempotencyKeys, type KeyedRequest, type Submitted } from './idempotency.js';
@@ -52,6 +53,7 @@ export interface JobsServiceDeps {
   timeouts: JobTimeouts;
   maxQueuedPerOrg: number;
   idempotency: IdempotencyKeys;
+  metrics: Metrics;
 }
 
 const DEFAULT_MAX_ATTEMPTS = 3;
@@ -118,6 +120,7 @@ export class JobsService {
       });
     }, answered);
     if (submitted.replayed) return submitted;
+    this.deps.metrics.jobCreated(submitted.resource.queueType);
     this.deps.kickStarter();
     // Dispatchers may assign it right away; its claim step completes at once when it finds it assigned.
     await this.deps.publish('job_queued', { orgId, jobId: submitted.resource.id });
