@@ -65,6 +65,7 @@ const envSchema = z
     TEMPORAL_CLI_PATH: optionalString,
     TEMPORAL_DEV_PORT: port(7233),
     TEMPORAL_WORKFLOW_BUNDLE: optionalString,
+    TEMPORAL_METRICS_ADDRESS: optionalString,
 
     PROPELAUTH_AUTH_URL: optionalString.pipe(z.url({ error: 'must be a URL such as https://auth.example.com' }).optional()),
     PROPELAUTH_API_KEY: optionalString,
@@ -129,6 +130,8 @@ export interface Config {
     cliPath: string | undefined;
     devPort: number;
     workflowBundlePath: string | undefined;
+    /** host:port where the worker serves the Temporal SDK's own Prometheus metrics (off when unset). */
+    metricsAddress: string | undefined;
   };
   auth: AuthConfig;
   jobs: {
@@ -202,6 +205,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       cliPath: e.TEMPORAL_CLI_PATH,
       devPort: e.TEMPORAL_DEV_PORT,
       workflowBundlePath: e.TEMPORAL_WORKFLOW_BUNDLE,
+      metricsAddress: e.TEMPORAL_METRICS_ADDRESS,
     },
     auth: e.PROPELAUTH_AUTH_URL
       ? {

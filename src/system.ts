@@ -108,7 +108,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
     }
 
     if (runs(config, 'worker')) {
-      installTemporalLogging(logger);
+      installTemporalLogging(logger, config.temporal.metricsAddress);
       const running: RunningWorker = await startWorker({
         address: temporalAddress,
         namespace: config.temporal.namespace,

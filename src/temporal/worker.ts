@@ -39,10 +39,12 @@ export interface RunningWorker {
 let runtimeInstalled = false;
 
 /**
- * Sends the Temporal SDK's own log (bundler output, worker state) to our logger at warn and above.
- * The SDK allows one Runtime per process, so only the first call takes effect.
+ * Sends the Temporal SDK's own log (bundler output, worker state, and its native core's, which it
+ * would otherwise print to the console as coloured text) to our logger at warn and above; and,
+ * with `metricsAddress`, serves the worker's own Prometheus metrics there. The SDK allows one
+ * Runtime per process, so only the first call takes effect.
  */
-export function installTemporalLogging(logger: Logger): void {
+export function installTemporalLogging(logger: Logger, metricsAddress?: string): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
   const levels: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = { TRACE: 'trace', DEBUG: 'debug', INFO: 'info', WARN: 'warn', ERROR: 'error' };
@@ -50,6 +52,10 @@ export function installTemporalLogging(logger: Logger): void {
     // The process stops its roles in order on SIGINT/SIGTERM (main.ts); the worker must not stop itself first.
     shutdownSignals: [],
     logger: new DefaultLogger('WARN', ({ level, message, meta }) => logger[levels[level]]({ temporal: meta }, message)),
+    telemetryOptions: {
+      logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} },
+      ...(metricsAddress ? { metrics: { prometheus: { bindAddress: metricsAddress } } } : {}),
+    },
   });
 }
 
