@@ -43,28 +43,48 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
       }
     })());
 
+  // The start-up log says what each step took (`ms`, from the start), so a slow start points at its cause.
+  const began = performance.now();
+  const took = () => Math.round(performance.now() - began);
   try {
     await fs.mkdir(config.dataDir, { recursive: true });
 
-    const database = await openDatabase(config.database, (msg) => logger.warn(msg));
-    cleanup.push(() => database.close());
-    await database.migrate();
-    logger.info({ driver: database.driver, ...(config.database.kind === 'pglite' ? { dir: config.database.dir } : {}) }, 'database ready, migrations applied');
-
-    let temporalAddress = config.temporal.address;
-    if (!temporalAddress) {
-      const devServer: DevServer = await startTemporalDevServer({
-        dataDir: config.dataDir,
-        port: config.temporal.devPort,
-        cliPath: config.temporal.cliPath,
-        dbFile: path.join(config.dataDir, 'temporal', 'dev.db'),
-        namespace: config.temporal.namespace,
-        log: (line) => logger.info(line),
-      });
+    // The database and the embedded Temporal server start side by side: neither needs the other.
+    const opening = (async () => {
+      const handle = await openDatabase(config.database, (msg) => logger.warn(msg));
+      try {
+        await handle.migrate();
+      } catch (err) {
+        await handle.close().catch(() => undefined);
+        throw err;
+      }
+      logger.info({ driver: handle.driver, ms: took(), ...(config.database.kind === 'pglite' ? { dir: config.database.dir } : {}) }, 'database ready, migrations applied');
+      return handle;
+    })();
+    const embedding = config.temporal.address
+      ? Promise.resolve(undefined)
+      : startTemporalDevServer({
+          dataDir: config.dataDir,
+          port: config.temporal.devPort,
+          cliPath: config.temporal.cliPath,
+          dbFile: path.join(config.dataDir, 'temporal', 'dev.db'),
+          namespace: config.temporal.namespace,
+          log: (line) => logger.info(line),
+        }).then((devServer: DevServer) => {
+          logger.info({ address: devServer.address, using: devServer.source, ms: took() }, 'embedded Temporal dev server started');
+          return devServer;
+        });
+    const [opened, embedded] = await Promise.allSettled([opening, embedding]);
+    // Whatever started is stopped again by stop(), even when the other failed.
+    if (opened.status === 'fulfilled') cleanup.push(() => opened.value.close());
+    if (embedded.status === 'fulfilled' && embedded.value) {
+      const devServer = embedded.value;
       cleanup.push(() => devServer.stop());
-      temporalAddress = devServer.address;
-      logger.info({ address: devServer.address, using: devServer.source }, 'embedded Temporal dev server started');
     }
+    if (opened.status === 'rejected') throw opened.reason;
+    if (embedded.status === 'rejected') throw embedded.reason;
+    const database = opened.value;
+    const temporalAddress = embedded.value?.address ?? config.temporal.address!;
     const temporal = await connectTemporal(temporalAddress, config.temporal.namespace);
     cleanup.push(() => temporal.connection.close());
 
@@ -104,7 +124,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
       // Runs before the endpoint stops: agents hear GoAway and reconnect to another replica.
       cleanup.push(() => gateway.stop());
       grpcPort = grpc.port;
-      logger.info({ port: grpc.port }, 'gRPC endpoint listening');
+      logger.info({ port: grpc.port, ms: took() }, 'gRPC endpoint listening');
     }
 
     if (runs(config, 'worker')) {
@@ -120,7 +140,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
         if (running.worker.getState() === 'RUNNING') running.worker.shutdown();
         await running.done;
       });
-      logger.info({ taskQueue: config.temporal.taskQueue }, 'Temporal worker running');
+      logger.info({ taskQueue: config.temporal.taskQueue, ms: took() }, 'Temporal worker running');
     }
 
     let httpUrl: string | undefined;
@@ -135,8 +155,9 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
       const port = typeof address === 'object' && address ? address.port : config.httpPort;
       const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
       httpUrl = `http://${host}:${port}`;
-      logger.info({ url: httpUrl, docs: `${httpUrl}/docs` }, 'HTTP API listening');
+      logger.info({ url: httpUrl, docs: `${httpUrl}/docs`, ms: took() }, 'HTTP API listening');
     }
+    logger.info({ role: config.role, ms: took() }, 'started');
 
     return { config, httpUrl, grpcPort, services, database, temporal, stop };
   } catch (err) {
