@@ -31,7 +31,8 @@ export interface SubmitJobInput {
   queueType: QueueType;
   parentJobId?: string | undefined;
   labels?: string[] | undefined;
-  maxAttempts?: number | undefined;
+  /** openapi.yaml states the default, which request validation fills in: it is stated nowhere else. */
+  maxAttempts: number;
   cancelGraceSeconds?: number | undefined;
 }
 
@@ -56,7 +57,6 @@ export interface JobsServiceDeps {
   metrics: Metrics;
 }
 
-const DEFAULT_MAX_ATTEMPTS = 3;
 /** JobDetail.revisions lists this many; listJobs with parentJobId pages through the rest. */
 const MAX_LISTED_REVISIONS = 100;
 
@@ -94,7 +94,6 @@ export class JobsService {
       if (queued >= this.deps.maxQueuedPerOrg) {
         throw new ResourceExhaustedError(`The organisation already has ${queued} queued jobs (limit ${this.deps.maxQueuedPerOrg})`, 30);
       }
-      const maxAttempts = input.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
       const timeouts: JobTimeouts = { ...this.deps.timeouts, ...(input.cancelGraceSeconds ? { cancelGraceMs: input.cancelGraceSeconds * 1000 } : {}) };
       return db.transaction(async (tx) => {
         // Holds the repository until the job is stored, so a concurrent delete either sees this job
@@ -110,7 +109,7 @@ export class JobsService {
             prompt: input.prompt,
             parentJobId: input.parentJobId ?? null,
             labels: input.labels ?? [],
-            maxAttempts,
+            maxAttempts: input.maxAttempts,
             timeouts,
             createdBy: caller.userId,
           }),

@@ -22,7 +22,8 @@ export const jobs = pgTable(
     attempt: integer('attempt').notNull().default(0),
     // Runs an agent declined before starting them: they do not count against max_attempts.
     declinedAttempts: integer('declined_attempts').notNull().default(0),
-    maxAttempts: integer('max_attempts').notNull().default(3),
+    // No default here: openapi.yaml states it (CreateJobRequest.maxAttempts), and every insert names it.
+    maxAttempts: integer('max_attempts').notNull(),
     agentId: uuid('agent_id'),
     exitCode: integer('exit_code'),
     failureReason: text('failure_reason'),
