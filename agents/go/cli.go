@@ -37,7 +37,7 @@ Options:
   --work-dir <dir>    where job folders are made (default: <state-dir>/work)
   --state-dir <dir>   where the agent keeps its id and run records (default: ~/.agent-jobs)
   --heartbeat <dur>   heartbeat interval used until the server's Welcome names one
-                      (default 10s; e.g. 500ms, 10s, 1m)
+                      (default 10s; e.g. 500ms, 10s, 1m; a bare number is ms)
 
 The change (after a command that exits 0): what the command left uncommitted is committed,
 the branch pushed and its diff reported to the server. Pushing uses whatever credentials
@@ -334,7 +334,8 @@ func parseServer(text string) (serverTarget, error) {
 	return serverTarget{Address: m[1] + ":" + port, TLS: tls}, nil
 }
 
-// parseHumanDuration: "500ms", "10s", "2m", "1h"; a bare number is seconds.
+// parseHumanDuration: "500ms", "10s", "2m", "1h"; a bare number is milliseconds, as in the
+// server's settings and the TypeScript agent.
 func parseHumanDuration(text string) (time.Duration, bool) {
 	m := durationRe.FindStringSubmatch(strings.TrimSpace(text))
 	if m == nil {
@@ -344,7 +345,7 @@ func parseHumanDuration(text string) (time.Duration, bool) {
 	if err != nil {
 		return 0, false
 	}
-	unit := map[string]time.Duration{"ms": time.Millisecond, "": time.Second, "s": time.Second, "m": time.Minute, "h": time.Hour}[m[2]]
+	unit := map[string]time.Duration{"ms": time.Millisecond, "": time.Millisecond, "s": time.Second, "m": time.Minute, "h": time.Hour}[m[2]]
 	return time.Duration(amount*float64(unit/time.Millisecond)+0.5) * time.Millisecond, true
 }
 

@@ -173,7 +173,7 @@ func TestParseServer(t *testing.T) {
 }
 
 func TestParseHumanDuration(t *testing.T) {
-	want := map[string]time.Duration{"500ms": 500 * time.Millisecond, "10s": 10 * time.Second, "1m": time.Minute, "2": 2 * time.Second, "1.5s": 1500 * time.Millisecond, "1h": time.Hour}
+	want := map[string]time.Duration{"500ms": 500 * time.Millisecond, "10s": 10 * time.Second, "1m": time.Minute, "2500": 2500 * time.Millisecond, "1.5s": 1500 * time.Millisecond, "1h": time.Hour}
 	for in, d := range want {
 		if got, ok := parseHumanDuration(in); !ok || got != d {
 			t.Errorf("%s: got %v %v", in, got, ok)

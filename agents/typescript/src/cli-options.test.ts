@@ -14,6 +14,11 @@ describe('agent command line', () => {
     expect(result).toMatchObject({ kind: 'run', options: { server: { address: 'grpc.example.test:443', tls: true }, token: 'env-token', labels: ['linux', 'gpu'], heartbeatFallbackMs: 500 } });
   });
 
+  it('reads a bare duration as milliseconds, as the server does', () => {
+    expect(parseCli([...required, '--heartbeat', '750'], {}, '/home/ada')).toMatchObject({ options: { heartbeatFallbackMs: 750 } });
+    expect(parseCli([...required, '--heartbeat', '2s'], {}, '/home/ada')).toMatchObject({ options: { heartbeatFallbackMs: 2000 } });
+  });
+
   it('reads plaintext and TLS addresses, IPv6 included', () => {
     expect(parseServer('127.0.0.1:50051')).toEqual({ address: '127.0.0.1:50051', tls: false });
     expect(parseServer('http://agents.local:8080')).toEqual({ address: 'agents.local:8080', tls: false });

@@ -29,7 +29,7 @@ Options:
   --work-dir <dir>    where job folders are made (default: <state-dir>/work)
   --state-dir <dir>   where the agent keeps its id and run records (default: ~/.agent-jobs)
   --heartbeat <dur>   heartbeat interval used until the server's Welcome names one
-                      (default 10s; e.g. 500ms, 10s, 1m)
+                      (default 10s; e.g. 500ms, 10s, 1m; a bare number is ms)
 
 The change (after a command that exits 0): what the command left uncommitted is committed,
 the branch pushed and its diff reported to the server. Pushing uses whatever credentials
