@@ -278,10 +278,13 @@ describe.each(drivers)('pagination on %s', (driver) => {
 
     it('pages 50 repositories by default and refuses a limit outside 1..200', async () => {
       const org = await createOrg(t);
-      await Promise.all(Array.from({ length: 3 }, () => createRepository(org.admin, org.orgId)));
+      for (let i = 0; i < 51; i += 17) await Promise.all(Array.from({ length: 17 }, () => createRepository(org.admin, org.orgId)));
       const { data } = await org.member.GET('/v1/orgs/{orgId}/repositories', { params: { path: { orgId: org.orgId } } });
-      expect(data).toMatchObject({ nextCursor: null });
-      expect(data?.items).toHaveLength(3);
+      expect(data?.items).toHaveLength(50);
+      expect(data?.nextCursor).not.toBeNull();
+      const rest = await org.member.GET('/v1/orgs/{orgId}/repositories', { params: { path: { orgId: org.orgId }, query: { cursor: data!.nextCursor! } } });
+      expect(rest.data).toMatchObject({ nextCursor: null });
+      expect(rest.data?.items).toHaveLength(1);
       for (const limit of [0, 201]) {
         const { error, response } = await org.member.GET('/v1/orgs/{orgId}/repositories', { params: { path: { orgId: org.orgId }, query: { limit } } });
         expect(response.status).toBe(400);
