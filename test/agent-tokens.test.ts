@@ -5,6 +5,7 @@ import { sql } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
 import type { AgentJobsClient } from '../generated/sdk/index.js';
 import { createAgentToken, createOrg, type AgentToken } from './support/factories.js';
+import { ProtocolClient } from './support/protocol-client.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 const revoke = (client: AgentJobsClient, orgId: string, tokenId: string) =>
@@ -144,5 +145,26 @@ describe.each(drivers)('agent tokens on %s', (driver) => {
     const outsider = await createOrg(t);
     const { response } = await outsider.member.GET('/v1/orgs/{orgId}/agents', { params: { path: { orgId: org.orgId } } });
     expect(response.status).toBe(404);
+  });
+
+  it('lists the organisation\'s agents by state: one connected, one that has gone', async () => {
+    const org = await createOrg(t);
+    const token = await createAgentToken(org.admin, org.orgId);
+    const [staying, leaving] = [new ProtocolClient(t.grpcAddress, token.secret), new ProtocolClient(t.grpcAddress, token.secret)];
+    try {
+      for (const agent of [staying, leaving]) {
+        agent.hello({ capacity: 1 });
+        await agent.next('welcome');
+      }
+      leaving.close();
+      const ids = async (state?: 'connected' | 'disconnected') =>
+        ((await org.member.GET('/v1/orgs/{orgId}/agents', { params: { path: { orgId: org.orgId }, query: state ? { state } : {} } })).data?.items ?? []).map((a) => a.id).sort();
+      await expect.poll(() => ids('disconnected'), { timeout: 20_000 }).toEqual([leaving.agentId]);
+      expect(await ids('connected')).toEqual([staying.agentId]);
+      expect(await ids()).toEqual([staying.agentId, leaving.agentId].sort());
+    } finally {
+      staying.close();
+      leaving.close();
+    }
   });
 });
