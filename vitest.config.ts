@@ -10,5 +10,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     teardownTimeout: 30_000,
+    // expect.poll waits for something the system does in its own time: its 1 s default is a timing
+    // a busy machine eats. Polls end as soon as they hold, so a generous bound costs nothing.
+    expect: { poll: { timeout: 20_000, interval: 50 } },
   },
 });
