@@ -17,7 +17,7 @@ async function metric(t: TestSystem, name: string): Promise<number> {
 
 describe.each(drivers)('live job logs on %s', (driver) => {
   // A small buffer, so that a viewer that stops reading overflows it quickly.
-  const t = useTestSystem({ driver, env: { LOG_STREAM_BUFFER_BYTES: String(256 * 1024), LOG_STREAM_STALL_TIMEOUT: '3s' } });
+  const t = useTestSystem({ driver, env: { LOG_STREAM_BUFFER_BYTES: String(256 * 1024) } });
   const clients: ProtocolClient[] = [];
   afterEach(() => {
     expect(closeClients(clients)).toEqual([]);
