@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from './config.js';
+import fs from 'node:fs';
+import { ConfigError, loadConfig, settingNames } from './config.js';
 
 function problems(env: Record<string, string>): string[] {
   try {
@@ -56,5 +57,11 @@ describe('configuration from the environment', () => {
       'DATABASE_URL: is required when ROLE=api: split roles share one PostgreSQL server',
       'TEMPORAL_ADDRESS: is required when ROLE=api: split roles share one Temporal cluster',
     ]);
+  });
+
+  it('has every variable it reads in the README\'s Configuration table', () => {
+    const readme = fs.readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 1));
+    expect(settingNames.filter((name) => !table.includes(`\`${name}\``))).toEqual([]);
   });
 });

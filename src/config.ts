@@ -39,74 +39,84 @@ const optionalString = z
   .transform((value) => (value === '' ? undefined : value))
   .optional();
 
-const envSchema = z
-  .object({
-    NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
-    ROLE: z.enum(roles, { error: `must be one of ${roles.join(', ')}` }).default('all'),
-    HOST: z.string().min(1).default('0.0.0.0'),
-    PORT: port(8080),
-    GRPC_PORT: port(50051),
-    DATA_DIR: z.string().min(1).default('./.data'),
-    REPLICA_ID: optionalString,
-    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-    BODY_LIMIT_BYTES: positiveInt(1024 * 1024, 64 * 1024 * 1024),
+const settings = z.object({
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  ROLE: z.enum(roles, { error: `must be one of ${roles.join(', ')}` }).default('all'),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PORT: port(8080),
+  GRPC_PORT: port(50051),
+  DATA_DIR: z.string().min(1).default('./.data'),
+  REPLICA_ID: optionalString,
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  BODY_LIMIT_BYTES: positiveInt(1024 * 1024, 64 * 1024 * 1024),
 
-    DATABASE_URL: optionalString.pipe(
-      z
-        .string()
-        .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
-        .optional(),
-    ),
-    DATABASE_POOL_SIZE: positiveInt(10, 1000),
+  DATABASE_URL: optionalString.pipe(
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+      .optional(),
+  ),
+  DATABASE_POOL_SIZE: positiveInt(10, 1000),
 
-    TEMPORAL_ADDRESS: optionalString,
-    TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
-    TEMPORAL_TASK_QUEUE: z.string().min(1).default('jobs'),
-    TEMPORAL_CLI_PATH: optionalString,
-    TEMPORAL_DEV_PORT: port(7233),
-    TEMPORAL_WORKFLOW_BUNDLE: optionalString,
-    TEMPORAL_METRICS_ADDRESS: optionalString,
+  TEMPORAL_ADDRESS: optionalString,
+  TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  TEMPORAL_TASK_QUEUE: z.string().min(1).default('jobs'),
+  TEMPORAL_CLI_PATH: optionalString,
+  TEMPORAL_DEV_PORT: port(7233),
+  TEMPORAL_WORKFLOW_BUNDLE: optionalString,
+  TEMPORAL_METRICS_ADDRESS: optionalString,
 
-    PROPELAUTH_AUTH_URL: optionalString.pipe(z.url({ error: 'must be a URL such as https://auth.example.com' }).optional()),
-    PROPELAUTH_API_KEY: optionalString,
-    PROPELAUTH_VERIFIER_KEY: optionalString,
-    DEV_AUTH_ISSUER: z.url().default('http://localhost:8080'),
+  PROPELAUTH_AUTH_URL: optionalString.pipe(z.url({ error: 'must be a URL such as https://auth.example.com' }).optional()),
+  PROPELAUTH_API_KEY: optionalString,
+  PROPELAUTH_VERIFIER_KEY: optionalString,
+  DEV_AUTH_ISSUER: z.url().default('http://localhost:8080'),
 
-    JOB_QUEUE_TIMEOUT: duration('24h'),
-    JOB_START_TIMEOUT: duration('5m'),
-    JOB_RUN_TIMEOUT: duration('2h'),
-    AGENT_SILENCE_TIMEOUT: duration('90s'),
-    JOB_CANCEL_GRACE: duration('30s'),
-    ORG_MAX_QUEUED_JOBS: positiveInt(10_000),
-    AGENT_HEARTBEAT_INTERVAL: duration('10s'),
-    DISPATCH_SWEEP_INTERVAL: duration('5s'),
-    GATEWAY_DRAIN_TIMEOUT: duration('10s'),
-    MAX_PATCH_BYTES: positiveInt(32 * 1024 * 1024, 1024 * 1024 * 1024),
-    LOG_STREAM_BUFFER_BYTES: positiveInt(512 * 1024, 64 * 1024 * 1024),
-    LOG_STREAM_STALL_TIMEOUT: duration('30s'),
-    IDEMPOTENCY_KEY_TTL: duration('24h'),
-    IDEMPOTENCY_KEY_WAIT: duration('5s'),
-  })
-  .superRefine((env, ctx) => {
-    if (env.PROPELAUTH_AUTH_URL && !env.PROPELAUTH_API_KEY) {
-      ctx.addIssue({ code: 'custom', path: ['PROPELAUTH_API_KEY'], message: 'is required when PROPELAUTH_AUTH_URL is set' });
-    }
-    if (env.ROLE !== 'all') {
-      // Embedded PGlite and the embedded Temporal dev server belong to one process.
-      if (!env.DATABASE_URL) ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: `is required when ROLE=${env.ROLE}: split roles share one PostgreSQL server` });
-      if (!env.TEMPORAL_ADDRESS) ctx.addIssue({ code: 'custom', path: ['TEMPORAL_ADDRESS'], message: `is required when ROLE=${env.ROLE}: split roles share one Temporal cluster` });
-    }
-    if (env.AGENT_HEARTBEAT_INTERVAL * 2 > env.AGENT_SILENCE_TIMEOUT) {
-      ctx.addIssue({ code: 'custom', path: ['AGENT_SILENCE_TIMEOUT'], message: 'must be at least twice AGENT_HEARTBEAT_INTERVAL, or one late heartbeat loses the agent' });
-    }
-    if (env.NODE_ENV === 'production' && !env.PROPELAUTH_AUTH_URL) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['PROPELAUTH_AUTH_URL'],
-        message: 'is required when NODE_ENV=production: dev auth (local signing keys) is refused in production',
-      });
-    }
-  });
+  JOB_QUEUE_TIMEOUT: duration('24h'),
+  JOB_START_TIMEOUT: duration('5m'),
+  JOB_RUN_TIMEOUT: duration('2h'),
+  AGENT_SILENCE_TIMEOUT: duration('90s'),
+  JOB_CANCEL_GRACE: duration('30s'),
+  ORG_MAX_QUEUED_JOBS: positiveInt(10_000),
+  AGENT_HEARTBEAT_INTERVAL: duration('10s'),
+  DISPATCH_SWEEP_INTERVAL: duration('5s'),
+  GATEWAY_DRAIN_TIMEOUT: duration('10s'),
+  AGENT_HELLO_TIMEOUT: duration('10s'),
+  AGENT_MAX_LOG_BATCH_LINES: positiveInt(500, 10_000),
+  WORKFLOW_START_SWEEP_INTERVAL: duration('2s'),
+  WORKFLOW_START_BATCH: positiveInt(16, 1000),
+  WORKFLOW_START_LEASE: duration('30s'),
+  IDEMPOTENCY_KEY_SWEEP_INTERVAL: duration('10m'),
+  LOG_STREAM_PING_INTERVAL: duration('30s'),
+  MAX_PATCH_BYTES: positiveInt(32 * 1024 * 1024, 1024 * 1024 * 1024),
+  LOG_STREAM_BUFFER_BYTES: positiveInt(512 * 1024, 64 * 1024 * 1024),
+  LOG_STREAM_STALL_TIMEOUT: duration('30s'),
+  IDEMPOTENCY_KEY_TTL: duration('24h'),
+  IDEMPOTENCY_KEY_WAIT: duration('5s'),
+});
+
+/** Every environment variable the server reads (the README's Configuration table lists each). */
+export const settingNames = Object.keys(settings.shape);
+
+const envSchema = settings.superRefine((env, ctx) => {
+  if (env.PROPELAUTH_AUTH_URL && !env.PROPELAUTH_API_KEY) {
+    ctx.addIssue({ code: 'custom', path: ['PROPELAUTH_API_KEY'], message: 'is required when PROPELAUTH_AUTH_URL is set' });
+  }
+  if (env.ROLE !== 'all') {
+    // Embedded PGlite and the embedded Temporal dev server belong to one process.
+    if (!env.DATABASE_URL) ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: `is required when ROLE=${env.ROLE}: split roles share one PostgreSQL server` });
+    if (!env.TEMPORAL_ADDRESS) ctx.addIssue({ code: 'custom', path: ['TEMPORAL_ADDRESS'], message: `is required when ROLE=${env.ROLE}: split roles share one Temporal cluster` });
+  }
+  if (env.AGENT_HEARTBEAT_INTERVAL * 2 > env.AGENT_SILENCE_TIMEOUT) {
+    ctx.addIssue({ code: 'custom', path: ['AGENT_SILENCE_TIMEOUT'], message: 'must be at least twice AGENT_HEARTBEAT_INTERVAL, or one late heartbeat loses the agent' });
+  }
+  if (env.NODE_ENV === 'production' && !env.PROPELAUTH_AUTH_URL) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['PROPELAUTH_AUTH_URL'],
+      message: 'is required when NODE_ENV=production: dev auth (local signing keys) is refused in production',
+    });
+  }
+});
 
 export type AuthConfig =
   | { mode: 'propelauth'; authUrl: string; apiKey: string; verifierKey: string | undefined }
@@ -150,18 +160,34 @@ export interface Config {
     drainTimeoutMs: number;
     /** The largest patch of a run's change the server stores (Welcome.max_patch_bytes). */
     maxPatchBytes: number;
+    /** How long a new stream may take to say Hello. */
+    helloTimeoutMs: number;
+    /** Welcome.max_log_batch_lines: the lines per LogBatch the server asks for. */
+    maxLogBatchLines: number;
+  };
+  workflowStarts: {
+    /** How often each process looks in the outbox for workflows to start without being told. */
+    sweepIntervalMs: number;
+    /** Outbox rows one pass takes. */
+    batchSize: number;
+    /** How long a pass holds the rows it took before another process may take them. */
+    leaseMs: number;
   };
   logStream: {
     /** Bytes a viewer may have waiting to be sent before it is closed as too slow. */
     maxBufferedBytes: number;
     /** How long a viewer's buffer may stay full while it reads the backlog before it is closed as too slow. */
     stallTimeoutMs: number;
+    /** How often the server pings each viewer, to find dead connections and keep proxies open. */
+    pingIntervalMs: number;
   };
   idempotency: {
     /** How long the answer to a request with an Idempotency-Key is kept for its retries. */
     ttlMs: number;
     /** How long a retry waits for the first request with its key to finish before it is answered 409. */
     waitMs: number;
+    /** How often expired keys are deleted. */
+    sweepIntervalMs: number;
   };
 }
 
@@ -223,8 +249,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       cancelGraceMs: e.JOB_CANCEL_GRACE,
       maxQueuedPerOrg: e.ORG_MAX_QUEUED_JOBS,
     },
-    agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL, drainTimeoutMs: e.GATEWAY_DRAIN_TIMEOUT, maxPatchBytes: e.MAX_PATCH_BYTES },
-    logStream: { maxBufferedBytes: e.LOG_STREAM_BUFFER_BYTES, stallTimeoutMs: e.LOG_STREAM_STALL_TIMEOUT },
-    idempotency: { ttlMs: e.IDEMPOTENCY_KEY_TTL, waitMs: e.IDEMPOTENCY_KEY_WAIT },
+    agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL, drainTimeoutMs: e.GATEWAY_DRAIN_TIMEOUT, maxPatchBytes: e.MAX_PATCH_BYTES, helloTimeoutMs: e.AGENT_HELLO_TIMEOUT, maxLogBatchLines: e.AGENT_MAX_LOG_BATCH_LINES },
+    workflowStarts: { sweepIntervalMs: e.WORKFLOW_START_SWEEP_INTERVAL, batchSize: e.WORKFLOW_START_BATCH, leaseMs: e.WORKFLOW_START_LEASE },
+    logStream: { maxBufferedBytes: e.LOG_STREAM_BUFFER_BYTES, stallTimeoutMs: e.LOG_STREAM_STALL_TIMEOUT, pingIntervalMs: e.LOG_STREAM_PING_INTERVAL },
+    idempotency: { ttlMs: e.IDEMPOTENCY_KEY_TTL, waitMs: e.IDEMPOTENCY_KEY_WAIT, sweepIntervalMs: e.IDEMPOTENCY_KEY_SWEEP_INTERVAL },
   };
 }

@@ -112,8 +112,8 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
         heartbeatIntervalMs: config.agents.heartbeatIntervalMs,
         leaseMs: config.jobs.agentSilenceTimeoutMs,
         leaseMarginMs: config.agents.heartbeatIntervalMs,
-        helloTimeoutMs: 10_000,
-        maxLogBatchLines: 500,
+        helloTimeoutMs: config.agents.helloTimeoutMs,
+        maxLogBatchLines: config.agents.maxLogBatchLines,
         sweepIntervalMs: config.agents.sweepIntervalMs,
         drainMs: config.agents.drainTimeoutMs,
       }, logger);

@@ -201,7 +201,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const fanout = new LogFanout(
     { logs: services.logs, database: deps.database, log: logger, metrics },
-    { ...config.logStream, pageLines: 1000, sweepIntervalMs: 10_000, pingIntervalMs: 30_000 },
+    { ...config.logStream, pageLines: 1000, sweepIntervalMs: 10_000 },
   );
   await fanout.start();
   await registerLogStream(app, { specification: loadSpecification(), userAuth, fanout });

@@ -40,8 +40,8 @@ export function createServices(deps: {
   const { config, database, workflows, completions } = deps;
   const { db } = database;
   const publish = deps.bus.publish;
-  const workflowStarter = new WorkflowStarter({ db, workflows, log: deps.log }, { batchSize: 16, leaseMs: 30_000, sweepIntervalMs: 2_000 });
-  const idempotency = new IdempotencyKeys(db, { ...config.idempotency, sweepIntervalMs: 10 * 60_000, sweepBatch: 1000 }, deps.log);
+  const workflowStarter = new WorkflowStarter({ db, workflows, log: deps.log }, config.workflowStarts);
+  const idempotency = new IdempotencyKeys(db, { ...config.idempotency, sweepBatch: 1000 }, deps.log);
   return {
     workflowStarter,
     idempotency,
