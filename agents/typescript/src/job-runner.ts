@@ -204,6 +204,9 @@ export class JobRun {
         return { ...success, change: unchanged };
       }
       const branch = revises?.branch || `${this.context.change.branchPrefix}${jobId}`;
+      // Read while the push runs: they only read the clone, and the push is the slow part.
+      const gathering = Promise.all([listCommits(repoDir, env, base, head), diffStat(repoDir, env, base, head), readPatch(repoDir, env, base, head, this.context.maxPatchBytes())]);
+      gathering.catch(() => undefined); // awaited below; a push that fails first leaves it unread
       if (this.context.change.push) {
         // A rework's push is a fast-forward from its parent's head only: a branch someone moved meanwhile is refused, not overwritten.
         const args = revises?.branch ? ['push', 'origin', `HEAD:refs/heads/${branch}`] : ['push', '--force', 'origin', `HEAD:refs/heads/${branch}`];
@@ -215,9 +218,7 @@ export class JobRun {
       } else {
         this.system(`not pushing (--no-push): the change would go to branch ${branch}`);
       }
-      const { commits, count } = await listCommits(repoDir, env, base, head);
-      const stat = await diffStat(repoDir, env, base, head);
-      const patch = await readPatch(repoDir, env, base, head, this.context.maxPatchBytes());
+      const [{ commits, count }, stat, patch] = await gathering;
       if (this.stopCause) return this.stoppedWhileDelivering();
       const sent = patch.bytes ? `${patch.size} bytes` : `${patch.size} bytes, larger than the server takes: not sent`;
       this.system(`change: ${count} commit${count === 1 ? '' : 's'} on ${branch}, ${stat.filesChanged} file${stat.filesChanged === 1 ? '' : 's'} (+${stat.insertions} -${stat.deletions}), patch ${sent}`);
