@@ -1,6 +1,6 @@
 // The SQL of runs' changes and their patches (agent.proto, RunChange and PatchChunk).
 import { and, eq, or, sql } from 'drizzle-orm';
-import type { Executor } from './client.js';
+import { isPglite, type Executor } from './client.js';
 import { jobs, runChanges, runPatchChunks, type RunChangeRow } from './schema/index.js';
 
 export type NewRunChange = Omit<RunChangeRow, 'recordedAt'>;
@@ -60,7 +60,7 @@ export async function insertPatchChunk(db: Executor, run: { jobId: string; attem
       select 1 from ${jobs} where ${jobs.id} = ${run.jobId} and ${jobs.agentId} = ${run.agentId} and ${jobs.attempt} = ${run.attempt} for share
     ), stored as (
       insert into ${runPatchChunks} (job_id, attempt, byte_offset, data)
-      select ${run.jobId}::uuid, ${run.attempt}::int, ${offset}::bigint, decode(${hex(data)}, 'hex')
+      select ${run.jobId}::uuid, ${run.attempt}::int, ${offset}::bigint, ${byteaValue(db, data)}
       where exists (select 1 from fence) on conflict do nothing returning 1
     )
     select (select count(*) from fence)::int as held`);
@@ -68,12 +68,14 @@ export async function insertPatchChunk(db: Executor, run: { jobId: string; attem
 }
 
 /**
- * Bytes travel to and from the database as hex text: PGlite's own bytea conversion works a byte at
- * a time (about 0.4 s per MiB, blocking the event loop), Buffer's hex codec in microseconds, and
- * node-postgres sends a Buffer as the same hex text anyway.
+ * Bytes for a bytea column. node-postgres binds a Buffer as binary, with no copy beyond its own;
+ * PGlite's bytea conversion works a byte at a time (about 0.4 s per MiB, blocking the event loop),
+ * so it gets hex text, which Buffer encodes in microseconds. Reads come back as hex text on both
+ * (encode(..., 'hex')), which is what node-postgres parses bytea from anyway.
  */
-function hex(data: Uint8Array): string {
-  return Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('hex');
+function byteaValue(db: Executor, data: Uint8Array) {
+  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return isPglite(db) ? sql`decode(${bytes.toString('hex')}, 'hex')` : sql`${sql.param(bytes)}::bytea`;
 }
 
 /** Chunks read per query while a patch is served: a few MiB in memory at most. */

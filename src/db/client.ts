@@ -54,10 +54,19 @@ export async function openDatabase(config: Config['database'], log: (msg: string
   return config.kind === 'postgres' ? openPostgres(config.url, config.poolSize, log) : openPglite(config.dir);
 }
 
+/** The databases that are PGlite, for the few queries that must bind a value its own way. */
+const pgliteDatabases = new WeakSet<object>();
+
+/** Whether `db` (a database this module opened) is an embedded PGlite. */
+export function isPglite(db: object): boolean {
+  return pgliteDatabases.has(db);
+}
+
 async function openPglite(dir: string): Promise<DatabaseHandle> {
   await fs.mkdir(dir, { recursive: true });
   const client = await PGlite.create(dir);
   const db = drizzlePglite(client, { schema });
+  pgliteDatabases.add(db);
   return {
     db,
     driver: 'pglite',
