@@ -49,7 +49,7 @@ const AGENTS = env('BENCH_CHANGES_AGENTS', 50);
 const PATCH_BYTES = 5 * MiB;
 /** What agent.proto says of PatchChunks and what the reference agent does. */
 const CHUNK_BYTES = 1 * MiB;
-const WINDOW_BYTES = 4 * MiB;
+const WINDOW_BYTES = 2 * MiB;
 /** The unmeasured round before the others: every agent sends a patch of one chunk. */
 const WARMUP_PATCH_BYTES = 256 * 1024;
 /** Between GC'd samples of server memory while the patches arrive (each forces a full collection, then waits 500 ms). */
@@ -66,12 +66,12 @@ const DELIVERY_MAX_RATIO = 1.5;
  * RSS (what the machine pays) and heap + external (what the server holds live; RSS moves with the
  * allocator's slack from earlier work and can hide it).
  * "Flat" means the server holds a bounded amount of patch bytes read and not stored, whatever the
- * number of streams. Per stream it pauses reading above MAX_UNSTORED_LOG_BYTES (8 MiB, shared with
- * log text), which an agent keeping 4 MiB unacknowledged never reaches: without a bound across
- * streams, 50 agents may have 50 × 4 MiB = 200 MiB waiting in the server at once. 64 MB is what a
- * process-wide bound of the order of 16-32 MiB costs once each waiting chunk is counted about twice
- * (the decoded message and its copy on its way to the database) plus allocator slack, and it is
- * under a third of the unbounded 200 MiB, so the figure tells the two apart.
+ * number of streams: it pauses a stream above MAX_UNSTORED_LOG_BYTES (8 MiB, shared with log text)
+ * and every stream above 16 MiB across them (src/grpc/agent-gateway.ts), and what gRPC has already
+ * received of a paused stream is at most the agent's window (agent.proto: the reference agent keeps
+ * 2 MiB unacknowledged), so 50 agents add at most about 100 MiB in flight, not 50 × the patch size.
+ * 64 MB is what that costs once each waiting chunk is counted about twice (the decoded message and its
+ * copy on its way to the database) plus allocator slack.
  */
 const MEMORY_MAX_MB = 64;
 
@@ -356,7 +356,7 @@ async function run(): Promise<BenchReport> {
         '  action writes `date +%s%N` to a file outside the repository. Ours: that time -> the job_changed NOTIFY saying succeeded',
         '  reaches this process (Date.now(); both the machine\'s clock, 1 ms resolution): the agent reads the exit, commits nothing more,',
         `  pushes (git push --force to a bare file:// repository), lists the commit, diffs, sends the patch (${fmt.amount(median(ours.map((d) => d.patchBytes)) / MiB)} MiB) in 1 MiB`,
-        '  PatchChunks (4 MiB unacknowledged at most), the server stores them, records the change on JobFinished, the workflow ends the job.',
+        '  PatchChunks (2 MiB unacknowledged at most), the server stores them, records the change on JobFinished, the workflow ends the job.',
         '  Baseline: the same commit (same id, so the same objects) made again from the same file on a shallow clone of main like the',
         '  agent\'s, pushed with the agent\'s arguments to a fresh bare repository holding main: the push alone, timed around git.',
         "  Patches checked: each GET …/diff is git's diff of the pushed commit (agent.proto's options), byte for byte, of the size the change reports.",
@@ -548,9 +548,9 @@ async function run(): Promise<BenchReport> {
         `  peak of ${samples.length} samples while they arrived: RSS ${mb(peak((m) => m.rss))}, heap ${mb(peak((m) => m.heapUsed))}, external ${mb(peak((m) => m.external))};`,
         `  after ${memoryLine(after)}. Growth at the peak: RSS +${fmt.amount(growth.rss)} MB, heap +${fmt.amount(growth.heap)} MB, external +${fmt.amount(growth.external)} MB;`,
         `  highest RSS without forcing a collection (every 50 ms): ${mb(peakRss)} (+${fmt.amount((peakRss - before.rss) / MB)} MB).`,
-        `  Target ${MEMORY_MAX_MB} MB: the server pauses a stream above ${MAX_UNSTORED_LOG_BYTES / MiB} MiB read and not stored (agent-session.ts), which a ${WINDOW_BYTES / MiB} MiB window never reaches;`,
-        `  with no bound across streams ${AGENTS} x ${WINDOW_BYTES / MiB} MiB = ${(AGENTS * WINDOW_BYTES) / MiB} MiB may wait in the server at once. ${MEMORY_MAX_MB} MB allows a process-wide bound of 16-32 MiB`,
-        '  with each waiting chunk held about twice (decoded, then on its way to the database).',
+        `  Target ${MEMORY_MAX_MB} MB: the server pauses a stream above ${MAX_UNSTORED_LOG_BYTES / MiB} MiB read and not stored, and every stream above 16 MiB across them;`,
+        `  what gRPC already received of a paused stream is at most the agent's window, ${AGENTS} x ${WINDOW_BYTES / MiB} MiB = ${(AGENTS * WINDOW_BYTES) / MiB} MiB in all,`,
+        '  each waiting chunk held about twice (decoded, then on its way to the database).',
         `  Baseline: ${postgres ? 'the same' : `the first ${PGLITE_BASELINE_JOBS} jobs' (the rate is compared)`} ${b.chunks} chunks of the same jobs (random base64 text too) inserted into run_patch_chunks ${postgres ? `by a plain process (pg) over ${connections} connections, as many as the server's pool` : "through PGlite's one connection in this process"},`,
         `  one INSERT a chunk, each connection a job's chunks in order: ${b.seconds.toFixed(2)} s, ${rate(b.bytes, b.seconds)}, INSERT p50 ${fmt.ms(b.statement.p50)} ms, p99 ${fmt.ms(b.statement.p99)} ms (rows deleted afterwards).`,
         `  Runs the server took back from an agent before it sent any patch (DropJob; the job requeued and assigned anew): ${drops.length}${drops.length ? `, e.g. ${drops.slice(0, 2).join('; ')}` : ''}.`,

@@ -27,7 +27,7 @@ const (
 	maxBatchBytes       = 1 << 20 // well under gRPC's 4 MiB
 	batchesInFlight     = 4       // unacknowledged batches per run, as the reference agent
 	patchChunkBytes     = 1 << 20 // PatchChunk.data, as the reference agent
-	patchInFlight       = 4 << 20 // patch bytes sent and not acknowledged, per run
+	patchInFlight       = 2 << 20 // patch bytes sent and not acknowledged, per run
 	defaultCancelGrace  = 30 * time.Second
 	stableStream        = 10 * time.Second
 	shutdownDrain       = 5 * time.Second

@@ -102,21 +102,27 @@ func TestPatchIsSentInChunksWithinTheWindowThenJobFinished(t *testing.T) {
 		t.Fatalf("first %T, want the last log line before the patch", msgs[0].Payload)
 	}
 	data, finished := chunks(t, msgs[1:], 0)
-	if len(data) != 4*mib || finished != nil {
-		t.Fatalf("sent %d bytes unacknowledged (finished %v), want the 4 MiB window", len(data), finished != nil)
+	if len(data) != 2*mib || finished != nil {
+		t.Fatalf("sent %d bytes unacknowledged (finished %v), want the 2 MiB window", len(data), finished != nil)
 	}
-	a.onServer(s, patchAck(2*mib))
-	more, finished := chunks(t, sent(s), 4*mib)
-	if len(more) != 2*mib || finished != nil {
-		t.Fatalf("after an ack of 2 MiB: %d more bytes, finished %v", len(more), finished != nil)
+	a.onServer(s, patchAck(mib))
+	more, finished := chunks(t, sent(s), 2*mib)
+	if len(more) != mib || finished != nil {
+		t.Fatalf("after an ack of 1 MiB: %d more bytes, finished %v", len(more), finished != nil)
 	}
-	a.onServer(s, patchAck(mib)) // acks only move forward
+	a.onServer(s, patchAck(mib/2)) // acks only move forward
 	if msgs := sent(s); len(msgs) != 0 {
 		t.Fatalf("an old ack sent %d messages", len(msgs))
 	}
 	a.onServer(s, patchAck(3*mib))
-	last, finished := chunks(t, sent(s), 6*mib)
-	if finished == nil || len(last) != mib/2 {
+	further, finished := chunks(t, sent(s), 3*mib)
+	if len(further) != 2*mib || finished != nil {
+		t.Fatalf("after an ack of 3 MiB: %d more bytes, finished %v", len(further), finished != nil)
+	}
+	more = append(more, further...)
+	a.onServer(s, patchAck(5*mib))
+	last, finished := chunks(t, sent(s), 5*mib)
+	if finished == nil || len(last) != mib+mib/2 {
 		t.Fatalf("last %d bytes, finished %v", len(last), finished)
 	}
 	if !bytes.Equal(append(append(data, more...), last...), patch) {
@@ -199,7 +205,8 @@ func TestAFailedRunCarriesNoChange(t *testing.T) {
 
 func TestARestartedAgentReportsTheChangeAndResendsThePatch(t *testing.T) {
 	a := testAgent(t)
-	r, patch := finishedRun(t, a, 3*mib)
+	// Within one window, so the whole patch and the JobFinished go out before any ack.
+	r, patch := finishedRun(t, a, 2*mib)
 	sp, err := a.store.openSpool(jobID, 1)
 	if err != nil {
 		t.Fatal(err)

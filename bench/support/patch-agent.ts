@@ -11,7 +11,7 @@ import { BenchStreamAgent, type ServerPayload } from './bench-stream-agent.js';
 export interface DeliverOptions {
   /** Bytes per PatchChunk (agent.proto: at most 1 MiB). */
   chunkBytes: number;
-  /** Patch bytes sent ahead of the server's PatchAck (the reference agent: 4 MiB). */
+  /** Patch bytes sent ahead of the server's PatchAck (the reference agent: 2 MiB). */
   windowBytes: number;
   timeoutMs: number;
 }

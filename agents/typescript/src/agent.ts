@@ -36,7 +36,7 @@ const FLUSH_INTERVAL_MS = 20;
 /** Bytes per PatchChunk (agent.proto: at most 1 MiB). */
 const PATCH_CHUNK_BYTES = 1024 * 1024;
 /** Patch bytes sent ahead of the server's PatchAck: they wait in its memory, as lines in flight do. */
-const PATCH_BYTES_IN_FLIGHT = 4 * 1024 * 1024;
+const PATCH_BYTES_IN_FLIGHT = 2 * 1024 * 1024;
 /** The patch size kept before any Welcome has named the server's limit (this server's default). */
 const ASSUMED_MAX_PATCH_BYTES = 32 * 1024 * 1024;
 

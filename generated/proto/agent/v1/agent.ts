@@ -915,7 +915,10 @@ export interface DiffStat {
  * NOTICE_CODE_INVALID_MESSAGE and not stored; one sent after the run's
  * JobFinished is recorded, with NOTICE_CODE_OUT_OF_ORDER. An agent should
  * bound the bytes it has sent and not had acknowledged (the reference
- * agent: 4 MiB), as it does lines.
+ * agent: 2 MiB, two chunks: one being stored while the next arrives): the
+ * server stops reading a stream that has too much waiting, but what its
+ * gRPC layer has already received waits in its memory, for every agent
+ * sending at once.
  */
 export interface PatchChunk {
   /** The job. */
