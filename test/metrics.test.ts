@@ -78,5 +78,8 @@ describe('the metrics an operator reads', () => {
     expect(grew('agent_jobs_log_bytes_stored_total')).toBe('onethree'.length);
     expect(grew('agent_jobs_patch_bytes_stored_total')).toBe(patch.byteLength);
     expect(sample(after, 'agent_jobs_agent_free_slots')).toBe(2);
+    // Every workflow start was delivered: the outbox, sampled every sweep, is empty again.
+    await expect.poll(async () => sample(await scrape(), 'agent_jobs_workflow_starts_pending', {})).toBe(0);
+    expect(after).toMatch(/^agent_jobs_workflow_starts_pending \d+$/m);
   });
 });

@@ -30,6 +30,12 @@ export async function leaseDueStarts(db: Executor, limit: number, leaseMs: numbe
     .returning({ id: jobs.id, maxAttempts: jobs.maxAttempts, timeouts: jobs.timeouts, cancelReason: workflowStarts.cancelReason });
 }
 
+/** Starts and cancels written and not yet delivered, however long they have waited. */
+export async function countPending(db: Executor): Promise<number> {
+  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(workflowStarts);
+  return Number(row?.n ?? 0);
+}
+
 /**
  * Removes a delivered row, unless a cancel was written to it after it was leased: that one is still
  * to be delivered.

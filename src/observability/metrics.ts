@@ -27,6 +27,8 @@ export class Metrics {
   private readonly logLines: Counter;
   private readonly logBytes: Counter;
   private readonly patchBytes: Counter;
+  private readonly startsPending: Gauge;
+  private readonly startFailures: Counter;
   private capacity: () => AgentCapacity = () => ({ connected: 0, freeSlots: 0 });
 
   constructor() {
@@ -45,6 +47,8 @@ export class Metrics {
     this.logLines = new Counter({ name: 'agent_jobs_log_lines_stored_total', help: 'Log lines stored from agents (resent lines not counted)', registers });
     this.logBytes = new Counter({ name: 'agent_jobs_log_bytes_stored_total', help: 'UTF-16 code units of log text stored from agents', registers });
     this.patchBytes = new Counter({ name: 'agent_jobs_patch_bytes_stored_total', help: 'Bytes of changes\' patches stored from agents', registers });
+    this.startsPending = new Gauge({ name: 'agent_jobs_workflow_starts_pending', help: 'Workflow starts and cancels stored and not yet delivered to Temporal (sampled every outbox sweep)', registers });
+    this.startFailures = new Counter({ name: 'agent_jobs_workflow_start_failures_total', help: 'Deliveries to Temporal from the outbox that failed and will be retried', registers });
     const capacity = () => this.capacity();
     new Gauge({
       name: 'agent_jobs_agents_connected',
@@ -94,6 +98,14 @@ export class Metrics {
 
   patchStored(bytes: number): void {
     this.patchBytes.inc(bytes);
+  }
+
+  workflowStartsPending(count: number): void {
+    this.startsPending.set(count);
+  }
+
+  workflowStartFailed(): void {
+    this.startFailures.inc();
   }
 }
 

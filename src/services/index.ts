@@ -40,7 +40,7 @@ export function createServices(deps: {
   const { config, database, workflows, completions } = deps;
   const { db } = database;
   const publish = deps.bus.publish;
-  const workflowStarter = new WorkflowStarter({ db, workflows, log: deps.log }, config.workflowStarts);
+  const workflowStarter = new WorkflowStarter({ db, workflows, log: deps.log, metrics: deps.metrics }, config.workflowStarts);
   const idempotency = new IdempotencyKeys(db, { ...config.idempotency, sweepBatch: 1000 }, deps.log);
   return {
     workflowStarter,

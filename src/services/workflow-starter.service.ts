@@ -2,6 +2,7 @@
 // its outbox row are committed, and this starter (on any replica) starts the workflow (or signals
 // the cancel) right after, retrying with backoff while Temporal is unreachable.
 import type { Database } from '../db/client.js';
+import type { Metrics } from '../observability/metrics.js';
 import * as outbox from '../db/workflow-starts.repository.js';
 import type { JobWorkflows } from './workflow-ports.js';
 
@@ -21,12 +22,19 @@ export class WorkflowStarter {
   private stopped = false;
 
   constructor(
-    private readonly deps: { db: Database; workflows: JobWorkflows; log: (msg: string, err?: unknown) => void },
+    private readonly deps: { db: Database; workflows: JobWorkflows; log: (msg: string, err?: unknown) => void; metrics: Metrics },
     private readonly options: WorkflowStarterOptions,
   ) {}
 
   start(): void {
-    this.sweep = setInterval(() => this.kick(), this.options.sweepIntervalMs);
+    this.sweep = setInterval(() => {
+      this.kick();
+      // Sampled once a sweep, not at every scrape: the outbox is small unless Temporal is away.
+      outbox.countPending(this.deps.db).then(
+        (pending) => this.deps.metrics.workflowStartsPending(pending),
+        () => undefined,
+      );
+    }, this.options.sweepIntervalMs);
     this.sweep.unref();
     this.kick();
   }
@@ -68,6 +76,7 @@ export class WorkflowStarter {
             else await this.deps.workflows.start(input);
             await outbox.completeWorkflowStart(this.deps.db, job);
           } catch (err) {
+            this.deps.metrics.workflowStartFailed();
             this.deps.log(`could not ${job.cancelReason !== null ? 'deliver the cancel to' : 'start'} the workflow of job ${job.id}; will retry`, err);
             await outbox.deferWorkflowStart(this.deps.db, job.id, err instanceof Error ? err.message : String(err), 2000);
           }
