@@ -1,8 +1,7 @@
 // A child process a benchmark calls like a set of async functions: the parent's `call(name, args)`
 // runs the child's handler of that name and resolves with its result. Clients run there so that the
 // server's memory, measured in the parent, holds only the server's side of their connections, and so
-// that they do not share the server's event loop. (log-clients.ts is the same idea, older and typed
-// for its own calls.)
+// that they do not share the server's event loop. The logs and changes benchmarks both use it.
 import { fork, type ChildProcess } from 'node:child_process';
 
 /** method → [arguments, result]. */

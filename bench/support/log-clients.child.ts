@@ -3,7 +3,8 @@
 import pg from 'pg';
 import { LogAgent } from './log-agent.js';
 import { insertBaselineRows, percentiles } from './log-baseline.js';
-import { lineNumber, lineText, type CallReply, type CallRequest, type LogClientCalls, type Percentiles, type ViewersSummary } from './log-clients.js';
+import { serveCalls, type Handlers } from './child-calls.js';
+import { lineNumber, lineText, type LogClientCalls, type Percentiles, type ViewersSummary } from './log-clients.js';
 import { BenchViewer, FrameCache, LatencyHistogram, type LatencyHistograms, type ViewerTally } from './log-viewer.js';
 
 /** However the parent fares, this process does not outlive this. */
@@ -29,9 +30,7 @@ function inMs(h: LatencyHistogram): Percentiles {
   return h.count === 0 ? { count: 0, p50: NaN, p99: NaN, max: NaN } : { count: h.count, p50: h.percentile(0.5), p99: h.percentile(0.99), max: h.max };
 }
 
-type Handlers = { [K in keyof LogClientCalls]: (args: LogClientCalls[K][0]) => Promise<LogClientCalls[K][1]> };
-
-const handlers: Handlers = {
+const handlers: Handlers<LogClientCalls> = {
   async connectAgents({ address, token, count, parallel }) {
     const connected: LogAgent[] = [];
     try {
@@ -192,16 +191,10 @@ const handlers: Handlers = {
   },
 };
 
-process.on('message', (request: CallRequest) => {
-  const handler = handlers[request.call] as (args: unknown) => Promise<unknown>;
-  handler(request.args).then(
-    (result) => process.send?.({ id: request.id, ok: true, result } satisfies CallReply),
-    (err: unknown) => process.send?.({ id: request.id, ok: false, error: err instanceof Error ? err.message : String(err) } satisfies CallReply),
-  );
+serveCalls(handlers, {
+  lifetimeMs: LIFETIME_MS,
+  onDisconnect: () => {
+    for (const a of agents) a.close();
+    for (const v of viewers) v.terminate();
+  },
 });
-process.on('disconnect', () => {
-  for (const a of agents) a.close();
-  for (const v of viewers) v.terminate();
-  process.exit(0);
-});
-setTimeout(() => process.exit(2), LIFETIME_MS).unref();

@@ -2,9 +2,9 @@
 // gRPC, WebSocket viewers, the REST download and the plain-SQL baseline. Apart from the server so
 // that the server's memory, measured in the parent, holds only the server's side of each connection,
 // and so that clients do not share the server's event loop. The parent calls them like functions.
-import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { BaselineResult } from './log-baseline.js';
+import { ChildCalls } from './child-calls.js';
 
 /** The text of line `n` of a benchmark log: `n=<n> ` then padding to `bytes` characters. */
 export function lineText(n: number, bytes: number): string {
@@ -80,7 +80,7 @@ export interface BaselineRows {
 }
 
 /** What the parent can ask of the child: method → [arguments, result]. */
-export interface LogClientCalls {
+export type LogClientCalls = {
   connectAgents: [{ address: string; token: string; count: number; parallel: number }, { connected: number; maxBatchLines: number }];
   /** Waits until every agent holds its job; the job ids, one per agent. */
   agentJobs: [{ timeoutMs: number }, { jobIds: string[] }];
@@ -97,72 +97,12 @@ export interface LogClientCalls {
   download: [{ url: string; token: string; timeoutMs: number }, DownloadSummary];
   /** The same rows as agents print, by plain multi-row INSERTs over `connections` pg connections. */
   insertBaseline: [{ databaseUrl: string; rows: BaselineRows }, BaselineResult];
-}
-
-export type CallName = keyof LogClientCalls;
-export type CallRequest = { [K in CallName]: { id: number; call: K; args: LogClientCalls[K][0] } }[CallName];
-export type CallReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };
+};
 
 const childPath = fileURLToPath(new URL(`./log-clients.child${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-export class LogClients {
-  private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private exited = false;
-
-  private constructor(private readonly child: ChildProcess) {
-    child.on('message', (reply: CallReply) => {
-      const waiter = this.pending.get(reply.id);
-      if (!waiter) return;
-      this.pending.delete(reply.id);
-      if (reply.ok) waiter.resolve(reply.result);
-      else waiter.reject(new Error(reply.error));
-    });
-    child.once('exit', (code, signal) => {
-      this.exited = true;
-      for (const waiter of this.pending.values()) waiter.reject(new Error(`the log clients' process exited (${code ?? signal}) before answering`));
-      this.pending.clear();
-    });
-  }
-
-  /** Starts the child (it inherits this process's tsx loader, so it runs from source as this does). */
-  static start(): LogClients {
-    return new LogClients(fork(childPath, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-  }
-
-  get pid(): number | undefined {
-    return this.child.pid;
-  }
-
-  /** Calls `call` in the child; rejects after `timeoutMs` (the child's own bounds are tighter). */
-  call<K extends CallName>(call: K, args: LogClientCalls[K][0], timeoutMs: number): Promise<LogClientCalls[K][1]> {
-    if (this.exited) return Promise.reject(new Error('the log clients\' process has exited'));
-    const id = ++this.nextId;
-    return new Promise<LogClientCalls[K][1]>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`${call} got no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, {
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v as LogClientCalls[K][1]);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      this.child.send({ id, call, args } as CallRequest);
-    });
-  }
-
-  /** Ends the child, politely then not. */
-  async stop(): Promise<void> {
-    if (this.exited) return;
-    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
-    this.child.disconnect();
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
-    if (!this.exited) this.child.kill('SIGKILL');
-  }
-}
+/** The child process, called like a set of async functions (see child-calls.ts). */
+export type LogClients = ChildCalls<LogClientCalls>;
+export const LogClients = {
+  start: (): LogClients => ChildCalls.start<LogClientCalls>(childPath, "the log clients' process"),
+};
