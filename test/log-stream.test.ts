@@ -7,13 +7,8 @@ import { createOrg } from './support/factories.js';
 import { LogStreamViewer, seqProblems } from './support/log-stream-client.js';
 import { closeClients, type ProtocolClient } from './support/protocol-client.js';
 import { runningJob } from './support/running-job.js';
-import { drivers, useTestSystem, type TestSystem } from './support/system.js';
-
-async function metric(t: TestSystem, name: string): Promise<number> {
-  const text = await (await fetch(`${t.url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return Number(line?.split(' ')[1] ?? NaN);
-}
+import { metric } from './support/metrics.js';
+import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('live job logs on %s', (driver) => {
   // A small buffer, so that a viewer that stops reading overflows it quickly.

@@ -5,31 +5,17 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { JobOutcome, LogStream } from '../generated/proto/agent/v1/agent.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
 import { closeClients, ProtocolClient } from './support/protocol-client.js';
+import { metricSample, scrapeMetrics } from './support/metrics.js';
 import { changeOf } from './support/scripted-change.js';
 import { useTestSystem } from './support/system.js';
-
-/** The value of one sample of the exposition text (`name{labels} value`), 0 when absent. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number {
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
-    if (Object.entries(labels).every(([key, value]) => found[key] === value)) return Number(match[3]);
-  }
-  return 0;
-}
 
 describe('the metrics an operator reads', () => {
   const t = useTestSystem({ driver: 'pglite' });
   const clients: ProtocolClient[] = [];
   afterAll(() => closeClients(clients));
 
-  const scrape = async () => {
-    // Not part of openapi.yaml (like /docs), so not through the contract-checked fetch.
-    const response = await fetch(`${t.url}/metrics`);
-    expect(response.status).toBe(200);
-    return response.text();
-  };
+  const scrape = () => scrapeMetrics(t);
+  const sample = metricSample;
 
   it('counts jobs as they are created, wait, run, end and go back to the queue, and what their agents store', async () => {
     const before = await scrape();

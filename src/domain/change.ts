@@ -1,5 +1,6 @@
 // The change a run made to its repository (agent.proto, RunChange): what the agent reports, how the
 // server checks and bounds it before storing it, and what readers see (openapi.yaml, JobChange).
+import type { components } from '../../generated/openapi/schema.js';
 
 /** A commit a run made (agent.proto, Commit). */
 export interface ChangeCommit {
@@ -85,21 +86,8 @@ export function normaliseChange(change: ReportedChange, maxPatchBytes: number): 
   };
 }
 
-/** The job's change as readers see it (openapi.yaml, JobChange). */
-export interface JobChange {
-  attempt: number;
-  changed: boolean;
-  branch: string | null;
-  pushed: boolean;
-  baseCommit: string;
-  headCommit: string;
-  commits: ChangeCommit[];
-  commitCount: number;
-  diffStat: { filesChanged: number; insertions: number; deletions: number };
-  summary: string | null;
-  pullRequestUrl: string | null;
-  patch: { bytes: number; available: boolean };
-}
+/** The job's change as readers see it: openapi.yaml's JobChange, so the compiler holds toJobChange to the contract. */
+export type JobChange = components['schemas']['JobChange'];
 
 export function toJobChange(row: StoredChange & { attempt: number }): JobChange {
   return {
