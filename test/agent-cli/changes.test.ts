@@ -157,7 +157,7 @@ describe('changes made by the reference agent CLI', () => {
     expect((await download(org, done.id)).status).toBe(409);
   });
 
-  it('delivers a patch larger than one gRPC message whole when the link drops while it is sent', async () => {
+  it('delivers a patch larger than one gRPC message whole when the link is cut as the run ends (mid-patch, or just before or after it)', async () => {
     const proxy = await startCuttableProxy(t.grpcAddress);
     try {
       const { remote, org, repo, agent } = await setup({ server: proxy.address });
