@@ -13,6 +13,7 @@ import type { ReportedChange } from '../domain/change.js';
 import type { JobOutcome as ReportedEnd } from '../domain/job.js';
 import { durationOf } from './durations.js';
 import type { InboundBudget } from './inbound-budget.js';
+import { readGateOf, type ReadGate } from './read-gate.js';
 
 export type AgentStream = ServerDuplexStream<AgentMessage, ServerMessage>;
 
@@ -84,6 +85,8 @@ export class AgentSession {
   /** Log text read and not yet stored (see MAX_UNSTORED_LOG_BYTES); the stream is paused above it. */
   private unstoredBytes = 0;
   private paused = false;
+  /** Stops grpc-js reading ahead while paused (see read-gate.ts); pause() alone only stops 'data'. */
+  private readonly gate: ReadGate | undefined;
   private readonly whenClosed: (() => void)[] = [];
   private silence: NodeJS.Timeout | undefined;
 
@@ -94,7 +97,9 @@ export class AgentSession {
     private readonly settings: SessionSettings,
     private readonly hooks: SessionHooks,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.gate = readGateOf(call.metadata);
+  }
 
   get agentId(): string | undefined {
     return this.ref?.agentId;
@@ -233,6 +238,7 @@ export class AgentSession {
     this.hooks.inbound.take(bytes);
     if (!this.paused && (this.unstoredBytes > MAX_UNSTORED_LOG_BYTES || this.hooks.inbound.exhausted)) {
       this.paused = true;
+      this.gate?.close();
       this.call.pause();
     }
   }
@@ -252,6 +258,7 @@ export class AgentSession {
     }
     this.paused = false;
     this.call.resume();
+    this.gate?.open();
   };
 
   private enqueue(work: () => Promise<void>): void {

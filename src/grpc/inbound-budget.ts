@@ -1,7 +1,9 @@
 // Bytes read from agents' streams and not yet stored, across every stream of this process. Each
 // stream bounds its own (see MAX_UNSTORED_LOG_BYTES), but fifty agents each at their own bound
-// would still be hundreds of MiB; past this budget every stream that reads more pauses, and HTTP/2
-// flow control holds the agents' writes, until storing brings the total down to half of it.
+// would still be hundreds of MiB; past this budget every stream that reads more pauses (its read
+// gate closes, see read-gate.ts) and HTTP/2 flow control holds the agents' writes, until storing
+// brings the total down to half of it. Each paused stream may still take in the one message it was
+// reading, so the bound is this budget plus a message per stream.
 
 export class InboundBudget {
   private used = 0;

@@ -2,6 +2,7 @@
 // AgentService is registered by the agent gateway.
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
+import { readGateInterceptor } from './read-gate.js';
 
 export interface GrpcEndpoint {
   server: Server;
@@ -20,7 +21,8 @@ const KEEPALIVE = {
 };
 
 export async function startGrpcEndpoint(host: string, port: number, register: (server: Server) => void = () => {}): Promise<GrpcEndpoint> {
-  const server = new Server(KEEPALIVE);
+  // Every call gets a ReadGate, so a session that pauses stops reading, not only handling.
+  const server = new Server({ ...KEEPALIVE, interceptors: [readGateInterceptor] });
   const health = new HealthImplementation({ '': 'SERVING' });
   health.addToServer(server);
   register(server);
