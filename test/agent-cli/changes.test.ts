@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { storedPatchBytes } from '../../src/db/changes.repository.js';
 import { startAgent, waitUntil, type AgentProcess } from '../support/agent-process.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob, type Org } from '../support/factories.js';
 import { createBareRepository, gitIn } from '../support/git-fixture.js';
@@ -41,8 +42,11 @@ describe('changes made by the reference agent CLI', () => {
   });
 
   /** An organisation with one agent (through `server`, the system's own by default) and one repository on a fresh bare remote. */
-  async function setup(options: { env?: Record<string, string>; refusePushes?: string; server?: string; files?: Record<string, string | Buffer> } = {}) {
-    const remote = await createBareRepository(options.files ?? { 'README.md': 'hello\n' }, options.refusePushes === undefined ? {} : { refusePushes: options.refusePushes });
+  async function setup(options: { env?: Record<string, string>; refusePushes?: string; holdPushesUntil?: string; server?: string; files?: Record<string, string | Buffer> } = {}) {
+    const remote = await createBareRepository(options.files ?? { 'README.md': 'hello\n' }, {
+      ...(options.refusePushes === undefined ? {} : { refusePushes: options.refusePushes }),
+      ...(options.holdPushesUntil === undefined ? {} : { holdPushesUntil: options.holdPushesUntil }),
+    });
     remotes.push(remote);
     const org = await createOrg(t);
     const token = await createAgentToken(org.admin, org.orgId);
@@ -114,13 +118,19 @@ describe('changes made by the reference agent CLI', () => {
     expect(await download(org, done.id)).toMatchObject({ status: 200, body: Buffer.alloc(0) });
   });
 
-  it('fails the job with git\'s reason when the remote refuses the push, and keeps git\'s words in the log', async () => {
-    const { org, repo } = await setup({ refusePushes: 'pushes are frozen for the release' });
-    const done = await run(org, repo.id, 'echo change > file.txt');
+  it('fails the job with git\'s reason when the remote refuses the push, keeps git\'s words in the log, and never serves the patch it sent meanwhile', async () => {
+    const release = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'agent-jobs-hold-')), 'release');
+    const { org, repo } = await setup({ refusePushes: 'pushes are frozen for the release', holdPushesUntil: release });
+    const job = await createJob(org.member, org.orgId, { repoId: repo.id, prompt: 'echo change > file.txt' });
+    // The agent sends the patch while its push runs (agent.proto, PatchChunk): it is stored before the remote answers.
+    await expect.poll(() => storedPatchBytes(t.system.database.db, job.id, 1), { timeout: 60_000 }).toBeGreaterThan(0);
+    await fs.writeFile(release, '');
+    const done = await waitForJob(org.member, org.orgId, job.id, (j) => ['succeeded', 'failed', 'cancelled', 'timed_out'].includes(j.status), 60_000);
     expect(done.status).toBe('failed');
     expect(done.failureReason).toMatch(/^push failed: /);
     expect(done.change).toBeNull();
     expect((await logOf(org, done.id)).some((line) => line.includes('pushes are frozen for the release'))).toBe(true);
+    expect((await download(org, done.id)).status).toBe(404);
   });
 
   it('carries binary and non-UTF-8 files in the patch, and the downloaded patch applies to the base to give the head\'s tree', async () => {

@@ -28,9 +28,13 @@ export function gitIn(dir: string, ...args: string[]): Buffer {
 
 /**
  * A bare repository, as a hosted remote is, seeded with one commit of `files` on main, reachable by
- * file:// URL. With `refusePushes`, a pre-receive hook refuses every push with that message.
+ * file:// URL. With `refusePushes`, a pre-receive hook refuses every push with that message; with
+ * `holdPushesUntil` too, it first waits for that file to exist (a push that is still running).
  */
-export async function createBareRepository(files: Record<string, string | Buffer> = { 'README.md': '# fixture\n' }, options: { refusePushes?: string } = {}): Promise<{ dir: string; cloneUrl: string; remove(): Promise<void> }> {
+export async function createBareRepository(
+  files: Record<string, string | Buffer> = { 'README.md': '# fixture\n' },
+  options: { refusePushes?: string; holdPushesUntil?: string } = {},
+): Promise<{ dir: string; cloneUrl: string; remove(): Promise<void> }> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-jobs-remote-'));
   const dir = path.join(root, 'remote.git');
   const seed = path.join(root, 'seed');
@@ -43,7 +47,8 @@ export async function createBareRepository(files: Record<string, string | Buffer
   await fs.rm(seed, { recursive: true, force: true });
   if (options.refusePushes !== undefined) {
     const hook = path.join(dir, 'hooks', 'pre-receive');
-    await fs.writeFile(hook, `#!/bin/sh\necho ${JSON.stringify(options.refusePushes)} >&2\nexit 1\n`);
+    const hold = options.holdPushesUntil ? `while [ ! -e '${options.holdPushesUntil}' ]; do sleep 0.1; done\n` : '';
+    await fs.writeFile(hook, `#!/bin/sh\n${hold}echo ${JSON.stringify(options.refusePushes)} >&2\nexit 1\n`);
     await fs.chmod(hook, 0o755);
   }
   return { dir, cloneUrl: `file://${dir}`, remove: () => fs.rm(root, { recursive: true, force: true }) };

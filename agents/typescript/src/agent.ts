@@ -33,8 +33,12 @@ const MAX_BATCH_BYTES = 1024 * 1024;
 const BATCHES_IN_FLIGHT = 4;
 /** How long a line may wait for company before it is sent: live viewers see output this fresh. */
 const FLUSH_INTERVAL_MS = 20;
-/** Bytes per PatchChunk (agent.proto: at most 1 MiB). */
-const PATCH_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Bytes per PatchChunk (agent.proto: at most 1 MiB). Smaller than that: a server that stops
+ * reading a stream still takes in the chunk already on its way, so this is what each agent can
+ * add to its memory when many send at once.
+ */
+const PATCH_CHUNK_BYTES = 256 * 1024;
 /** Patch bytes sent ahead of the server's PatchAck: they wait in its memory, as lines in flight do. */
 const PATCH_BYTES_IN_FLIGHT = 2 * 1024 * 1024;
 /** The patch size kept before any Welcome has named the server's limit (this server's default). */
@@ -57,7 +61,7 @@ interface HeldJob {
   startedSentOn?: number;
   finished?: JobFinished;
   finishedSentOn?: number;
-  /** The change's patch, sent in PatchChunks before JobFinished; kept until its JobFinishedAck. */
+  /** The change's patch, sent in PatchChunks from when it is read, all before JobFinished; kept until its JobFinishedAck. */
   patch?: Buffer;
   /** Patch bytes the server has stored (PatchAck), and written to the current stream. */
   patchAcked: number;
@@ -259,9 +263,15 @@ export class Agent implements SessionHandler {
       },
       whenRoom: () => outbox.whenRoom(),
     };
-    const run = new JobRun(assignment, { ...this.settings.runContext, maxPatchBytes: this.patchLimit }, sink, (startedAt) => {
-      job.startedAt = startedAt;
-      this.scheduleFlush(0);
+    const run = new JobRun(assignment, { ...this.settings.runContext, maxPatchBytes: this.patchLimit }, sink, {
+      started: (startedAt) => {
+        job.startedAt = startedAt;
+        this.scheduleFlush(0);
+      },
+      patchReady: (patch) => {
+        job.patch = patch;
+        this.scheduleFlush(0);
+      },
     });
     agentLog.info('job accepted', { jobId, attempt, repository: assignment.repository?.name, running: running + 1, capacity: this.settings.capacity });
     const job: HeldJob = { jobId, attempt, outbox, run, done: run.start(), patchAcked: 0, patchSent: 0 };
@@ -351,19 +361,18 @@ export class Agent implements SessionHandler {
       for (let batch = job.outbox.nextBatch(this.batchLimits); batch; batch = job.outbox.nextBatch(this.batchLimits)) {
         if (!this.write(channel, { $case: 'logBatch', value: batch })) return;
       }
-      if (job.finished && job.outbox.allSent) {
-        // The patch goes before the JobFinished that names its size, a bounded amount ahead of the acks.
-        const patch = this.sendablePatch(job);
-        while (patch && job.patchSent < patch.byteLength && job.patchSent - job.patchAcked < PATCH_BYTES_IN_FLIGHT) {
-          const offset = job.patchSent;
-          const data = patch.subarray(offset, offset + PATCH_CHUNK_BYTES);
-          job.patchSent = offset + data.byteLength;
-          if (!this.write(channel, { $case: 'patchChunk', value: { jobId: job.jobId, attempt: job.attempt, offset, data } })) return;
-        }
-        if ((!patch || job.patchSent >= patch.byteLength) && job.finishedSentOn !== session) {
-          job.finishedSentOn = session;
-          if (!this.write(channel, { $case: 'finished', value: job.finished })) return;
-        }
+      // The patch goes as soon as it is read (while the push runs), a bounded amount ahead of the
+      // acks, and all of it before the JobFinished that names its size.
+      const patch = this.sendablePatch(job);
+      while (patch && job.patchSent < patch.byteLength && job.patchSent - job.patchAcked < PATCH_BYTES_IN_FLIGHT) {
+        const offset = job.patchSent;
+        const data = patch.subarray(offset, offset + PATCH_CHUNK_BYTES);
+        job.patchSent = offset + data.byteLength;
+        if (!this.write(channel, { $case: 'patchChunk', value: { jobId: job.jobId, attempt: job.attempt, offset, data } })) return;
+      }
+      if (job.finished && job.outbox.allSent && (!patch || job.patchSent >= patch.byteLength) && job.finishedSentOn !== session) {
+        job.finishedSentOn = session;
+        if (!this.write(channel, { $case: 'finished', value: job.finished })) return;
       }
       if (job.givenBack && job.outbox.ackedSeq === job.outbox.lastSeq && job.givenBackSentOn !== session) {
         job.givenBackSentOn = session;
@@ -394,6 +403,8 @@ export class Agent implements SessionHandler {
 
   private runEnded(job: HeldJob, result: RunResult): void {
     if (this.jobs.get(job.jobId) !== job) return; // dropped while it ran: nothing more is said about it
+    // A patch sent ahead of the result belongs to no change unless the result has it: stop sending it.
+    job.patch = result.patch;
     if (result.givenBack !== undefined) {
       job.givenBack = { jobId: job.jobId, attempt: job.attempt, reason: result.givenBack };
       agentLog.info('job stopped; giving it back once its log is stored', { jobId: job.jobId, attempt: job.attempt, reason: result.givenBack, lines: job.outbox.lastSeq });
@@ -410,7 +421,6 @@ export class Agent implements SessionHandler {
       lastSeq: job.outbox.lastSeq,
       change: result.change,
     };
-    if (result.patch) job.patch = result.patch;
     agentLog.info('job finished', { jobId: job.jobId, attempt: job.attempt, outcome: JobOutcome[result.outcome], exitCode: result.exitCode, reason: result.failureReason || undefined, lines: job.outbox.lastSeq });
     this.scheduleFlush(0);
   }

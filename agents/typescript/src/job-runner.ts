@@ -41,6 +41,17 @@ export interface RunResult {
   patch?: Buffer;
 }
 
+/** What the agent learns of a run before its result. */
+export interface RunHooks {
+  /** The command is running (JobStarted). */
+  started(startedAt: Date): void;
+  /**
+   * The change's patch is read, while the push may still run: sending it meanwhile hides its
+   * transfer behind the push. The run's result still decides: a push that fails sends no change.
+   */
+  patchReady(patch: Buffer): void;
+}
+
 type StopCause = { kind: 'cancel'; reason: string } | { kind: 'give-back'; reason: string } | { kind: 'backstop'; runTimeoutMs: number } | { kind: 'abandon' };
 
 /**
@@ -72,7 +83,7 @@ export class JobRun {
     private readonly assignment: JobAssignment,
     private readonly context: JobRunContext,
     private readonly sink: JobLogSink,
-    private readonly onStarted: (startedAt: Date) => void,
+    private readonly hooks: RunHooks,
   ) {}
 
   /** Runs the job; resolves once it is over, every output line appended and its folder removed. */
@@ -205,7 +216,9 @@ export class JobRun {
       }
       const branch = revises?.branch || `${this.context.change.branchPrefix}${jobId}`;
       // Read while the push runs: they only read the clone, and the push is the slow part.
-      const gathering = Promise.all([listCommits(repoDir, env, base, head), diffStat(repoDir, env, base, head), readPatch(repoDir, env, base, head, this.context.maxPatchBytes())]);
+      const patchRead = readPatch(repoDir, env, base, head, this.context.maxPatchBytes());
+      patchRead.then((patch) => patch.bytes && !this.stopCause && this.hooks.patchReady(patch.bytes), () => undefined);
+      const gathering = Promise.all([listCommits(repoDir, env, base, head), diffStat(repoDir, env, base, head), patchRead]);
       gathering.catch(() => undefined); // awaited below; a push that fails first leaves it unread
       if (this.context.change.push) {
         // A rework's push is a fast-forward from its parent's head only: a branch someone moved meanwhile is refused, not overwritten.
@@ -250,7 +263,7 @@ export class JobRun {
   private async runCommand(repoDir: string, env: NodeJS.ProcessEnv): Promise<RunResult> {
     this.system(`$ /bin/sh -c ${JSON.stringify(this.context.command)}`);
     const step = await this.runStep('/bin/sh', ['-c', this.context.command], repoDir, env, this.sink, [LogStream.LOG_STREAM_STDOUT, LogStream.LOG_STREAM_STDERR], () => {
-      this.onStarted(new Date());
+      this.hooks.started(new Date());
       this.armBackstop();
     });
     clearTimeout(this.backstopTimer);

@@ -2008,8 +2008,13 @@ func (x *DiffStat) GetDeletions() uint32 {
 
 // PatchChunk carries consecutive bytes of a run's patch (RunChange), which
 // may be far larger than one message. Chunks are sent in offset order, the
-// first at offset 0, each at most 1 MiB (the reference agent: 1 MiB), after
-// the run's last log line and before its JobFinished. The server stores them
+// first at offset 0, each at most 1 MiB (the reference agent: 256 KiB), any
+// time after the run's JobStarted and before its JobFinished; log lines may
+// come between them. The reference agent sends the patch as soon as it has
+// taken it, while its push runs, so that the transfer hides behind the push.
+// Chunks of a run that then ends without a change (its push failed, it was
+// stopped) belong to no outcome: the server never serves them, and the
+// agent stops sending them. The server stores them
 // durably, idempotently by byte offset, and answers each with a PatchAck;
 // like log lines, the agent keeps every byte that is not acknowledged and
 // resends from the last PatchAck after a new Welcome or
@@ -2021,10 +2026,11 @@ func (x *DiffStat) GetDeletions() uint32 {
 // NOTICE_CODE_INVALID_MESSAGE and not stored; one sent after the run's
 // JobFinished is recorded, with NOTICE_CODE_OUT_OF_ORDER. An agent should
 // bound the bytes it has sent and not had acknowledged (the reference
-// agent: 2 MiB, two chunks: one being stored while the next arrives): the
-// server stops reading a stream that has too much waiting, but what its
-// gRPC layer has already received waits in its memory, for every agent
-// sending at once.
+// agent: 2 MiB, so that some are stored while the next arrive). A server
+// with too much waiting stops reading streams, and HTTP/2 flow control then
+// holds the agents' writes, but a chunk already on its way still arrives
+// whole: with many agents sending at once, the chunk size is what each adds
+// to the server's memory, so keep chunks well under the limit.
 type PatchChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job.
