@@ -125,6 +125,18 @@ describe.each(drivers)('jobs on %s', (driver) => {
     expect(backlogWithParent.response.status).toBe(400);
   });
 
+  it('gives a rework job its parent\'s labels unless it names its own', async () => {
+    const org = await createOrg(t);
+    const repo = await createRepository(org.admin, org.orgId);
+    const agent = await scriptedAgent(t, org, clients, ['gpu', 'team:web']);
+    const parents = [];
+    for (let i = 0; i < 2; i++) parents.push(await agent.succeed({ repoId: repo.id, labels: ['gpu', 'team:web'] }, changeOf()));
+    const inherited = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: parents[0]!.jobId });
+    expect(inherited.labels).toEqual(['gpu', 'team:web']);
+    const none = await createJob(org.member, org.orgId, { repoId: repo.id, queueType: 'rework', parentJobId: parents[1]!.jobId, labels: [] });
+    expect(none.labels).toEqual([]);
+  });
+
   it('refuses a job past the organisation queued limit with 429 and Retry-After', async () => {
     const org = await createOrg(t);
     const repo = await createRepository(org.admin, org.orgId);

@@ -653,6 +653,10 @@ export interface components {
              *     forbidden otherwise.
              */
             parentJobId?: string;
+            /**
+             * @description What an agent must have to run the job: every label among its own. Omitted on a `rework` job, the
+             *     parent's labels, so that the kind of agent that made the change continues it; `[]` asks for none.
+             */
             labels?: components["schemas"]["Label"][];
             /**
              * @description How many times the job may be assigned before it fails (a lost agent costs an attempt).

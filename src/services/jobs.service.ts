@@ -90,7 +90,7 @@ export class JobsService {
     const decode = (json: Record<string, unknown>) => revive<Job>(json, JOB_DATES);
     const submitted = await this.deps.idempotency.once<Job>(keyed, decode, async (remember) => {
       if (!repositoryLive) throw new NotFoundError(`Repository ${input.repoId}`);
-      await this.checkParent(orgId, input);
+      const parent = await this.checkParent(orgId, input);
       if (queued >= this.deps.maxQueuedPerOrg) {
         throw new ResourceExhaustedError(`The organisation already has ${queued} queued jobs (limit ${this.deps.maxQueuedPerOrg})`, 30);
       }
@@ -108,7 +108,8 @@ export class JobsService {
             queueType: input.queueType,
             prompt: input.prompt,
             parentJobId: input.parentJobId ?? null,
-            labels: input.labels ?? [],
+            // The agents that can run the parent's job can continue its change.
+            labels: input.labels ?? parent?.labels ?? [],
             maxAttempts: input.maxAttempts,
             timeouts,
             createdBy: caller.userId,
@@ -126,11 +127,12 @@ export class JobsService {
     return submitted;
   }
 
-  private async checkParent(orgId: string, input: SubmitJobInput): Promise<void> {
+  /** The parent a rework job may continue (see createJob in openapi.yaml); none for a backlog job. */
+  private async checkParent(orgId: string, input: SubmitJobInput): Promise<JobRow | undefined> {
     const pointer = '/parentJobId';
     if (input.queueType === 'backlog') {
       if (input.parentJobId) throw new InvalidArgumentError('Only rework jobs name a parent job', [{ pointer, message: 'must be omitted for backlog jobs' }]);
-      return;
+      return undefined;
     }
     if (!input.parentJobId) throw new InvalidArgumentError('A rework job names the job it revises', [{ pointer, message: 'is required for rework jobs' }]);
     const parent = await jobsRepo.findJob(this.deps.db, orgId, input.parentJobId);
@@ -145,6 +147,7 @@ export class JobsService {
     const change = await changesRepo.findChange(this.deps.db, parent.id, parent.attempt);
     if (!change) throw refuse('succeeded without reporting a change (its agent reports none)');
     if (change.branch !== null && !change.pushed) throw refuse(`its change was not pushed (branch ${change.branch} is on its agent only)`);
+    return parent;
   }
 
   /**

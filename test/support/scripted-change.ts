@@ -32,11 +32,11 @@ export function changeOf(overrides: Partial<RunChange> = {}, patch?: Uint8Array)
 }
 
 /** One scripted agent of an organisation: takes each job it is given and ends it as told. */
-export async function scriptedAgent(t: TestSystem, org: Org, clients: ProtocolClient[]) {
+export async function scriptedAgent(t: TestSystem, org: Org, clients: ProtocolClient[], labels: string[] = []) {
   const token = await createAgentToken(org.admin, org.orgId);
   const agent = new ProtocolClient(t.grpcAddress, token.secret);
   clients.push(agent);
-  agent.hello({ capacity: 1 });
+  agent.hello({ capacity: 1, labels });
   await agent.next('welcome');
   return {
     agent,
