@@ -16,6 +16,9 @@ import { loadOrCreateDevKeys } from '../src/services/auth/dev-keys.js';
 import { mintDevToken } from '../src/services/auth/dev-tokens.js';
 import { startSystem } from '../src/system.js';
 import { freePort } from '../src/temporal/dev-server.js';
+import { JobOutcome } from '../generated/proto/agent/v1/agent.js';
+import { ProtocolClient } from '../test/support/protocol-client.js';
+import { changeOf } from '../test/support/scripted-change.js';
 
 const adminUrl = process.env.DATABASE_URL;
 if (!adminUrl) {
@@ -70,12 +73,14 @@ try {
   const authFile = path.join(dataDir, 'schemathesis-auth.json');
   await fs.writeFile(authFile, JSON.stringify({ auth: people.map(([name, secret]) => ({ name, fixedHeaders: [{ name: 'Authorization', value: `Bearer ${secret}` }] })) }));
 
+  const jobWithChange = await seedJobWithChange(system.httpUrl, `127.0.0.1:${system.grpcPort}`, orgA, people[1]![1]);
+
   // schemathesis.toml, beside openapi.yaml, holds everything else; it names the organisation by this variable.
   const events = path.join(dataDir, 'schemathesis-events.ndjson');
   const args = ['run', 'openapi.yaml', '--url', system.httpUrl, '--auth-wfc', authFile, '--report', 'ndjson', '--report-ndjson-path', events, ...process.argv.slice(2)];
   // scripts/schemathesis_hooks.py: each valid Idempotency-Key made unique (its replay rule is tested in test/idempotency.test.ts).
   const hooks = { SCHEMATHESIS_HOOKS: 'schemathesis_hooks', PYTHONPATH: [path.join(import.meta.dirname), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) };
-  status = await run('schemathesis', args, { ...process.env, ...hooks, CONTRACT_ORG_ID: orgA });
+  status = await run('schemathesis', args, { ...process.env, ...hooks, CONTRACT_ORG_ID: orgA, CONTRACT_JOB_WITH_CHANGE: jobWithChange });
   printCheckCounts(await fs.readFile(events, 'utf8').catch(() => ''));
 } finally {
   await system.stop();
@@ -83,6 +88,37 @@ try {
   await fs.rm(dataDir, { recursive: true, force: true });
 }
 process.exit(status);
+
+/**
+ * A job of `orgId` that succeeded with a change and its patch, for the operations only such a job
+ * answers with a 2xx (GET …/diff): a repository, an agent token, and a job run by a scripted agent
+ * over the real gRPC stream. Returns the job's id.
+ */
+async function seedJobWithChange(httpUrl: string, grpcAddress: string, orgId: string, adminToken: string): Promise<string> {
+  const post = async <T>(route: string, body: unknown): Promise<T> => {
+    const res = await fetch(`${httpUrl}/v1/orgs/${orgId}${route}`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    if (res.status !== 201) throw new Error(`seeding: POST ${route} answered ${res.status}: ${await res.text()}`);
+    return (await res.json()) as T;
+  };
+  const repo = await post<{ id: string }>('/repositories', { name: 'seeded-with-a-change', cloneUrl: 'https://example.test/seeded.git', defaultBranch: 'main' });
+  const token = await post<{ secret: string }>('/agent-tokens', { name: 'contract-tests-seed' });
+  const agent = new ProtocolClient(grpcAddress, token.secret);
+  try {
+    agent.hello({ capacity: 1 });
+    await agent.next('welcome');
+    const job = await post<{ id: string }>('/jobs', { prompt: 'Seeded: a job with a change', repoId: repo.id, queueType: 'backlog' });
+    const { jobId, attempt } = await agent.next('assignment');
+    agent.start(jobId, attempt);
+    const patch = Buffer.from('diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-old\n+new\n');
+    agent.sendPatch(jobId, attempt, 0, patch);
+    await agent.next('patchAck');
+    agent.finish(jobId, attempt, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0, change: changeOf({}, patch) });
+    await agent.next('finishedAck');
+    return job.id;
+  } finally {
+    agent.close();
+  }
+}
 
 /** Schemathesis prints cases, not checks: count each check's outcomes over every case from its event log. */
 function printCheckCounts(ndjson: string): void {

@@ -28,19 +28,22 @@ function collect(): void {
 
 /**
  * Collects, then waits for RSS to settle: V8 and the allocator hand freed pages back to the system
- * gradually, so a sample taken at once after busy work would count memory that is already free.
+ * gradually, so RSS read at once after busy work would count memory that is already free. The heap
+ * and external figures are read right after the collection, before anything runs: a busy process
+ * makes garbage meanwhile (every patch chunk passes through several short-lived buffers), and
+ * counting it would measure throughput, not what is held.
  */
 export async function sampleMemory(maxSeconds = 15): Promise<MemorySample> {
   const deadline = performance.now() + maxSeconds * 1000;
   let previous = Number.NaN;
   for (;;) {
     collect();
+    const { heapUsed, external } = process.memoryUsage();
     await new Promise((resolve) => setTimeout(resolve, 500));
-    const { rss, heapUsed, external } = process.memoryUsage();
+    const { rss } = process.memoryUsage();
     if (Math.abs(rss - previous) < SETTLED_BYTES || performance.now() > deadline) return { rss, heapUsed, external };
     previous = rss;
   }
 }
-
 
 export const MB = 1024 * 1024;
