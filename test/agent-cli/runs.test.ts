@@ -1,6 +1,9 @@
 // The reference agent CLI as an operator runs it, against the real system over loopback: every line
 // of a job's output reaches the store and every live viewer in order, also across a stream the network cuts mid-job, and
 // a clone that fails says why. (Cancellation, shutdown, revocation and restarts: faults.test.ts.)
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent, waitUntil, type AgentProcess } from '../support/agent-process.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob, type Job } from '../support/factories.js';
@@ -22,6 +25,7 @@ describe.each(drivers)('reference agent CLI on %s', (driver) => {
   let cloneUrl: string;
   let org: Awaited<ReturnType<typeof createOrg>>;
   let agent: AgentProcess | undefined;
+  const holdDirs: string[] = [];
 
   beforeAll(async () => {
     t = await startTestSystem({ driver, env: { AGENT_HEARTBEAT_INTERVAL: '1s', DISPATCH_SWEEP_INTERVAL: '1s' } });
@@ -34,6 +38,7 @@ describe.each(drivers)('reference agent CLI on %s', (driver) => {
 
   afterAll(async () => {
     await agent?.dispose();
+    for (const dir of holdDirs) await fs.rm(dir, { recursive: true, force: true });
     await t?.stop();
     await dropTestDatabases();
     await repository?.remove();
@@ -64,6 +69,14 @@ describe.each(drivers)('reference agent CLI on %s', (driver) => {
    * Runs `script` as a job on an agent whose stream goes through a proxy the test can cut, in an
    * organisation of its own, so that this agent is the only one its job can go to.
    */
+  /** A file a job's script waits for (`waitInScript`), so that a step of the test happens mid-job on any machine. */
+  async function holdFile(): Promise<{ waitInScript: string; release(): Promise<void> }> {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-jobs-hold-'));
+    holdDirs.push(dir);
+    const file = path.join(dir, 'release');
+    return { waitInScript: `while [ ! -e '${file}' ]; do sleep 0.05; done`, release: () => fs.writeFile(file, '') };
+  }
+
   async function behindCuttableProxy(script: string, scenario: (run: { isolated: typeof org; job: Job; proxy: CuttableProxy; agent: AgentProcess }) => Promise<void>) {
     const proxy = await startCuttableProxy(t.grpcAddress);
     const isolated = await createOrg(t);
@@ -81,15 +94,17 @@ describe.each(drivers)('reference agent CLI on %s', (driver) => {
   }
 
   it('loses no log line when the network drops the stream mid-job: the agent reconnects and resends', async () => {
-    await behindCuttableProxy('for i in $(seq 1 80); do echo "line $i"; sleep 0.03; done', async ({ isolated, job, proxy, agent: behindProxy }) => {
-      await waitForJob(isolated.member, isolated.orgId, job.id, (j) => j.status === 'running', 30_000);
-      // Cut mid-job: once some of its output is stored, the rest is still to come.
+    const hold = await holdFile();
+    const script = `for i in $(seq 1 40); do echo "line $i"; done; ${hold.waitInScript}; for i in $(seq 41 80); do echo "line $i"; sleep 0.01; done`;
+    await behindCuttableProxy(script, async ({ isolated, job, proxy, agent: behindProxy }) => {
+      // Cut mid-job: its first lines are stored, and the rest waits for the cut however slow the machine.
       await waitUntil(async () => (await logOf(job.id, isolated)).some((line) => line.text === 'line 5'), 'the job\'s first lines never reached the store');
       expect(proxy.cut()).toBeGreaterThan(0);
+      await hold.release();
 
-      const done = await waitForJob(isolated.member, isolated.orgId, job.id, (j) => j.status === 'succeeded' || j.status === 'failed', 30_000);
+      const done = await waitForJob(isolated.member, isolated.orgId, job.id, (j) => j.status === 'succeeded' || j.status === 'failed', 60_000);
       expect(done).toMatchObject({ status: 'succeeded', attempt: 1 });
-      expect(behindProxy.output()).toMatch(/stream ended[\s\S]*connected stream=2/);
+      await waitUntil(() => /stream ended[\s\S]*connected stream=2/.test(behindProxy.output()), 'the agent never said it reconnected');
       const log = await logOf(job.id, isolated);
       expect(log.map((line) => line.seq)).toEqual(log.map((_, index) => index + 1));
       expect(log.filter((line) => line.stream === 'stdout').map((line) => line.text)).toEqual(Array.from({ length: 80 }, (_, index) => `line ${index + 1}`));
@@ -97,11 +112,15 @@ describe.each(drivers)('reference agent CLI on %s', (driver) => {
   });
 
   it('shows a viewer every line once, in order, while the agent prints fast and its stream is cut mid-job', async () => {
-    await behindCuttableProxy('for i in $(seq 0 39); do seq $((i * 100 + 1)) $((i * 100 + 100)); sleep 0.03; done', async ({ isolated, job, proxy }) => {
+    // Lines 1001-2000 are printed as the viewer sees 1000; the rest waits for the cut however slow the machine.
+    const hold = await holdFile();
+    const script = `for i in $(seq 0 39); do [ $i -eq 20 ] && ${hold.waitInScript}; seq $((i * 100 + 1)) $((i * 100 + 100)); sleep 0.03; done`;
+    await behindCuttableProxy(script, async ({ isolated, job, proxy }) => {
       const viewer = new LogStreamViewer(t.url, isolated.orgId, job.id, { token: isolated.tokens.member });
       await viewer.until((v) => v.lines.some((line) => line.text === '1000'));
       // The agent's stream drops with batches in flight; it reconnects and resends what was not acknowledged.
       expect(proxy.cut()).toBeGreaterThan(0);
+      await hold.release();
 
       expect((await viewer.closed).code).toBe(1000);
       expect(viewer.end).toMatchObject({ status: 'succeeded', exitCode: 0 });
