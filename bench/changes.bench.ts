@@ -1,7 +1,7 @@
 // Changes, through the whole stack, on one database in one run: (1) delivery time, a job whose
 // command commits ~5 MiB of text, run by the reference agent (its own process) against a local bare
 // repository: the command's exit → the job `succeeded` (the agent commits, pushes, diffs and sends
-// the patch in acknowledged 256 KiB PatchChunks while it pushes, the server stores them, the workflow ends the job),
+// the patch in acknowledged 64 KiB PatchChunks while it pushes, the server stores them, the workflow ends the job),
 // against `git push` of the same commit alone to a fresh bare repository, in the same run;
 // (2) memory, 50 jobs' 5 MiB patches arriving at once from 50 agents (real agent.v1 gRPC clients in
 // a child process): server memory before, at its peak while they arrive, and after; then the same
@@ -48,7 +48,7 @@ const PAYLOAD_RANDOM_BYTES = 3_831_000;
 const AGENTS = env('BENCH_CHANGES_AGENTS', 50);
 const PATCH_BYTES = 5 * MiB;
 /** What agent.proto says of PatchChunks and what the reference agent does. */
-const CHUNK_BYTES = 256 * 1024;
+const CHUNK_BYTES = 64 * 1024;
 const WINDOW_BYTES = 2 * MiB;
 /** The unmeasured round before the others: every agent sends a patch of one chunk. */
 const WARMUP_PATCH_BYTES = 256 * 1024;
@@ -67,9 +67,9 @@ const DELIVERY_MAX_RATIO = 1.5;
  * allocator's slack from earlier work and can hide it).
  * "Flat" means the server holds a bounded amount of patch bytes read and not stored, whatever the
  * number of streams: it stops reading a stream above MAX_UNSTORED_LOG_BYTES (8 MiB, shared with log
- * text) and every stream above 16 MiB across them (src/grpc/agent-gateway.ts), and a stream it stops
+ * text) and every stream above 8 MiB across them (src/grpc/agent-gateway.ts), and a stream it stops
  * reading takes in only the chunk already on its way (src/grpc/read-gate.ts; HTTP/2 flow control
- * holds the rest in the agent): 50 agents add 50 × 256 KiB = 12.5 MiB, not 50 × their window.
+ * holds the rest in the agent): 50 agents add 50 × 64 KiB = 3 MiB, not 50 × their window.
  * 64 MB is what that costs once each waiting chunk is counted about twice (the decoded message and its
  * copy on its way to the database) plus allocator slack.
  */
@@ -355,7 +355,7 @@ async function run(): Promise<BenchReport> {
         `  ${PAYLOAD_RANDOM_BYTES} random bytes as base64 (76 characters a line) into ${PAYLOAD_FILE}, commits it with a fixed author and date, and as its last`,
         '  action writes `date +%s%N` to a file outside the repository. Ours: that time -> the job_changed NOTIFY saying succeeded',
         '  reaches this process (Date.now(); both the machine\'s clock, 1 ms resolution): the agent reads the exit, commits nothing more,',
-        `  pushes (git push --force to a bare file:// repository), lists the commit, diffs, sends the patch (${fmt.amount(median(ours.map((d) => d.patchBytes)) / MiB)} MiB) in 256 KiB`,
+        `  pushes (git push --force to a bare file:// repository), lists the commit, diffs, sends the patch (${fmt.amount(median(ours.map((d) => d.patchBytes)) / MiB)} MiB) in 64 KiB`,
         '  PatchChunks (2 MiB unacknowledged at most), the server stores them, records the change on JobFinished, the workflow ends the job.',
         '  Baseline: the same commit (same id, so the same objects) made again from the same file on a shallow clone of main like the',
         '  agent\'s, pushed with the agent\'s arguments to a fresh bare repository holding main: the push alone, timed around git.',
@@ -548,9 +548,9 @@ async function run(): Promise<BenchReport> {
         `  peak of ${samples.length} samples while they arrived: RSS ${mb(peak((m) => m.rss))}, heap ${mb(peak((m) => m.heapUsed))}, external ${mb(peak((m) => m.external))};`,
         `  after ${memoryLine(after)}. Growth at the peak: RSS +${fmt.amount(growth.rss)} MB, heap +${fmt.amount(growth.heap)} MB, external +${fmt.amount(growth.external)} MB;`,
         `  highest RSS without forcing a collection (every 50 ms): ${mb(peakRss)} (+${fmt.amount((peakRss - before.rss) / MB)} MB).`,
-        `  Target ${MEMORY_MAX_MB} MB: the server pauses a stream above ${MAX_UNSTORED_LOG_BYTES / MiB} MiB read and not stored, and every stream above 16 MiB across them;`,
+        `  Target ${MEMORY_MAX_MB} MB: the server pauses a stream above ${MAX_UNSTORED_LOG_BYTES / MiB} MiB read and not stored, and every stream above 8 MiB across them;`,
         `  a stream it stops reading takes in only the chunk already on its way (read-gate.ts), ${AGENTS} x ${CHUNK_BYTES / 1024} KiB = ${fmt.amount((AGENTS * CHUNK_BYTES) / MiB)} MiB in all,`,
-        '  each waiting chunk held about twice (decoded, then on its way to the database).',
+        '  each waiting chunk held about twice (decoded, then on its way to the database), with the network buffers of the one each stream assembles.',
         `  Baseline: ${postgres ? 'the same' : `the first ${PGLITE_BASELINE_JOBS} jobs' (the rate is compared)`} ${b.chunks} chunks of the same jobs (random base64 text too) inserted into run_patch_chunks ${postgres ? `by a plain process (pg) over ${connections} connections, as many as the server's pool` : "through PGlite's one connection in this process"},`,
         `  one INSERT a chunk, each connection a job's chunks in order: ${b.seconds.toFixed(2)} s, ${rate(b.bytes, b.seconds)}, INSERT p50 ${fmt.ms(b.statement.p50)} ms, p99 ${fmt.ms(b.statement.p99)} ms (rows deleted afterwards).`,
         `  Runs the server took back from an agent before it sent any patch (DropJob; the job requeued and assigned anew): ${drops.length}${drops.length ? `, e.g. ${drops.slice(0, 2).join('; ')}` : ''}.`,

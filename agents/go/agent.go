@@ -24,10 +24,10 @@ import (
 const (
 	agentVersion        = "0.1.0-go"
 	defaultBatchLines   = 500
-	maxBatchBytes       = 1 << 20   // well under gRPC's 4 MiB
-	batchesInFlight     = 4         // unacknowledged batches per run, as the reference agent
-	patchChunkBytes     = 256 << 10 // PatchChunk.data, as the reference agent: what a server that stops reading still takes in
-	patchInFlight       = 2 << 20   // patch bytes sent and not acknowledged, per run
+	maxBatchBytes       = 1 << 20  // well under gRPC's 4 MiB
+	batchesInFlight     = 4        // unacknowledged batches per run, as the reference agent
+	patchChunkBytes     = 64 << 10 // PatchChunk.data, as the reference agent: what a server that stops reading still takes in
+	patchInFlight       = 2 << 20  // patch bytes sent and not acknowledged, per run
 	defaultCancelGrace  = 30 * time.Second
 	stableStream        = 10 * time.Second
 	shutdownDrain       = 5 * time.Second

@@ -26,7 +26,7 @@ export interface AgentGatewayOptions extends SessionSettings {
 const STALLED_STEP_MS = 15_000;
 
 /** Log text and patch bytes read from all agents and not yet stored, at most (about; see InboundBudget). */
-const MAX_UNSTORED_BYTES_PER_PROCESS = 16 * 1024 * 1024;
+const MAX_UNSTORED_BYTES_PER_PROCESS = 8 * 1024 * 1024;
 
 export class AgentGateway {
   private readonly sessions = new Map<string, AgentSession>();

@@ -85,7 +85,7 @@ export class AgentSession {
   /** Log text read and not yet stored (see MAX_UNSTORED_LOG_BYTES); the stream is paused above it. */
   private unstoredBytes = 0;
   private paused = false;
-  /** Stops grpc-js reading ahead while paused (see read-gate.ts); pause() alone only stops 'data'. */
+  /** Lets grpc-js read the next message only once this one is taken in and the stream is not paused (see read-gate.ts). */
   private readonly gate: ReadGate | undefined;
   private readonly whenClosed: (() => void)[] = [];
   private silence: NodeJS.Timeout | undefined;
@@ -111,7 +111,11 @@ export class AgentSession {
     this.enqueue(async () => {
       this.credentials = await this.service.authenticate(bearer(this.call.metadata));
     });
-    this.call.on('data', (message: AgentMessage) => this.receive(message));
+    this.call.on('data', (message: AgentMessage) => {
+      this.receive(message);
+      // The next message is read once this one is taken in, unless it made the stream pause.
+      if (!this.paused) this.gate?.grant();
+    });
     // The agent closed its side: handle what it sent before (a last JobRejected, say), then end ours.
     this.call.on('end', () =>
       this.enqueue(async () => {
@@ -238,7 +242,6 @@ export class AgentSession {
     this.hooks.inbound.take(bytes);
     if (!this.paused && (this.unstoredBytes > MAX_UNSTORED_LOG_BYTES || this.hooks.inbound.exhausted)) {
       this.paused = true;
-      this.gate?.close();
       this.call.pause();
     }
   }
@@ -258,7 +261,7 @@ export class AgentSession {
     }
     this.paused = false;
     this.call.resume();
-    this.gate?.open();
+    this.gate?.grant();
   };
 
   private enqueue(work: () => Promise<void>): void {

@@ -1,8 +1,8 @@
 import { credentials, makeGenericClientConstructor, Server, ServerCredentials, type ClientDuplexStream, type Metadata, type ServerDuplexStream, type ServiceDefinition } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { readGateInterceptor, readGateOf } from './read-gate.js';
+import { readGateInterceptor, readGateOf, type ReadGate } from './read-gate.js';
 
-// A bidirectional stream of raw bytes, to watch what the server side holds while it does not read.
+// A bidirectional stream of raw bytes, to watch what the server side takes in while it grants no reads.
 const identity = (b: Buffer) => b;
 const service: ServiceDefinition = {
   stream: { path: '/test.Gate/Stream', requestStream: true, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity, originalName: 'stream' },
@@ -15,7 +15,7 @@ describe('the read gate on agent streams', () => {
   let stop: (() => void) | undefined;
   afterEach(() => stop?.());
 
-  async function serve(interceptors: typeof readGateInterceptor[]) {
+  async function serve(interceptors: (typeof readGateInterceptor)[]) {
     const server = new Server({ interceptors });
     const calls: ServerDuplexStream<Buffer, Buffer>[] = [];
     server.addService(service, {
@@ -33,6 +33,7 @@ describe('the read gate on agent streams', () => {
       client.close();
       server.forceShutdown();
     };
+    stream.write(MESSAGE); // the call reaches the server with its first message
     await expect.poll(() => calls.length).toBe(1);
     /** A round trip on another stream of the same connection: the server has taken in what reached it before. */
     const roundTrip = async () => {
@@ -45,35 +46,31 @@ describe('the read gate on agent streams', () => {
     return { call: calls[0]!, stream, roundTrip };
   }
 
-  /** Pauses the server's side, writes SENT messages, and waits until the client can write no more (its buffer holds what HTTP/2 flow control refused). */
-  async function writeWhilePaused(call: ServerDuplexStream<Buffer, Buffer>, stream: ClientDuplexStream<Buffer, Buffer>, close: () => void) {
+  it('reads one message per grant: a session that grants none holds the one it has, and the agent waits', async () => {
+    const { call, stream, roundTrip } = await serve([readGateInterceptor]);
+    const gate: ReadGate | undefined = readGateOf(call.metadata as Metadata);
+    expect(gate).toBeDefined();
     const received: Buffer[] = [];
     call.on('data', (b: Buffer) => received.push(b));
-    call.pause();
-    close();
-    for (let i = 0; i < SENT; i++) stream.write(MESSAGE);
-    // The client's buffer stays full only while the server takes nothing more.
+    for (let i = 1; i < SENT; i++) stream.write(MESSAGE);
+    await expect.poll(() => received.length).toBe(1);
+    // The client cannot get rid of what it wrote: HTTP/2 flow control holds it.
     await expect.poll(() => stream.writableLength, { timeout: 20_000 }).toBeGreaterThan(0);
-    return received;
-  }
-
-  it('holds at most the message already asked for while closed, and lets the rest through once open', async () => {
-    const { call, stream, roundTrip } = await serve([readGateInterceptor]);
-    const gate = readGateOf(call.metadata as Metadata);
-    expect(gate).toBeDefined();
-    const received = await writeWhilePaused(call, stream, () => gate!.close());
     await roundTrip();
-    expect(call.readableLength).toBeLessThanOrEqual(1);
-    expect(received).toEqual([]);
+    expect(received).toHaveLength(1);
+    expect(call.readableLength).toBe(0);
 
-    gate!.open();
-    call.resume();
-    await expect.poll(() => received.length, { timeout: 20_000 }).toBe(SENT);
+    for (let granted = 1; granted < SENT; granted++) {
+      gate!.grant();
+      await expect.poll(() => received.length, { timeout: 20_000 }).toBe(granted + 1);
+    }
   });
 
   it('is what makes the difference: without it a paused call reads ahead', async () => {
     const { call, stream } = await serve([]);
-    await writeWhilePaused(call, stream, () => {});
+    call.on('data', () => call.pause()); // takes in the first message, then pauses, as a session over its bound does
+
+    for (let i = 1; i < SENT; i++) stream.write(MESSAGE);
     await expect.poll(() => call.readableLength, { timeout: 20_000 }).toBeGreaterThan(1);
   });
 });

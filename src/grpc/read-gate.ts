@@ -2,32 +2,33 @@
 // to a Node Readable that asks for the next one whenever it holds fewer than 16, whether or not
 // it is paused: pausing the call stops 'data' events, not reading, so a paused stream still takes
 // in everything its agent has in flight (a patch window, a log backlog) and holds it in memory.
-// The gate stops it where it starts: a read asked for while the gate is closed waits for it to
-// open, grpc-js leaves the HTTP/2 stream paused meanwhile, and HTTP/2 flow control holds the
-// agent's writes. What a closed gate still lets in is the one message already asked for.
+// The gate stops it where it starts: grpc-js reads a message only when the session, having taken
+// in the one before, grants the next. A session that pauses grants nothing until it resumes, so
+// grpc-js leaves the HTTP/2 stream paused meanwhile, and HTTP/2 flow control holds the agent's
+// writes: what a paused stream holds is the message that made it pause and the flow-control window.
 import { ServerInterceptingCall, type Metadata, type ServerInterceptingCallInterface, type ServerInterceptor } from '@grpc/grpc-js';
 
 export class ReadGate {
-  private closed = false;
+  /** Whether the next read may go at once (at most one: the session asks for messages one by one). */
+  private credit = true;
   private waitingRead: (() => void) | undefined;
 
-  /** Reads asked for from now on wait until open(). */
-  close(): void {
-    this.closed = true;
-  }
-
-  /** Lets reads through again, the one that waited first. */
-  open(): void {
-    this.closed = false;
+  /** The session has taken in a message and wants the next: the read that waits goes now, or the next one will. */
+  grant(): void {
     const read = this.waitingRead;
     this.waitingRead = undefined;
-    read?.();
+    if (read) read();
+    else this.credit = true;
   }
 
-  /** Runs `read` now, or once the gate opens (a later read asked for meanwhile replaces it: grpc-js asks for one at a time). */
+  /** Runs `read` now if the session asked for a message, or once it does (grpc-js asks for one read at a time; a repeat replaces it). */
   request(read: () => void): void {
-    if (this.closed) this.waitingRead = read;
-    else read();
+    if (!this.credit) {
+      this.waitingRead = read;
+      return;
+    }
+    this.credit = false;
+    read();
   }
 }
 

@@ -34,11 +34,11 @@ const BATCHES_IN_FLIGHT = 4;
 /** How long a line may wait for company before it is sent: live viewers see output this fresh. */
 const FLUSH_INTERVAL_MS = 20;
 /**
- * Bytes per PatchChunk (agent.proto: at most 1 MiB). Smaller than that: a server that stops
- * reading a stream still takes in the chunk already on its way, so this is what each agent can
- * add to its memory when many send at once.
+ * Bytes per PatchChunk (agent.proto: at most 1 MiB). Far smaller than that: a server that stops
+ * reading a stream still takes in the chunk already on its way, and while it assembles one it holds
+ * the network buffers it came in, so this is what each agent adds to its memory when many send at once.
  */
-const PATCH_CHUNK_BYTES = 256 * 1024;
+const PATCH_CHUNK_BYTES = 64 * 1024;
 /** Patch bytes sent ahead of the server's PatchAck: they wait in its memory, as lines in flight do. */
 const PATCH_BYTES_IN_FLIGHT = 2 * 1024 * 1024;
 /** The patch size kept before any Welcome has named the server's limit (this server's default). */

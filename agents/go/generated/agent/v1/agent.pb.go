@@ -2008,7 +2008,7 @@ func (x *DiffStat) GetDeletions() uint32 {
 
 // PatchChunk carries consecutive bytes of a run's patch (RunChange), which
 // may be far larger than one message. Chunks are sent in offset order, the
-// first at offset 0, each at most 1 MiB (the reference agent: 256 KiB), any
+// first at offset 0, each at most 1 MiB (the reference agent: 64 KiB), any
 // time after the run's JobStarted and before its JobFinished; log lines may
 // come between them. The reference agent sends the patch as soon as it has
 // taken it, while its push runs, so that the transfer hides behind the push.
