@@ -2,7 +2,7 @@
 // logs, finish. Every report is checked against what the database says the agent holds; a report
 // about a job the agent does not hold changes nothing and is answered with an error.
 import { randomUUID } from 'node:crypto';
-import { SpanStatusCode } from '@opentelemetry/api';
+import { context, SpanStatusCode } from '@opentelemetry/api';
 import type { Database } from '../db/client.js';
 import * as agentsRepo from '../db/agents.repository.js';
 import * as changesRepo from '../db/changes.repository.js';
@@ -267,7 +267,10 @@ export class AgentGatewayService {
         if (!job.agentId) return 'gone';
         const claim = { agentId: job.agentId, attempt: job.attempt };
         // Without a token the claim step's activity never recorded one: the workflow takes the claim by signal.
-        const deliver = job.claimTaskToken ? this.deps.completions.completeClaim(job.claimTaskToken, claim) : this.deps.completions.signalClaim(job.id, claim);
+        // The signal's span (when tracing) belongs to the job's trace, not to a trace of the sweep's own.
+        const deliver = job.claimTaskToken
+          ? this.deps.completions.completeClaim(job.claimTaskToken, claim)
+          : context.with(jobTraceParent(job.traceContext), () => this.deps.completions.signalClaim(job.id, claim));
         return deliver.catch((err: unknown): 'gone' => {
           this.deps.log(`could not complete the stalled claim of job ${job.id}; will retry`, err);
           return 'gone';
