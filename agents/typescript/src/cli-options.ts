@@ -46,10 +46,11 @@ git on this machine has.
 Traces (off unless an endpoint is given): each run is an OpenTelemetry span in the job's
 trace (a child of the server's assignment span, JobAssignment.traceparent), sent over
 OTLP/HTTP (JSON) as runs end; at exit the agent waits up to 5 s to send the rest.
-  --otlp-endpoint <url>  OTLP/HTTP base URL, e.g. http://collector:4318; spans go to
-                      <url>/v1/traces [OTEL_EXPORTER_OTLP_ENDPOINT]. The full traces URL
-                      may be given as OTEL_EXPORTER_OTLP_TRACES_ENDPOINT instead; the
-                      service name is OTEL_SERVICE_NAME (default agent-jobs-agent)
+  --otlp-endpoint <u> a collector's OTLP/HTTP base URL, e.g. http://collector:4318; spans
+                      go to <u>/v1/traces [OTEL_EXPORTER_OTLP_ENDPOINT]. The full traces
+                      URL may be set in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT instead; the
+                      service name in OTEL_SERVICE_NAME (default agent-jobs-agent)
+
   -h, --help          show this text
 
 Signals: SIGINT/SIGTERM stop taking jobs, stop running ones (SIGTERM, then SIGKILL
