@@ -19,10 +19,15 @@ await copy('src/db/migrations', 'src/db/migrations');
 await copy('src/http/log-viewer', 'src/http/log-viewer', (name) => /\.(html|css|js)$/.test(name) && !name.endsWith('.plugin.js'));
 
 const workflowsPath = path.join(dist, 'src/temporal/workflows/index.js');
-const { code } = await bundleWorkflowCode({ workflowsPath, logger: { trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error, log() {} } });
+const logger = { trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error, log() {} };
+const { code } = await bundleWorkflowCode({ workflowsPath, logger });
 await fs.writeFile(path.join(dist, 'workflow-bundle.js'), code);
+// A tracing worker (OTEL_EXPORTER_OTLP_*) runs the workflows with Temporal's tracing interceptors, which
+// live in the bundle: a second one has them, so turning traces on costs the untraced nothing.
+const traced = await bundleWorkflowCode({ workflowsPath, workflowInterceptorModules: [path.join(dist, 'src/temporal/workflows/tracing.interceptors.js')], logger });
+await fs.writeFile(path.join(dist, 'workflow-bundle-traced.js'), traced.code);
 
 // npm links bins executable on install; a build used in place must be executable too.
 await fs.chmod(path.join(root, 'agents/typescript/dist/src/main.js'), 0o755).catch(() => undefined);
 await fs.chmod(path.join(dist, 'src/main.js'), 0o755);
-console.log(`built ${path.relative(root, dist)}/: server, contract, migrations, job page, workflow bundle (${(code.length / 1024).toFixed(0)} KiB)`);
+console.log(`built ${path.relative(root, dist)}/: server, contract, migrations, job page, workflow bundles (${(code.length / 1024).toFixed(0)} KiB, traced ${(traced.code.length / 1024).toFixed(0)} KiB)`);

@@ -59,6 +59,16 @@ describe('configuration from the environment', () => {
     ]);
   });
 
+  it('traces only when an OTLP endpoint is named, sending to the traces path of a base endpoint', () => {
+    expect(loadConfig({}).tracing).toBeUndefined();
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).tracing).toEqual({ endpoint: 'http://collector:4318/v1/traces', serviceName: 'agent-jobs' });
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://tempo:4318/v1/traces', OTEL_SERVICE_NAME: 'jobs-eu' }).tracing).toEqual({
+      endpoint: 'http://tempo:4318/v1/traces',
+      serviceName: 'jobs-eu',
+    });
+    expect(problems({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector' })).toEqual(['OTEL_EXPORTER_OTLP_ENDPOINT: must be a URL such as http://collector:4318 (got "collector")']);
+  });
+
   it('has every variable it reads in the README\'s Configuration table', () => {
     const readme = fs.readFileSync(new URL('../README.md', import.meta.url), 'utf8');
     const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 1));

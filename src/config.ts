@@ -92,6 +92,11 @@ const settings = z.object({
   LOG_STREAM_STALL_TIMEOUT: duration('30s'),
   IDEMPOTENCY_KEY_TTL: duration('24h'),
   IDEMPOTENCY_KEY_WAIT: duration('5s'),
+
+  // OpenTelemetry's own names (its SDK environment specification): traces are off unless one is set.
+  OTEL_EXPORTER_OTLP_ENDPOINT: optionalString.pipe(z.url({ error: 'must be a URL such as http://collector:4318' }).optional()),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: optionalString.pipe(z.url({ error: 'must be a URL such as http://collector:4318/v1/traces' }).optional()),
+  OTEL_SERVICE_NAME: z.string().trim().min(1).default('agent-jobs'),
 });
 
 /** Every environment variable the server reads (the README's Configuration table lists each). */
@@ -189,6 +194,17 @@ export interface Config {
     /** How often expired keys are deleted. */
     sweepIntervalMs: number;
   };
+  /** Traces over OTLP/HTTP; undefined (the default) turns them off: no exporter, a no-op tracer. */
+  tracing: { endpoint: string; serviceName: string } | undefined;
+}
+
+/**
+ * Where traces go: the traces endpoint as given, else the base endpoint with the signal's path
+ * appended, as the OpenTelemetry specification says of OTEL_EXPORTER_OTLP_ENDPOINT.
+ */
+function tracesEndpoint(tracesUrl: string | undefined, baseUrl: string | undefined): string | undefined {
+  if (tracesUrl) return tracesUrl;
+  return baseUrl ? `${baseUrl.replace(/\/+$/, '')}/v1/traces` : undefined;
 }
 
 export class ConfigError extends Error {
@@ -211,6 +227,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   const e = parsed.data;
   const dataDir = path.resolve(e.DATA_DIR);
+  const traces = tracesEndpoint(e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, e.OTEL_EXPORTER_OTLP_ENDPOINT);
   return {
     env: e.NODE_ENV,
     role: e.ROLE,
@@ -253,5 +270,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     workflowStarts: { sweepIntervalMs: e.WORKFLOW_START_SWEEP_INTERVAL, batchSize: e.WORKFLOW_START_BATCH, leaseMs: e.WORKFLOW_START_LEASE },
     logStream: { maxBufferedBytes: e.LOG_STREAM_BUFFER_BYTES, stallTimeoutMs: e.LOG_STREAM_STALL_TIMEOUT, pingIntervalMs: e.LOG_STREAM_PING_INTERVAL },
     idempotency: { ttlMs: e.IDEMPOTENCY_KEY_TTL, waitMs: e.IDEMPOTENCY_KEY_WAIT, sweepIntervalMs: e.IDEMPOTENCY_KEY_SWEEP_INTERVAL },
+    tracing: traces ? { endpoint: traces, serviceName: e.OTEL_SERVICE_NAME } : undefined,
   };
 }

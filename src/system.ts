@@ -16,6 +16,7 @@ import { connectTemporal, createJobStepCompletions, createJobWorkflows } from '.
 import { startTemporalDevServer, type DevServer } from './temporal/dev-server.js';
 import { installTemporalLogging, startWorker, type RunningWorker } from './temporal/worker.js';
 import { Metrics } from './observability/metrics.js';
+import { startTracing } from './observability/tracing.js';
 
 export interface RunningSystem {
   config: Config;
@@ -47,6 +48,12 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
   const began = performance.now();
   const took = () => Math.round(performance.now() - began);
   try {
+    // First in, last out: what every role traced is sent once they have all stopped.
+    const tracing = startTracing(config);
+    if (tracing) {
+      cleanup.push(() => tracing.shutdown());
+      logger.info({ endpoint: config.tracing?.endpoint, service: config.tracing?.serviceName }, 'tracing: spans exported over OTLP/HTTP');
+    }
     await fs.mkdir(config.dataDir, { recursive: true });
 
     // The database and the embedded Temporal server start side by side: neither needs the other.
@@ -85,7 +92,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
     if (embedded.status === 'rejected') throw embedded.reason;
     const database = opened.value;
     const temporalAddress = embedded.value?.address ?? config.temporal.address!;
-    const temporal = await connectTemporal(temporalAddress, config.temporal.namespace);
+    const temporal = await connectTemporal(temporalAddress, config.temporal.namespace, tracing !== undefined);
     cleanup.push(() => temporal.connection.close());
 
     const bus = new EventBus(database, (msg, details) => logger.warn(details, msg));
@@ -135,6 +142,7 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
         taskQueue: config.temporal.taskQueue,
         activities: createJobActivities({ lifecycle: services.lifecycle }),
         workflowBundlePath: config.temporal.workflowBundlePath,
+        tracing,
       });
       cleanup.push(async () => {
         if (running.worker.getState() === 'RUNNING') running.worker.shutdown();

@@ -230,9 +230,9 @@ export async function recordStopRequest(db: Executor, jobId: string, request: St
  * before it recorded its own token. Delivering them again is harmless (Temporal refuses a second
  * completion; the workflow ignores a claim of a run it has claimed).
  */
-export async function listStalledClaims(db: Executor, olderThanMs: number, limit: number): Promise<Pick<JobRow, 'id' | 'agentId' | 'attempt' | 'claimTaskToken'>[]> {
+export async function listStalledClaims(db: Executor, olderThanMs: number, limit: number): Promise<Pick<JobRow, 'id' | 'agentId' | 'attempt' | 'claimTaskToken' | 'traceContext'>[]> {
   return db
-    .select({ id: jobs.id, agentId: jobs.agentId, attempt: jobs.attempt, claimTaskToken: jobs.claimTaskToken })
+    .select({ id: jobs.id, agentId: jobs.agentId, attempt: jobs.attempt, claimTaskToken: jobs.claimTaskToken, traceContext: jobs.traceContext })
     .from(jobs)
     .where(
       and(

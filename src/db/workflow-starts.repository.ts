@@ -9,7 +9,7 @@ import { jobs, workflowStarts, type JobRow } from './schema/index.js';
  * what each start needs. The lease, not a held transaction, protects them: starts talk to Temporal,
  * and no database lock should wait on that.
  */
-export interface DueDelivery extends Pick<JobRow, 'id' | 'maxAttempts' | 'timeouts'> {
+export interface DueDelivery extends Pick<JobRow, 'id' | 'maxAttempts' | 'timeouts' | 'traceContext'> {
   /** Set: deliver this cancel (starting the workflow too if need be). Null: start the workflow. */
   cancelReason: string | null;
 }
@@ -27,7 +27,7 @@ export async function leaseDueStarts(db: Executor, limit: number, leaseMs: numbe
     .set({ notBefore: sql`now() + ${`${leaseMs} milliseconds`}::interval`, attempts: sql`${workflowStarts.attempts} + 1` })
     .from(jobs)
     .where(and(inArray(workflowStarts.jobId, due), eq(jobs.id, workflowStarts.jobId)))
-    .returning({ id: jobs.id, maxAttempts: jobs.maxAttempts, timeouts: jobs.timeouts, cancelReason: workflowStarts.cancelReason });
+    .returning({ id: jobs.id, maxAttempts: jobs.maxAttempts, timeouts: jobs.timeouts, traceContext: jobs.traceContext, cancelReason: workflowStarts.cancelReason });
 }
 
 /** Starts and cancels written and not yet delivered, however long they have waited. */

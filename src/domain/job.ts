@@ -53,3 +53,13 @@ export interface StopRequest {
   reason: string;
   graceMs: number;
 }
+
+/**
+ * The job's place in its trace, as W3C Trace Context headers (`traceparent`, and `tracestate` when
+ * there is one): taken from the request that created the job and kept with it, so its workflow's
+ * start, its assignments and its agent's runs join that one trace on whichever process they happen.
+ */
+export interface JobTraceContext {
+  traceparent: string;
+  tracestate?: string;
+}

@@ -525,5 +525,7 @@ function toAssignmentMessage(assignment: Assignment): Extract<ServerMessage['pay
     runTimeout: durationOf(assignment.timeouts.runMs),
     cancelGrace: durationOf(assignment.timeouts.cancelGraceMs),
     revises: assignment.revises ?? undefined,
+    traceparent: assignment.trace?.traceparent ?? '',
+    tracestate: assignment.trace?.tracestate ?? '',
   };
 }

@@ -26,6 +26,7 @@ import { refusingAgentTokens } from './agent-token-guard.js';
 import { lowerCaseIds } from './ids.js';
 import { registerJsonBodyParser } from './json-body.js';
 import { registerMetrics } from './metrics.js';
+import { registerTracing } from './tracing.js';
 import { build, clientErrorResponse, renderProblem, type ProblemHints } from './problem.js';
 import { LogFanout } from './log-stream/log-fanout.js';
 import { registerLogStream } from './log-stream/log-stream.route.js';
@@ -107,6 +108,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (unexpected) request.log.error({ err }, 'request failed');
     return reply.code(problem.status).headers(headers).type('application/problem+json').send(problem);
   };
+
+  // First of the hooks, so a request's span covers everything the server does for it.
+  if (config.tracing) registerTracing(app);
 
   // A replica that is shutting down finishes what it has and refuses the rest with a problem that
   // says to retry (a keep-alive connection may still bring requests after close began).

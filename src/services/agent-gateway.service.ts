@@ -2,6 +2,7 @@
 // logs, finish. Every report is checked against what the database says the agent holds; a report
 // about a job the agent does not hold changes nothing and is answered with an error.
 import { randomUUID } from 'node:crypto';
+import { context, SpanStatusCode } from '@opentelemetry/api';
 import type { Database } from '../db/client.js';
 import * as agentsRepo from '../db/agents.repository.js';
 import * as changesRepo from '../db/changes.repository.js';
@@ -12,8 +13,9 @@ import * as reposRepo from '../db/repositories.repository.js';
 import { isTerminalStatus, type JobRow, type LogStream, type ReportedOutcome, type StopRequest } from '../db/schema/index.js';
 import { ConflictError, InvalidArgumentError, NotFoundError, PermissionDeniedError, UnauthenticatedError } from '../errors.js';
 import { InvalidChangeError, normaliseChange, type ReportedChange } from '../domain/change.js';
-import type { JobOutcome, JobTimeouts } from '../domain/job.js';
+import type { JobOutcome, JobTimeouts, JobTraceContext } from '../domain/job.js';
 import type { Metrics } from '../observability/metrics.js';
+import { jobTraceParent, traceContextOf, tracer } from '../observability/tracing.js';
 import { hashAgentSecret } from './agent-tokens.service.js';
 import type { CompletionResult, JobStepCompletions } from './workflow-ports.js';
 
@@ -50,6 +52,8 @@ export interface Assignment {
   timeouts: JobTimeouts;
   /** For a rework job, the parent's change it continues (agent.proto, RevisedChange). */
   revises: { branch: string; headCommit: string; summary: string } | null;
+  /** The assignment's span in the job's trace, for the agent's run to continue (null when not tracing). */
+  trace: JobTraceContext | null;
 }
 
 export interface Reconciliation {
@@ -263,7 +267,10 @@ export class AgentGatewayService {
         if (!job.agentId) return 'gone';
         const claim = { agentId: job.agentId, attempt: job.attempt };
         // Without a token the claim step's activity never recorded one: the workflow takes the claim by signal.
-        const deliver = job.claimTaskToken ? this.deps.completions.completeClaim(job.claimTaskToken, claim) : this.deps.completions.signalClaim(job.id, claim);
+        // The signal's span (when tracing) belongs to the job's trace, not to a trace of the sweep's own.
+        const deliver = job.claimTaskToken
+          ? this.deps.completions.completeClaim(job.claimTaskToken, claim)
+          : context.with(jobTraceParent(job.traceContext), () => this.deps.completions.signalClaim(job.id, claim));
         return deliver.catch((err: unknown): 'gone' => {
           this.deps.log(`could not complete the stalled claim of job ${job.id}; will retry`, err);
           return 'gone';
@@ -323,24 +330,42 @@ export class AgentGatewayService {
       const job = await claimNextJob(this.deps.db, session, exclude);
       if (!job) return undefined;
       this.deps.metrics.jobAssigned(job.queueType, job.createdAt, job.assignedAt, job.attempt);
-      // Without a token the claim step has not started waiting yet; it will find the job assigned.
-      if (job.claimTaskToken) {
-        const result = await this.deps.completions.completeClaim(job.claimTaskToken, { agentId: session.agentId, attempt: job.attempt });
-        if (result === 'gone') continue;
+      // In the job's trace; the agent's run continues from this span (JobAssignment.traceparent).
+      const span = tracer().startSpan(
+        'assign job',
+        { attributes: { 'job.id': job.id, 'job.attempt': job.attempt, 'agent.id': session.agentId, 'agent.session': session.sessionId } },
+        jobTraceParent(job.traceContext),
+      );
+      try {
+        // Without a token the claim step has not started waiting yet; it will find the job assigned.
+        if (job.claimTaskToken) {
+          const result = await this.deps.completions.completeClaim(job.claimTaskToken, { agentId: session.agentId, attempt: job.attempt });
+          if (result === 'gone') {
+            span.setAttribute('job.assign.skipped', 'the workflow had moved on');
+            continue;
+          }
+        }
+        const repo = await reposRepo.findRepositoryIncludingDeleted(this.deps.db, job.repoId);
+        if (!repo) throw new NotFoundError(`Repository ${job.repoId}`);
+        return {
+          revises: job.parentJobId ? await this.revisedChange(job.parentJobId) : null,
+          jobId: job.id,
+          attempt: job.attempt,
+          prompt: job.prompt,
+          labels: job.labels,
+          queueType: job.queueType,
+          revisesJobId: job.parentJobId,
+          repository: { id: repo.id, name: repo.name, cloneUrl: repo.cloneUrl, defaultBranch: repo.defaultBranch },
+          timeouts: job.timeouts,
+          trace: traceContextOf(span),
+        };
+      } catch (err) {
+        span.recordException(err instanceof Error ? err : String(err));
+        span.setStatus({ code: SpanStatusCode.ERROR });
+        throw err;
+      } finally {
+        span.end();
       }
-      const repo = await reposRepo.findRepositoryIncludingDeleted(this.deps.db, job.repoId);
-      if (!repo) throw new NotFoundError(`Repository ${job.repoId}`);
-      return {
-        revises: job.parentJobId ? await this.revisedChange(job.parentJobId) : null,
-        jobId: job.id,
-        attempt: job.attempt,
-        prompt: job.prompt,
-        labels: job.labels,
-        queueType: job.queueType,
-        revisesJobId: job.parentJobId,
-        repository: { id: repo.id, name: repo.name, cloneUrl: repo.cloneUrl, defaultBranch: repo.defaultBranch },
-        timeouts: job.timeouts,
-      };
     }
   }
 

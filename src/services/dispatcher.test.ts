@@ -12,7 +12,7 @@ function agentRef(n: number, capacity = 1, labels: string[] = []): AgentSessionR
 
 function assignment(jobId: string, attempt = 1): Assignment {
   const timeouts = { queueMs: 1, startMs: 1, runMs: 1, agentSilenceMs: 1, cancelGraceMs: 1 };
-  return { jobId, attempt, prompt: '', labels: [], queueType: 'backlog', revisesJobId: null, repository: { id: 'r', name: 'r', cloneUrl: 'u', defaultBranch: 'main' }, timeouts, revises: null };
+  return { jobId, attempt, prompt: '', labels: [], queueType: 'backlog', revisesJobId: null, repository: { id: 'r', name: 'r', cloneUrl: 'u', defaultBranch: 'main' }, timeouts, revises: null, trace: null };
 }
 
 /** Queued jobs in dispatch order; a claim takes the first that fits the agent's labels. */

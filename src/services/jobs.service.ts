@@ -11,6 +11,7 @@ import { ConflictError, InvalidArgumentError, NotFoundError, ResourceExhaustedEr
 import { toJobChange, type JobChange } from '../domain/change.js';
 import type { JobTimeouts } from '../domain/job.js';
 import type { Metrics } from '../observability/metrics.js';
+import { activeTraceContext } from '../observability/tracing.js';
 import { requireOrgRole, type Caller } from './access.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { fingerprint, revive, type IdempotencyKeys, type KeyedRequest, type Submitted } from './idempotency.js';
@@ -18,7 +19,7 @@ import type { Publish } from './notifications.js';
 import type { JobWorkflows } from './workflow-ports.js';
 
 /** The job as callers see it: the row without the workflow's bookkeeping. */
-export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'stopRequest' | 'declinedAttempts' | 'logSeqBase' | 'eventSeq' | 'timeouts'> & {
+export type Job = Omit<JobRow, 'claimTaskToken' | 'executeTaskToken' | 'reportedOutcome' | 'stopRequest' | 'declinedAttempts' | 'logSeqBase' | 'eventSeq' | 'timeouts' | 'traceContext'> & {
   cancelGraceSeconds: number;
   /** What it changed, once it succeeded with a change (openapi.yaml, JobChange). */
   change: JobChange | null;
@@ -63,7 +64,7 @@ const MAX_LISTED_REVISIONS = 100;
 const JOB_DATES = ['createdAt', 'updatedAt', 'assignedAt', 'startedAt', 'finishedAt', 'cancelRequestedAt'] as const satisfies readonly (keyof Job)[];
 
 export function toJob(row: JobRow, change: RunChangeRow | undefined = undefined): Job {
-  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, stopRequest: _stop, declinedAttempts: _declined, logSeqBase: _base, eventSeq: _events, timeouts, ...job } = row;
+  const { claimTaskToken: _claim, executeTaskToken: _execute, reportedOutcome: _outcome, stopRequest: _stop, declinedAttempts: _declined, logSeqBase: _base, eventSeq: _events, traceContext: _trace, timeouts, ...job } = row;
   // Only the run the job succeeded with has the job's change; other runs' changes are history.
   const own = row.status === 'succeeded' && change?.attempt === row.attempt ? change : undefined;
   return { ...job, cancelGraceSeconds: Math.round(timeouts.cancelGraceMs / 1000), change: own ? toJobChange(own) : null };
@@ -113,6 +114,8 @@ export class JobsService {
             maxAttempts: input.maxAttempts,
             timeouts,
             createdBy: caller.userId,
+            // The request's span (when tracing): the job's whole life joins its trace.
+            traceContext: activeTraceContext(),
           }),
         );
         await remember(tx, job);

@@ -2,7 +2,9 @@
 // its outbox row are committed, and this starter (on any replica) starts the workflow (or signals
 // the cancel) right after, retrying with backoff while Temporal is unreachable.
 import type { Database } from '../db/client.js';
+import { context } from '@opentelemetry/api';
 import type { Metrics } from '../observability/metrics.js';
+import { jobTraceParent } from '../observability/tracing.js';
 import * as outbox from '../db/workflow-starts.repository.js';
 import type { JobWorkflows } from './workflow-ports.js';
 
@@ -71,9 +73,13 @@ export class WorkflowStarter {
         leased.map(async (job) => {
           const input = { jobId: job.id, maxAttempts: job.maxAttempts, timeouts: job.timeouts };
           try {
-            // A cancel to a workflow that already ended has nothing left to stop: delivered all the same.
-            if (job.cancelReason !== null) await this.deps.workflows.requestCancel(input, job.cancelReason);
-            else await this.deps.workflows.start(input);
+            // In the job's trace, from whichever process and however long after the request: the
+            // client's tracing interceptor (when on) makes the start's span there and hands it to the workflow.
+            await context.with(jobTraceParent(job.traceContext), async () => {
+              // A cancel to a workflow that already ended has nothing left to stop: delivered all the same.
+              if (job.cancelReason !== null) await this.deps.workflows.requestCancel(input, job.cancelReason);
+              else await this.deps.workflows.start(input);
+            });
             await outbox.completeWorkflowStart(this.deps.db, job);
           } catch (err) {
             this.deps.metrics.workflowStartFailed();

@@ -2,12 +2,17 @@
 // delivers cancellation requests as signals.
 import { ActivityCancelledError, ActivityNotFoundError, Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
+import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry';
 import type { CompletionResult, JobStepCompletions, JobWorkflows } from '../services/workflow-ports.js';
 import { AGENT_LOST_FAILURE, AGENT_REJECTED_FAILURE, JOB_WORKFLOW_TYPE, jobSignals, type CancelRequest, type JobWorkflowInput } from './shared.js';
 
-export async function connectTemporal(address: string, namespace: string): Promise<Client> {
+/**
+ * With `traced`, starting and signalling a workflow makes a span (in the caller's active trace) and
+ * hands its context to the workflow in the call's Temporal headers.
+ */
+export async function connectTemporal(address: string, namespace: string, traced = false): Promise<Client> {
   const connection = await Connection.connect({ address });
-  return new Client({ connection, namespace });
+  return new Client({ connection, namespace, ...(traced ? { interceptors: { workflow: [new OpenTelemetryWorkflowClientInterceptor()] } } : {}) });
 }
 
 export function createJobWorkflows(client: Client, taskQueue: string): JobWorkflows {

@@ -1,8 +1,10 @@
 // The Temporal worker: hosts the job workflow and its activities on the jobs task queue.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
+import { makeWorkflowExporter, OpenTelemetryActivityInboundInterceptor, OpenTelemetryActivityOutboundInterceptor } from '@temporalio/interceptors-opentelemetry';
+import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type WorkerOptions as SdkWorkerOptions } from '@temporalio/worker';
 import type { Logger } from 'pino';
+import type { Tracing } from '../observability/tracing.js';
 import type { JobActivities } from './shared.js';
 
 export interface WorkerOptions {
@@ -10,8 +12,13 @@ export interface WorkerOptions {
   namespace: string;
   taskQueue: string;
   activities: JobActivities;
-  /** A prebuilt workflow bundle (tests build it once); otherwise the workflows are bundled at start. */
+  /**
+   * A prebuilt workflow bundle (tests build it once); otherwise the workflows are bundled at start.
+   * Not used when tracing: the workflows then need the tracing interceptors in their bundle.
+   */
   workflowBundlePath?: string | undefined;
+  /** Traces workflows and activities in the trace their start carried (observability/tracing.ts). */
+  tracing?: Tracing | undefined;
 }
 
 /**
@@ -27,8 +34,11 @@ export const MAX_CACHED_WORKFLOWS = 250;
 const builtServer = !import.meta.url.endsWith('.ts');
 // Run from source (tsx) the entry is index.ts; from a build, index.js beside this file.
 export const workflowsPath = fileURLToPath(new URL(`./workflows/index${builtServer ? '.js' : '.ts'}`, import.meta.url));
-/** The bundle `npm run build` precompiles (scripts/build-server.ts), used by a built server. */
+/** The workflow interceptor module a tracing worker bundles with the workflows. */
+export const tracingInterceptorsPath = fileURLToPath(new URL(`./workflows/tracing.interceptors${builtServer ? '.js' : '.ts'}`, import.meta.url));
+/** The bundles `npm run build` precompiles (scripts/build-server.ts), used by a built server: without and with tracing. */
 const prebuiltBundle = builtServer ? fileURLToPath(new URL('../../workflow-bundle.js', import.meta.url)) : undefined;
+const prebuiltTracedBundle = builtServer ? fileURLToPath(new URL('../../workflow-bundle-traced.js', import.meta.url)) : undefined;
 
 export interface RunningWorker {
   worker: Worker;
@@ -60,8 +70,20 @@ export function installTemporalLogging(logger: Logger, metricsAddress?: string):
 }
 
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
-  const bundle = options.workflowBundlePath ?? (prebuiltBundle && existsSync(prebuiltBundle) ? prebuiltBundle : undefined);
+  const { tracing } = options;
+  const exists = (file: string | undefined) => (file && existsSync(file) ? file : undefined);
+  const bundle = tracing ? exists(prebuiltTracedBundle) : (options.workflowBundlePath ?? exists(prebuiltBundle));
   const connection = await NativeConnection.connect({ address: options.address });
+  const traced: Partial<SdkWorkerOptions> = tracing
+    ? {
+        interceptors: {
+          // Only read when the workflows are bundled at start; a prebuilt traced bundle has it already.
+          workflowModules: bundle ? [] : [tracingInterceptorsPath],
+          activity: [(ctx) => ({ inbound: new OpenTelemetryActivityInboundInterceptor(ctx), outbound: new OpenTelemetryActivityOutboundInterceptor(ctx) })],
+        },
+        sinks: { exporter: makeWorkflowExporter(tracing.processor, tracing.resource) },
+      }
+    : {};
   const worker = await Worker.create({
     connection,
     namespace: options.namespace,
@@ -69,6 +91,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     activities: options.activities,
     maxCachedWorkflows: MAX_CACHED_WORKFLOWS,
     ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath }),
+    ...traced,
   });
   const done = worker.run().finally(() => connection.close());
   return { worker, done };

@@ -9,6 +9,7 @@ import { AgentLease } from './lease.js';
 import { JobRun, type JobRunContext, type RunResult } from './job-runner.js';
 import { LogOutbox, type BatchLimits, type OutboxLimits } from './log-outbox.js';
 import type { JobLogSink } from './output-capture.js';
+import type { RunTracer } from './tracing.js';
 
 export interface AgentSettings {
   agentId: string;
@@ -19,6 +20,8 @@ export interface AgentSettings {
   /** What every run needs; the patch limit is the agent's own (the current server's). */
   runContext: Omit<JobRunContext, 'maxPatchBytes'>;
   outboxLimits?: OutboxLimits;
+  /** Makes a span of each run it accepts, when the agent traces. */
+  tracer?: RunTracer | undefined;
 }
 
 /** Lines per batch when Welcome states no preference. */
@@ -274,9 +277,13 @@ export class Agent implements SessionHandler {
       },
     });
     agentLog.info('job accepted', { jobId, attempt, repository: assignment.repository?.name, running: running + 1, capacity: this.settings.capacity });
+    const endSpan = this.settings.tracer?.startRun(assignment);
     const job: HeldJob = { jobId, attempt, outbox, run, done: run.start(), patchAcked: 0, patchSent: 0 };
     this.jobs.set(jobId, job);
-    void job.done.then((result) => this.runEnded(job, result));
+    void job.done.then((result) => {
+      endSpan?.(result);
+      this.runEnded(job, result);
+    });
   }
 
   private reject(origin: OutboundChannel, assignment: JobAssignment, reason: string): void {

@@ -42,6 +42,18 @@ describe('agent command line', () => {
     expect(fromEnv).toMatchObject({ options: { change: { branchPrefix: 'x/', author: { name: 'A', email: 'a@b' }, push: false } } });
   });
 
+  it('traces only when given an OTLP endpoint, by flag or by OpenTelemetry\'s own variables', () => {
+    const tracing = (argv: string[], env: NodeJS.ProcessEnv) => {
+      const result = parseCli([...required, ...argv], env, '/home/ada');
+      return result.kind === 'run' ? result.options.tracing : undefined;
+    };
+    expect(tracing([], {})).toBeUndefined();
+    expect(tracing(['--otlp-endpoint', 'http://collector:4318/'], {})).toEqual({ endpoint: 'http://collector:4318/v1/traces', serviceName: 'agent-jobs-agent' });
+    expect(tracing([], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_SERVICE_NAME: 'laptop-agent' })).toEqual({ endpoint: 'http://collector:4318/v1/traces', serviceName: 'laptop-agent' });
+    expect(tracing([], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://tempo.example.test/otlp/v1/traces' })).toMatchObject({ endpoint: 'https://tempo.example.test/otlp/v1/traces' });
+    expect(() => parseCli([...required, '--otlp-endpoint', 'collector:4318'], {}, '/home/ada')).toThrow(/--otlp-endpoint .* must be an http:\/\/ or https:\/\/ URL, got "collector:4318"/);
+  });
+
   it('refuses a branch prefix git would not take, and an author without an email', () => {
     for (const prefix of ['../x', '/x', 'a..b', 'a b', 'a//b', 'x.lock/', '-x', 'a/.b']) expect(() => parseCli([...required, '--branch-prefix', prefix], {}), prefix).toThrow(/--branch-prefix/);
     for (const author of ['Robo', '<robo@x>', 'Robo <>', 'Robo <a b>']) expect(() => parseCli([...required, '--git-author', author], {}), author).toThrow(/--git-author/);

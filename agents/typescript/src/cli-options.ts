@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseHumanDuration } from './durations.js';
+import type { TracingOptions } from './tracing.js';
 
 export const USAGE = `Usage: agent-jobs-agent --server <host:port> --token <token> --exec '<shell command>' [options]
        (from a checkout: npm run agent -- --server ... --exec ...)
@@ -41,6 +42,15 @@ git on this machine has.
                       command's GIT_AUTHOR_*/GIT_COMMITTER_* unless the agent's environment
                       sets them
   --no-push           keep branches local; the diff is still reported [AGENT_NO_PUSH=1]
+
+Traces (off unless an endpoint is given): each run is an OpenTelemetry span in the job's
+trace (a child of the server's assignment span, JobAssignment.traceparent), sent over
+OTLP/HTTP (JSON) as runs end; at exit the agent waits up to 5 s to send the rest.
+  --otlp-endpoint <u> a collector's OTLP/HTTP base URL, e.g. http://collector:4318; spans
+                      go to <u>/v1/traces [OTEL_EXPORTER_OTLP_ENDPOINT]. The full traces
+                      URL may be set in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT instead; the
+                      service name in OTEL_SERVICE_NAME (default agent-jobs-agent)
+
   -h, --help          show this text
 
 Signals: SIGINT/SIGTERM stop taking jobs, stop running ones (SIGTERM, then SIGKILL
@@ -67,6 +77,8 @@ export interface AgentOptions {
   stateDir: string;
   heartbeatFallbackMs: number;
   change: ChangeOptions;
+  /** Where the agent sends the spans of its runs; undefined: it does not trace. */
+  tracing: TracingOptions | undefined;
 }
 
 /** How the agent turns a successful run into a change (agent.proto, RunChange). */
@@ -119,7 +131,22 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, homeDir: string
     push: !(flags['no-push'] === true || parseFlagValue(env.AGENT_NO_PUSH, 'AGENT_NO_PUSH')),
   };
 
-  return { kind: 'run', options: { server, token, command, name, labels, capacity, workDir, stateDir, heartbeatFallbackMs, change } };
+  const tracing = parseTracing(flags['otlp-endpoint'], env);
+
+  return { kind: 'run', options: { server, token, command, name, labels, capacity, workDir, stateDir, heartbeatFallbackMs, change, tracing } };
+}
+
+/**
+ * OpenTelemetry's own variables, as its SDKs read them: the traces URL as given, else the base URL
+ * (the flag first) with /v1/traces appended. Neither: no tracing.
+ */
+export function parseTracing(flag: string | undefined, env: NodeJS.ProcessEnv): TracingOptions | undefined {
+  const base = nonEmpty(flag) ?? nonEmpty(env.OTEL_EXPORTER_OTLP_ENDPOINT);
+  const traces = flag === undefined ? nonEmpty(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) : undefined;
+  const endpoint = traces ?? (base ? `${base.trim().replace(/\/+$/, '')}/v1/traces` : undefined);
+  if (endpoint === undefined) return undefined;
+  if (!/^https?:\/\/[^\s/]+/.test(endpoint.trim())) throw new UsageError(`--otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) must be an http:// or https:// URL, got "${traces ?? base}"`);
+  return { endpoint: endpoint.trim(), serviceName: nonEmpty(env.OTEL_SERVICE_NAME)?.trim() ?? 'agent-jobs-agent' };
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
@@ -170,6 +197,7 @@ function parseFlags(argv: string[]) {
       'branch-prefix': { type: 'string' },
       'git-author': { type: 'string' },
       'no-push': { type: 'boolean' },
+      'otlp-endpoint': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });

@@ -12,6 +12,7 @@ import { AgentConnection } from './connection.js';
 import { formatMs } from './durations.js';
 import { RunRecords } from './run-records.js';
 import { acquireStateLock, type StateLock } from './state-lock.js';
+import { startRunTracer } from './tracing.js';
 import { removeStaleRunFolders } from './workspace.js';
 
 const EXIT_STOPPED = 0;
@@ -24,6 +25,8 @@ const SHUTDOWN_REASON = 'the agent is shutting down';
 const FINAL_REPORT_WAIT_MS = 10_000;
 /** Signals this soon after the first are that one delivered again, not an operator's second. */
 const SAME_SIGNAL_MS = 2_000;
+/** How long an exiting agent waits for its last spans to reach the trace collector. */
+const SPAN_FLUSH_WAIT_MS = 5_000;
 
 async function main(): Promise<number> {
   let options: AgentOptions;
@@ -58,6 +61,7 @@ async function main(): Promise<number> {
   await records.reapLeftovers();
   for (const folder of await removeStaleRunFolders(options.workDir)) agentLog.info('removed a run folder left by a previous agent run', { folder });
 
+  const tracer = options.tracing ? startRunTracer(options.tracing, { agentId, version: packageJson.version }) : undefined;
   const agent = new Agent({
     agentId,
     name: options.name,
@@ -65,9 +69,10 @@ async function main(): Promise<number> {
     labels: options.labels,
     capacity: options.capacity,
     runContext: { command: options.command, workRoot: options.workDir, agentEnv: process.env, records, change: options.change },
+    tracer,
   });
   const connection = new AgentConnection({ target: options.server, token: options.token, heartbeatFallbackMs: options.heartbeatFallbackMs }, agent);
-  agentLog.info('agent starting', { agentId, name: options.name, server: options.server.address, tls: options.server.tls, capacity: options.capacity, labels: options.labels.join(',') || undefined, workDir: options.workDir });
+  agentLog.info('agent starting', { agentId, name: options.name, server: options.server.address, tls: options.server.tls, capacity: options.capacity, labels: options.labels.join(',') || undefined, workDir: options.workDir, traces: options.tracing?.endpoint });
 
   let firstSignalAt: number | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -97,6 +102,7 @@ async function main(): Promise<number> {
     // Nothing can be reported any more, but the runs must not outlive the agent.
     await agent.shutDown(`the server refused this agent: ${end.message}`);
   }
+  await tracer?.shutdown(SPAN_FLUSH_WAIT_MS);
   await lock.release();
   return end.kind === 'fatal' ? EXIT_REFUSED : EXIT_STOPPED;
 }

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { bigint, bigserial, check, index, integer, jsonb, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
-import type { JobTimeouts, ReportedOutcome, StopRequest } from '../../domain/job.js';
+import type { JobTimeouts, JobTraceContext, ReportedOutcome, StopRequest } from '../../domain/job.js';
 import { timestamptz } from './columns.js';
 import { jobEventTypeEnum, jobStatusEnum, queueTypeEnum } from './enums.js';
 import { repositories } from './repositories.js';
@@ -55,6 +55,9 @@ export const jobs = pgTable(
     // gaps or duplicates even when changes race (a max(seq) + 1 read in the same statement would
     // see only what was committed when the statement began).
     eventSeq: integer('event_seq').notNull().default(0),
+    // The trace the job belongs to (null when the server that created it was not tracing): read by
+    // the workflow starter and by the gateway's assignment, on any replica and after any restart.
+    traceContext: jsonb('trace_context').$type<JobTraceContext>(),
   },
   (t) => [
     // Listing: newest first, keyset-paginated on (created_at, id).

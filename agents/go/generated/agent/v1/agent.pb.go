@@ -2338,7 +2338,25 @@ type JobAssignment struct {
 	// as a backlog job would (from the default branch's current head, on a
 	// branch named for the rework job), with the parent's details in its
 	// environment.
-	Revises       *RevisedChange `protobuf:"bytes,11,opt,name=revises,proto3" json:"revises,omitempty"`
+	Revises *RevisedChange `protobuf:"bytes,11,opt,name=revises,proto3" json:"revises,omitempty"`
+	// Where this run belongs in the job's trace, for an agent that records
+	// traces (OpenTelemetry or any other tracer that speaks W3C Trace Context):
+	// the value of a W3C Trace Context `traceparent` header
+	// (https://www.w3.org/TR/trace-context/#traceparent-header), such as
+	// "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", naming the
+	// server's span for this assignment. An agent that traces makes the span
+	// of its run a child of it (extract it as a propagator extracts an
+	// incoming `traceparent` header), so the job's trace runs from the REST
+	// request that created it to the agent's work; it may pass it on to the
+	// coding tool as well. Empty when the server is not tracing this job. An
+	// agent that does not trace ignores it, and one that finds it malformed
+	// ignores it too (its run then starts a trace of its own): it never fails
+	// or rejects a run because of it.
+	Traceparent string `protobuf:"bytes,12,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	// The W3C Trace Context `tracestate` header that goes with traceparent
+	// (https://www.w3.org/TR/trace-context/#tracestate-header), vendor data
+	// to pass on unchanged; usually empty. Ignored when traceparent is empty.
+	Tracestate    string `protobuf:"bytes,13,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2448,6 +2466,20 @@ func (x *JobAssignment) GetRevises() *RevisedChange {
 		return x.Revises
 	}
 	return nil
+}
+
+func (x *JobAssignment) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *JobAssignment) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
 }
 
 // RevisedChange is the change a rework job continues.
@@ -3083,7 +3115,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x0ecancel_job_ids\x18\x05 \x03(\tR\fcancelJobIds\x12@\n" +
 	"\x0elease_duration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12<\n" +
 	"\flease_margin\x18\a \x01(\v2\x19.google.protobuf.DurationR\vleaseMargin\x12&\n" +
-	"\x0fmax_patch_bytes\x18\b \x01(\x04R\rmaxPatchBytes\"\xe3\x03\n" +
+	"\x0fmax_patch_bytes\x18\b \x01(\x04R\rmaxPatchBytes\"\xa5\x04\n" +
 	"\rJobAssignment\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x16\n" +
@@ -3099,7 +3131,11 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"runTimeout\x12<\n" +
 	"\fcancel_grace\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\vcancelGrace\x121\n" +
-	"\arevises\x18\v \x01(\v2\x17.agent.v1.RevisedChangeR\arevises\"b\n" +
+	"\arevises\x18\v \x01(\v2\x17.agent.v1.RevisedChangeR\arevises\x12 \n" +
+	"\vtraceparent\x18\f \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\r \x01(\tR\n" +
+	"tracestate\"b\n" +
 	"\rRevisedChange\x12\x16\n" +
 	"\x06branch\x18\x01 \x01(\tR\x06branch\x12\x1f\n" +
 	"\vhead_commit\x18\x02 \x01(\tR\n" +

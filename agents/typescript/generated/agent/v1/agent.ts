@@ -1068,7 +1068,31 @@ export interface JobAssignment {
    * branch named for the rework job), with the parent's details in its
    * environment.
    */
-  revises: RevisedChange | undefined;
+  revises:
+    | RevisedChange
+    | undefined;
+  /**
+   * Where this run belongs in the job's trace, for an agent that records
+   * traces (OpenTelemetry or any other tracer that speaks W3C Trace Context):
+   * the value of a W3C Trace Context `traceparent` header
+   * (https://www.w3.org/TR/trace-context/#traceparent-header), such as
+   * "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", naming the
+   * server's span for this assignment. An agent that traces makes the span
+   * of its run a child of it (extract it as a propagator extracts an
+   * incoming `traceparent` header), so the job's trace runs from the REST
+   * request that created it to the agent's work; it may pass it on to the
+   * coding tool as well. Empty when the server is not tracing this job. An
+   * agent that does not trace ignores it, and one that finds it malformed
+   * ignores it too (its run then starts a trace of its own): it never fails
+   * or rejects a run because of it.
+   */
+  traceparent: string;
+  /**
+   * The W3C Trace Context `tracestate` header that goes with traceparent
+   * (https://www.w3.org/TR/trace-context/#tracestate-header), vendor data
+   * to pass on unchanged; usually empty. Ignored when traceparent is empty.
+   */
+  tracestate: string;
 }
 
 /** RevisedChange is the change a rework job continues. */
@@ -3891,6 +3915,8 @@ function createBaseJobAssignment(): JobAssignment {
     runTimeout: undefined,
     cancelGrace: undefined,
     revises: undefined,
+    traceparent: "",
+    tracestate: "",
   };
 }
 
@@ -3928,6 +3954,12 @@ export const JobAssignment: MessageFns<JobAssignment> = {
     }
     if (message.revises !== undefined) {
       RevisedChange.encode(message.revises, writer.uint32(90).fork()).join();
+    }
+    if (message.traceparent !== "") {
+      writer.uint32(98).string(message.traceparent);
+    }
+    if (message.tracestate !== "") {
+      writer.uint32(106).string(message.tracestate);
     }
     return writer;
   },
@@ -4033,6 +4065,22 @@ export const JobAssignment: MessageFns<JobAssignment> = {
             message.revises = RevisedChange.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.traceparent = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.tracestate = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4078,6 +4126,8 @@ export const JobAssignment: MessageFns<JobAssignment> = {
         ? Duration.fromJSON(object.cancel_grace)
         : undefined,
       revises: isSet(object.revises) ? RevisedChange.fromJSON(object.revises) : undefined,
+      traceparent: isSet(object.traceparent) ? globalThis.String(object.traceparent) : "",
+      tracestate: isSet(object.tracestate) ? globalThis.String(object.tracestate) : "",
     };
   },
 
@@ -4116,6 +4166,12 @@ export const JobAssignment: MessageFns<JobAssignment> = {
     if (message.revises !== undefined) {
       obj.revises = RevisedChange.toJSON(message.revises);
     }
+    if (message.traceparent !== "") {
+      obj.traceparent = message.traceparent;
+    }
+    if (message.tracestate !== "") {
+      obj.tracestate = message.tracestate;
+    }
     return obj;
   },
 
@@ -4145,6 +4201,8 @@ export const JobAssignment: MessageFns<JobAssignment> = {
     message.revises = (object.revises !== undefined && object.revises !== null)
       ? RevisedChange.fromPartial(object.revises)
       : undefined;
+    message.traceparent = object.traceparent ?? "";
+    message.tracestate = object.tracestate ?? "";
     return message;
   },
 };
