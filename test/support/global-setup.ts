@@ -20,6 +20,7 @@ declare module 'vitest' {
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const databaseUrl = process.env.DATABASE_URL ?? '';
   if (process.env.CI && !databaseUrl) throw new Error('CI runs the PostgreSQL suites: set DATABASE_URL (see .ci/run)');
+  if (process.env.CI && !process.env.TEMPORAL_TEST_SERVER_PATH) throw new Error('CI runs the time-skipping suites: set TEMPORAL_TEST_SERVER_PATH (see .ci/run)');
 
   const scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-jobs-test-'));
   const server = await startTemporalDevServer({

@@ -19,5 +19,10 @@ export default class SummaryReporter implements Reporter {
     if (!process.env.DATABASE_URL) {
       process.stdout.write('PostgreSQL cases were skipped: DATABASE_URL is unset, so the integration suites ran on PGlite only (CI sets it).\n');
     }
+    if (!process.env.TEMPORAL_TEST_SERVER_PATH) {
+      process.stdout.write(
+        'Time-skipping cases were skipped (job deadlines at full length): TEMPORAL_TEST_SERVER_PATH is unset; export TEMPORAL_TEST_SERVER_PATH=$(scripts/install-temporal-test-server.sh) (CI does).\n',
+      );
+    }
   }
 }

@@ -48,6 +48,8 @@ export interface TestSystemOptions {
   taskQueue?: string;
   /** Run the embedded Temporal dev server on this port (as `npm run dev` does) instead of the run's shared one. */
   embeddedTemporalPort?: number;
+  /** Use this Temporal server (a time-skipping test server, say, known once it started) instead of the run's shared one. */
+  temporalAddress?: string | (() => string);
 }
 
 const dropDatabases: string[] = [];
@@ -94,7 +96,7 @@ export async function startTestSystem(options: TestSystemOptions): Promise<TestS
     GATEWAY_DRAIN_TIMEOUT: '1s',
     ...(options.embeddedTemporalPort
       ? { TEMPORAL_DEV_PORT: String(options.embeddedTemporalPort) }
-      : { TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_TASK_QUEUE: options.taskQueue ?? `jobs-${randomUUID()}` }),
+      : { TEMPORAL_ADDRESS: (typeof options.temporalAddress === 'function' ? options.temporalAddress() : options.temporalAddress) ?? inject('temporalAddress'), TEMPORAL_TASK_QUEUE: options.taskQueue ?? `jobs-${randomUUID()}` }),
     TEMPORAL_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
     ...(databaseUrl ? { DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: '5' } : {}),
     ...options.env,
