@@ -1,6 +1,8 @@
 // What operators and newcomers see without a token: liveness, readiness, Prometheus metrics and the
 // API reference, on PostgreSQL and on PGlite.
 import fs from 'node:fs';
+import { credentials, makeGenericClientConstructor } from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { drivers, dropTestDatabases, startTestSystem, type TestSystem, useTestSystem } from './support/system.js';
@@ -27,6 +29,19 @@ describe.each(drivers)('health, metrics and docs on %s', (driver) => {
     const { data, response } = await t.client().GET('/healthz');
     expect(response.status).toBe(200);
     expect(data).toEqual({ status: 'ok' });
+  });
+
+  it('answers the standard gRPC health check on the agent endpoint with SERVING', async () => {
+    const HealthClient = makeGenericClientConstructor(healthService, 'Health');
+    const client = new HealthClient(t.grpcAddress, credentials.createInsecure());
+    try {
+      const reply = await new Promise<{ status: string | number }>((resolve, reject) =>
+        (client as unknown as { check: (request: object, cb: (err: Error | null, reply: { status: string | number }) => void) => void }).check({ service: '' }, (err, r) => (err ? reject(err) : resolve(r))),
+      );
+      expect(reply.status === 'SERVING' || reply.status === 1).toBe(true);
+    } finally {
+      client.close();
+    }
   });
 
   it('answers /readyz with 200 and every check ok once the database, Temporal and migrations are ready', async () => {

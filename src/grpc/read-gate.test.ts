@@ -6,6 +6,7 @@ import { readGateInterceptor, readGateOf, type ReadGate } from './read-gate.js';
 const identity = (b: Buffer) => b;
 const service: ServiceDefinition = {
   stream: { path: '/test.Gate/Stream', requestStream: true, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity, originalName: 'stream' },
+  unary: { path: '/test.Gate/Unary', requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity, originalName: 'unary' },
 };
 const GateClient = makeGenericClientConstructor(service, 'Gate');
 const MESSAGE = Buffer.alloc(256 * 1024, 'x');
@@ -19,6 +20,7 @@ describe('the read gate on agent streams', () => {
     const server = new Server({ interceptors });
     const calls: ServerDuplexStream<Buffer, Buffer>[] = [];
     server.addService(service, {
+      unary: (call: { request: Buffer }, callback: (err: null, reply: Buffer) => void) => callback(null, call.request),
       stream: (call: ServerDuplexStream<Buffer, Buffer>) => {
         // The first call is watched; later ones echo, as round trips over the same connection.
         if (calls.push(call) > 1) call.on('data', (b: Buffer) => call.write(b));
@@ -43,7 +45,11 @@ describe('the read gate on agent streams', () => {
       await back;
       echo.cancel();
     };
-    return { call: calls[0]!, stream, roundTrip };
+    const unary = (request: Buffer) =>
+      new Promise<Buffer>((resolve, reject) =>
+        (client as unknown as { unary: (r: Buffer, cb: (err: Error | null, reply: Buffer) => void) => void }).unary(request, (err, reply) => (err ? reject(err) : resolve(reply))),
+      );
+    return { call: calls[0]!, stream, roundTrip, unary };
   }
 
   it('reads one message per grant: a session that grants none holds the one it has, and the agent waits', async () => {
@@ -64,6 +70,11 @@ describe('the read gate on agent streams', () => {
       gate!.grant();
       await expect.poll(() => received.length, { timeout: 20_000 }).toBe(granted + 1);
     }
+  });
+
+  it('leaves calls with one request message alone: nothing grants their reads, and they are answered', async () => {
+    const { unary } = await serve([readGateInterceptor]);
+    expect((await unary(Buffer.from('health?'))).toString()).toBe('health?');
   });
 
   it('is what makes the difference: without it a paused call reads ahead', async () => {

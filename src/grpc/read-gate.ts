@@ -56,8 +56,13 @@ class GatedCall extends ServerInterceptingCall {
 /** A call's gate, found by the metadata object grpc-js hands its handler (the call object has no other public handle). */
 const gates = new WeakMap<Metadata, ReadGate>();
 
-/** Give every call on the server a ReadGate (Server option `interceptors`). */
-export const readGateInterceptor: ServerInterceptor = (_method, call) => new GatedCall(call, new ReadGate());
+/**
+ * Gives every call that streams requests a ReadGate (Server option `interceptors`); its handler
+ * must grant reads (readGateOf), as AgentSession does. Calls with one request message (unary, server
+ * streaming: the health service) are left as they are: grpc-js reads their message and half-close
+ * by itself, and nothing would grant it.
+ */
+export const readGateInterceptor: ServerInterceptor = (method, call) => (method.requestStream ? new GatedCall(call, new ReadGate()) : new ServerInterceptingCall(call));
 
 /** The gate of the call whose handler got `metadata`; undefined on a server without readGateInterceptor. */
 export function readGateOf(metadata: Metadata): ReadGate | undefined {
