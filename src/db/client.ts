@@ -51,7 +51,12 @@ async function countPending(db: Database): Promise<number> {
 const MIGRATION_LOCK_KEY = 4_242_001;
 
 export async function openDatabase(config: Config['database'], log: (msg: string) => void = () => {}): Promise<DatabaseHandle> {
-  return config.kind === 'postgres' ? openPostgres(config.url, config.poolSize, log) : openPglite(config.dir);
+  const handle = config.kind === 'postgres' ? await openPostgres(config.url, config.poolSize, log) : await openPglite(config.dir);
+  // Closed once, however often asked (a readiness check's outage drill, then the system's stop):
+  // a second pg pool end or PGlite close throws, and shutdown would log it as an error.
+  let closing: Promise<void> | undefined;
+  const close = handle.close.bind(handle);
+  return Object.assign(handle, { close: () => (closing ??= close()) });
 }
 
 /** The databases that are PGlite, for the few queries that must bind a value its own way. */
