@@ -292,13 +292,6 @@ describe.each(drivers)('bad input on %s', (driver) => {
       const problem = await refusedAndNothingStored(org, () => org.raw('POST', `/v1/orgs/${org.orgId}/repositories`, JSON.stringify(body)), 400, 'invalid_argument');
       expect(pointers(problem)).toEqual([pointer]);
     });
-
-    it('refuses a name already taken in the organisation with 409 already_exists, and changes nothing', async () => {
-      const org = await populatedOrg();
-      const body = JSON.stringify({ name: 'web-app', cloneUrl: 'https://git.example.test/acme/elsewhere.git' });
-      const problem = await refusedAndNothingStored(org, () => org.raw('POST', `/v1/orgs/${org.orgId}/repositories`, body), 409, 'already_exists');
-      expect(problem.detail).toContain('web-app');
-    });
   });
 
   describe('agent tokens and cancellations', () => {

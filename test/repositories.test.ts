@@ -1,5 +1,5 @@
-// Registering, reading and deleting an organisation's repositories through the API, on PostgreSQL and on PGlite.
-// Role and tenancy refusals are in contract-statuses.test.ts.
+// Registering, reading and deleting an organisation's repositories through the API, on PostgreSQL and on PGlite;
+// the one home of the taken-name 409. Role and tenancy refusals are in contract-statuses.test.ts.
 import { describe, expect, it } from 'vitest';
 import type { AgentJobsClient } from '../generated/sdk/index.js';
 import { cancelQueuedJob, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
@@ -46,6 +46,7 @@ describe.each(drivers)('repositories on %s', (driver) => {
       });
       expect(response.status).toBe(409);
       expect(error).toMatchObject({ code: 'already_exists', type: 'urn:agent-jobs:problem:already-exists', errors: [{ pointer: '/name', message: 'is already taken' }] });
+      expect(error?.detail).toContain('web-app');
       expect((await get(org.member, org.orgId, first.id)).data).toEqual(first);
       expect(await listNames(org.member, org.orgId)).toEqual(['web-app']);
     });
