@@ -1,6 +1,5 @@
 // Agent tokens (created by an admin, shown once, stored as a hash, revocable) and the agent list, on
-// PostgreSQL and on PGlite.
-import { randomUUID } from 'node:crypto';
+// PostgreSQL and on PGlite. Role and tenancy refusals are in contract-statuses.test.ts.
 import { sql } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
 import type { AgentJobsClient } from '../generated/sdk/index.js';
@@ -105,35 +104,6 @@ describe.each(drivers)('agent tokens on %s', (driver) => {
     expect(items.find((i) => i.id === kept.token.id)?.revokedAt).toBeNull();
   });
 
-  it('answers 404 when revoking a token of another organisation, or none, and leaves it alone', async () => {
-    const mine = await createOrg(t);
-    const theirs = await createOrg(t);
-    const { token: theirToken } = await createAgentToken(theirs.admin, theirs.orgId);
-
-    for (const attempt of [revoke(mine.admin, mine.orgId, theirToken.id), revoke(mine.admin, theirs.orgId, theirToken.id), revoke(mine.admin, mine.orgId, randomUUID())]) {
-      const { error, response } = await attempt;
-      expect(response.status).toBe(404);
-      expect(error?.code).toBe('not_found');
-    }
-    expect((await list(theirs.admin, theirs.orgId)).map((i) => [i.id, i.revokedAt])).toEqual([[theirToken.id, null]]);
-    expect(await list(mine.admin, mine.orgId)).toEqual([]);
-  });
-
-  it('needs the Admin role to create, list or revoke tokens', async () => {
-    const org = await createOrg(t);
-    const { token } = await createAgentToken(org.admin, org.orgId);
-    const attempts = [
-      org.member.POST('/v1/orgs/{orgId}/agent-tokens', { params: { path: { orgId: org.orgId } }, body: { name: 'sneaky' } }),
-      org.member.GET('/v1/orgs/{orgId}/agent-tokens', { params: { path: { orgId: org.orgId } } }),
-      revoke(org.member, org.orgId, token.id),
-    ];
-    for (const { error, response } of await Promise.all(attempts)) {
-      expect(response.status).toBe(403);
-      expect(error?.code).toBe('permission_denied');
-    }
-    expect((await list(org.admin, org.orgId)).map((i) => [i.id, i.revokedAt])).toEqual([[token.id, null]]);
-  });
-
   it('lists no agents for a new organisation, to any member', async () => {
     const org = await createOrg(t);
     await createAgentToken(org.admin, org.orgId);
@@ -142,9 +112,6 @@ describe.each(drivers)('agent tokens on %s', (driver) => {
       expect(response.status).toBe(200);
       expect(data).toEqual({ items: [] });
     }
-    const outsider = await createOrg(t);
-    const { response } = await outsider.member.GET('/v1/orgs/{orgId}/agents', { params: { path: { orgId: org.orgId } } });
-    expect(response.status).toBe(404);
   });
 
   it('lists the organisation\'s agents by state: one connected, one that has gone', async () => {

@@ -1,15 +1,19 @@
 // Every operation of openapi.yaml answers each refusal it declares, as declared: 400 for a malformed id,
 // 401 without a token, 403 for a member whose role is too low (a Member on Admin operations; a custom role
-// that inherits nothing on the Member ones), 404 for another organisation, 414 for an overlong id and 431
-// for oversized headers. The operations come from the contract itself, so a new one is covered at once.
+// that inherits nothing on the Member ones), 404 for another organisation's path or object (told apart
+// from nothing that does not exist), 414 for an overlong id and 431 for oversized headers; a 403 or 404
+// changes nothing stored. This file is the one home of the role and tenancy refusals over REST (the log
+// stream's close codes live in log-stream.test.ts). The operations come from the contract itself, so a
+// new one is covered at once.
 import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import type { Problem } from '../generated/sdk/index.js';
 import type { OrgRole } from '../src/services/access.js';
 import { assertMatchesContract } from './support/contract.js';
-import { createPopulatedOrg } from './support/factories.js';
+import { createOrg, createPopulatedOrg, storedState } from './support/factories.js';
 import { LogStreamViewer } from './support/log-stream-client.js';
 import { expectProblem } from './support/problems.js';
 import { drivers, useTestSystem } from './support/system.js';
@@ -41,7 +45,7 @@ const operations: Operation[] = Object.entries(spec.paths).flatMap(([template, i
 );
 
 /** A body each operation takes, so that only the refusal under test can fail the request. */
-function bodyFor(operationId: string, repoId: string): string | undefined {
+function bodyFor(operationId: string, repoId: string | undefined): string | undefined {
   const bodies: Record<string, unknown> = {
     createRepository: { name: `r-${randomUUID().slice(0, 8)}`, cloneUrl: 'https://git.example.test/a.git' },
     createJob: { prompt: 'Fix it', repoId, queueType: 'backlog' },
@@ -72,32 +76,70 @@ describe.each(drivers)('every operation answers the refusals it declares, on %s'
     const org = await createPopulatedOrg(t);
     // PropelAuth organisations may define roles of their own; one that inherits nothing is below Member.
     const outsider = await t.token({ orgs: { [org.orgId]: 'Guest' as OrgRole } });
-    const ids = (overrides: Record<string, string> = {}) => ({ orgId: org.orgId, repoId: org.repo.id, jobId: org.job.id, tokenId: org.token.id, ...overrides });
+    const ids = (overrides: Record<string, string> = {}): Record<string, string> => ({ orgId: org.orgId, repoId: org.repo.id, jobId: org.job.id, tokenId: org.token.id, ...overrides });
     const pathOf = (op: Operation, values: Record<string, string>) => op.template.replace(/\{(\w+)\}/g, (_, name: string) => values[name] ?? '');
+    // createJob names its repository in the body: there, repoId is the object the request is about.
     const send = (op: Operation, values: Record<string, string>, token: string | undefined) => {
-      const body = bodyFor(op.operationId, org.repo.id);
+      const body = bodyFor(op.operationId, values.repoId);
       return t.fetch(pathOf(op, values), {
         method: op.method,
         headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
         ...(body ? { body } : {}),
       });
     };
-    return { org, outsider, ids, pathOf, send };
+    return { org, outsider, ids, pathOf, send, stored: () => storedState(org.owner, org.orgId) };
   }
+
+  /** A problem as a client could compare it: its instance (the path) set aside and `id` masked, where the detail names it. */
+  const comparable = (problem: Problem, id?: string) => {
+    const { instance: _instance, ...rest } = problem;
+    return id ? (JSON.parse(JSON.stringify(rest).replaceAll(id, '{id}')) as typeof rest) : rest;
+  };
 
   for (const op of operations) {
     describe(`${op.operationId} (${op.method} ${op.template})`, () => {
       const parameters = [...op.template.matchAll(/\{(\w+)\}/g)].map((m) => m[1]!);
+      /** The id of the one object the request names besides its organisation, in the path or (createJob) the body. */
+      const objectParameter = op.operationId === 'createJob' ? 'repoId' : parameters.filter((p) => p !== 'orgId').at(-1);
 
       it.runIf(op.declared.includes(401))('401 without a token', async () => {
         const f = await fixture();
         await expectProblem(await f.send(op, f.ids(), undefined), 401, 'unauthenticated');
       });
 
-      it.runIf(op.declared.includes(404))('404 in an organisation the caller is not a member of', async () => {
-        const f = await fixture();
-        await expectProblem(await f.send(op, f.ids({ orgId: randomUUID() }), f.org.tokens.owner), 404, 'not_found');
-      });
+      it.runIf(op.declared.includes(404))(
+        "404 on another organisation's path, to its neighbour's Owner and to a user of no organisation, exactly as for an organisation that does not exist, and nothing changes",
+        async () => {
+          const f = await fixture();
+          const before = await f.stored();
+          const neighbour = await createOrg(t);
+          const loner = await t.token({ orgs: {} });
+          const missing = await expectProblem(await f.send(op, f.ids({ orgId: randomUUID() }), f.org.tokens.owner), 404, 'not_found');
+          // An Owner, so that an Admin operation still answers 404 rather than 403: the path reveals nothing.
+          for (const token of [neighbour.tokens.owner, loner]) {
+            const foreign = await expectProblem(await f.send(op, f.ids(), token), 404, 'not_found');
+            expect(comparable(foreign)).toEqual(comparable(missing));
+          }
+          expect(await f.stored()).toEqual(before);
+        },
+      );
+
+      it.runIf(op.declared.includes(404) && objectParameter !== undefined)(
+        `404 for another organisation's ${objectParameter} named in my own organisation's request, exactly as for one that does not exist, and nothing changes`,
+        async () => {
+          const f = await fixture();
+          const mine = await createOrg(t);
+          const theirsBefore = await f.stored();
+          const mineBefore = await storedState(mine.owner, mine.orgId);
+          const theirId = f.ids()[objectParameter!]!;
+          const noneId = randomUUID();
+          const foreign = await expectProblem(await f.send(op, f.ids({ orgId: mine.orgId }), mine.tokens.owner), 404, 'not_found');
+          const missing = await expectProblem(await f.send(op, f.ids({ orgId: mine.orgId, [objectParameter!]: noneId }), mine.tokens.owner), 404, 'not_found');
+          expect(comparable(foreign, theirId)).toEqual(comparable(missing, noneId));
+          expect(await f.stored()).toEqual(theirsBefore);
+          expect(await storedState(mine.owner, mine.orgId)).toEqual(mineBefore);
+        },
+      );
 
       it.runIf(op.declared.includes(400) && op.websocket)('400 for a malformed percent-encoding, before any upgrade', async () => {
         const f = await fixture();
@@ -116,10 +158,12 @@ describe.each(drivers)('every operation answers the refusals it declares, on %s'
         await expectProblem(await f.send(op, f.ids({ [parameters.at(-1)!]: 'not-a-uuid' }), f.org.tokens.owner), 400, 'invalid_argument');
       });
 
-      it.runIf(op.declared.includes(403))('403 for a member whose role is below the one the operation needs', async () => {
+      it.runIf(op.declared.includes(403))('403 for a member whose role is below the one the operation needs, and nothing changes', async () => {
         const f = await fixture();
+        const before = await f.stored();
         const token = op.minimumRole === 'Member' ? f.outsider : f.org.tokens.member;
         await expectProblem(await f.send(op, f.ids(), token), 403, 'permission_denied');
+        expect(await f.stored()).toEqual(before);
       });
 
       it.runIf(op.declared.includes(414))('414 for an id of 200 characters', async () => {

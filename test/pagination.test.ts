@@ -136,16 +136,6 @@ describe.each(drivers)('pagination on %s', (driver) => {
       for (const page of pages) expect(ids(page.items)).toEqual(ids([...page.items].sort(newestFirst)));
     });
 
-    it('answers 400 pointing at the cursor for a cursor it did not issue', async () => {
-      const org = await createOrg(t);
-      for (const cursor of ['not-a-cursor', Buffer.from('1700000000000.not-a-uuid').toString('base64url'), 'abc!']) {
-        const { error, response } = await org.member.GET('/v1/orgs/{orgId}/jobs', { params: { path: { orgId: org.orgId }, query: { cursor } } });
-        expect(response.status, cursor).toBe(400);
-        expect(error?.code).toBe('invalid_argument');
-        expect(error?.errors?.[0]?.pointer).toBe('/query/cursor');
-      }
-    });
-
     it('pages 50 jobs by default and at most 200, refusing a limit outside 1..200', async () => {
       const org = await createOrg(t);
       const repo = await createRepository(org.admin, org.orgId);
@@ -290,9 +280,6 @@ describe.each(drivers)('pagination on %s', (driver) => {
         expect(response.status).toBe(400);
         expect(error?.errors?.[0]?.pointer).toBe('/query/limit');
       }
-      const forged = await org.member.GET('/v1/orgs/{orgId}/repositories', { params: { path: { orgId: org.orgId }, query: { cursor: 'forged' } } });
-      expect(forged.response.status).toBe(400);
-      expect(forged.error?.errors?.[0]?.pointer).toBe('/query/cursor');
     });
   });
 });
