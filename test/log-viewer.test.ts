@@ -235,7 +235,8 @@ describe.skipIf(!haveChromium)('the log viewer page', () => {
     expect(texts).toEqual(printed(56_000 - texts.length + 1, 56_000));
     await scrolledToEnd(page);
     expect(errors).toEqual([]);
-  });
+    // 56,000 lines through a real browser: a busy two-core machine needs minutes, not the default bound.
+  }, 240_000);
 
   it('resumes by itself after the connection drops, from the last line it showed', async () => {
     const run = await runningJob(t, clients);
@@ -253,8 +254,11 @@ describe.skipIf(!haveChromium)('the log viewer page', () => {
     await page.locator('#outcome', { hasText: 'Succeeded' }).waitFor();
 
     expect(await lineTexts(page)).toEqual(printed(1, 80));
-    const streams = urls.filter((url) => url.startsWith('ws:'));
-    expect(streams.map((url) => new URL(url).search)).toEqual(['?after=0', '?after=40']);
+    // The first stream from the start; every reconnect (one, or more should one attempt fail on a busy machine) from line 40.
+    const [first, ...reconnects] = urls.filter((url) => url.startsWith('ws:')).map((url) => new URL(url).search);
+    expect(first).toBe('?after=0');
+    expect(reconnects.length).toBeGreaterThan(0);
+    expect(reconnects.every((search) => search === '?after=40')).toBe(true);
   });
 
   it('asks for a token when the address carries none, says so when one is refused, and watches once a good one is pasted', async () => {
