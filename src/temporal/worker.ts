@@ -1,7 +1,7 @@
 // The Temporal worker: hosts the job workflow and its activities on the jobs task queue.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
+import { DefaultLogger, GracefulShutdownPeriodExpiredError, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
 import type { Logger } from 'pino';
 import type { JobActivities } from './shared.js';
 
@@ -12,6 +12,11 @@ export interface WorkerOptions {
   activities: JobActivities;
   /** A prebuilt workflow bundle (tests build it once); otherwise the workflows are bundled at start. */
   workflowBundlePath?: string | undefined;
+  /**
+   * After shutdown(), how long the worker may take: its activities still running are cancelled a
+   * second before the end (or at half of it), and at the end the worker stops whatever is left.
+   */
+  drainMs: number;
 }
 
 /**
@@ -51,7 +56,12 @@ export function installTemporalLogging(logger: Logger, metricsAddress?: string):
   Runtime.install({
     // The process stops its roles in order on SIGINT/SIGTERM (main.ts); the worker must not stop itself first.
     shutdownSignals: [],
-    logger: new DefaultLogger('WARN', ({ level, message, meta }) => logger[levels[level]]({ temporal: meta }, message)),
+    logger: new DefaultLogger('WARN', ({ level, message, meta }) => {
+      // A worker stopped at the end of its drain budget is the budget at work (the stop has said what
+      // was left), not a failure: the SDK's "Worker failed" for it is a warning here.
+      const forced = meta?.error instanceof GracefulShutdownPeriodExpiredError;
+      logger[forced ? 'warn' : levels[level]]({ temporal: meta }, message);
+    }),
     telemetryOptions: {
       logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} },
       ...(metricsAddress ? { metrics: { prometheus: { bindAddress: metricsAddress } } } : {}),
@@ -68,8 +78,17 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     taskQueue: options.taskQueue,
     activities: options.activities,
     maxCachedWorkflows: MAX_CACHED_WORKFLOWS,
+    shutdownGraceTime: options.drainMs - Math.min(1_000, options.drainMs / 2),
+    shutdownForceTime: options.drainMs,
     ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath }),
   });
-  const done = worker.run().finally(() => connection.close());
+  // Stopped at the end of its drain (shutdownForceTime) is how the budget ends, not a failure: the
+  // caller has logged what was left.
+  const done = worker
+    .run()
+    .catch((err: unknown) => {
+      if (!(err instanceof GracefulShutdownPeriodExpiredError)) throw err;
+    })
+    .finally(() => connection.close());
   return { worker, done };
 }
