@@ -45,6 +45,7 @@ const settings = z.object({
   HOST: z.string().min(1).default('0.0.0.0'),
   PORT: port(8080),
   GRPC_PORT: port(50051),
+  METRICS_PORT: port(9464),
   DATA_DIR: z.string().min(1).default('./.data'),
   REPLICA_ID: optionalString,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -131,6 +132,8 @@ export interface Config {
   host: string;
   httpPort: number;
   grpcPort: number;
+  /** Where a process without the API (ROLE=gateway or worker) serves /metrics, /healthz and /readyz. */
+  metricsPort: number;
   dataDir: string;
   logLevel: string;
   bodyLimitBytes: number;
@@ -227,6 +230,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     host: e.HOST,
     httpPort: e.PORT,
     grpcPort: e.GRPC_PORT,
+    metricsPort: e.METRICS_PORT,
     dataDir,
     logLevel: e.LOG_LEVEL,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,

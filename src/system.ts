@@ -11,6 +11,7 @@ import { AgentGateway } from './grpc/agent-gateway.js';
 import { startGrpcEndpoint, type GrpcEndpoint } from './grpc/server.js';
 import { buildApp } from './http/app.js';
 import { trackConnections, type OpenConnections } from './http/connections.js';
+import { startMetricsEndpoint } from './http/metrics-endpoint.js';
 import { createServices, type Services } from './services/index.js';
 import { createDevKeysIfMissing } from './services/auth/dev-keys.js';
 import { EventBus } from './services/notifications.js';
@@ -27,6 +28,8 @@ export interface RunningSystem {
   httpUrl: string | undefined;
   /** Port of the gRPC endpoint, when this process serves it. */
   grpcPort: number | undefined;
+  /** Base URL of /metrics, /healthz and /readyz in a process without the HTTP API. */
+  metricsUrl: string | undefined;
   services: Services;
   database: DatabaseHandle;
   temporal: Client;
@@ -150,10 +153,25 @@ export async function startSystem(config: Config, logger: Logger): Promise<Runni
       httpUrl = `http://${host}:${port}`;
       logger.info({ url: httpUrl, docs: `${httpUrl}/docs`, ms: took() }, 'HTTP API listening');
     }
+    // Without the API, the process still answers scrapes and probes: on its own small listener.
+    let metricsUrl: string | undefined;
+    if (!building) {
+      const endpoint = await startMetricsEndpoint(config.host, config.metricsPort, metrics.registry, {
+        database: () => database.ping(),
+        temporal: async () => {
+          await temporal.connection.workflowService.getSystemInfo({});
+        },
+        pendingMigrations: () => database.pendingMigrations(),
+      });
+      // Stopped after the roles have drained: a drain can be watched.
+      cleanup.push(() => endpoint.stop());
+      metricsUrl = endpoint.url;
+      logger.info({ url: `${metricsUrl}/metrics`, ms: took() }, 'metrics endpoint listening');
+    }
     logger.info({ role: config.role, ms: took() }, 'started');
 
     const grpcPort = gatewayStarting ? (await gatewayStarting).port : undefined;
-    return { config, httpUrl, grpcPort, services, database, temporal, stop };
+    return { config, httpUrl, grpcPort, metricsUrl, services, database, temporal, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -95,6 +95,7 @@ export async function startTestSystem(options: TestSystemOptions): Promise<TestS
     HOST: '127.0.0.1',
     PORT: '0',
     GRPC_PORT: '0',
+    METRICS_PORT: '0',
     DATA_DIR: dataDir,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
     // Tests stop systems with agents still connected: a short drain (a test that needs more sets it).
