@@ -45,6 +45,7 @@ const settings = z.object({
   HOST: z.string().min(1).default('0.0.0.0'),
   PORT: port(8080),
   GRPC_PORT: port(50051),
+  METRICS_PORT: port(9464),
   DATA_DIR: z.string().min(1).default('./.data'),
   REPLICA_ID: optionalString,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -80,6 +81,8 @@ const settings = z.object({
   AGENT_HEARTBEAT_INTERVAL: duration('10s'),
   DISPATCH_SWEEP_INTERVAL: duration('5s'),
   GATEWAY_DRAIN_TIMEOUT: duration('10s'),
+  API_DRAIN_TIMEOUT: duration('10s'),
+  WORKER_DRAIN_TIMEOUT: duration('10s'),
   AGENT_HELLO_TIMEOUT: duration('10s'),
   AGENT_MAX_LOG_BATCH_LINES: positiveInt(500, 10_000),
   WORKFLOW_START_SWEEP_INTERVAL: duration('2s'),
@@ -134,6 +137,8 @@ export interface Config {
   host: string;
   httpPort: number;
   grpcPort: number;
+  /** Where a process without the API (ROLE=gateway or worker) serves /metrics, /healthz and /readyz. */
+  metricsPort: number;
   dataDir: string;
   logLevel: string;
   bodyLimitBytes: number;
@@ -161,14 +166,21 @@ export interface Config {
     heartbeatIntervalMs: number;
     /** How often each replica looks for work for its agents without being notified. */
     sweepIntervalMs: number;
-    /** How long a stopping gateway keeps agents' streams working after GoAway, for them to move. */
-    drainTimeoutMs: number;
     /** The largest patch of a run's change the server stores (Welcome.max_patch_bytes). */
     maxPatchBytes: number;
     /** How long a new stream may take to say Hello. */
     helloTimeoutMs: number;
     /** Welcome.max_log_batch_lines: the lines per LogBatch the server asks for. */
     maxLogBatchLines: number;
+  };
+  /** On SIGTERM each role drains within its budget, side by side; past it, what is left is cut. */
+  shutdown: {
+    /** The API refuses new requests and waits for those under way (and viewers' close) this long. */
+    apiDrainMs: number;
+    /** The gateway keeps agents' streams working after GoAway this long, for them to move. */
+    gatewayDrainMs: number;
+    /** The worker polls no more and finishes its tasks within this; then they are cancelled. */
+    workerDrainMs: number;
   };
   workflowStarts: {
     /** How often each process looks in the outbox for workflows to start without being told. */
@@ -235,6 +247,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     host: e.HOST,
     httpPort: e.PORT,
     grpcPort: e.GRPC_PORT,
+    metricsPort: e.METRICS_PORT,
     dataDir,
     logLevel: e.LOG_LEVEL,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
@@ -266,7 +279,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       cancelGraceMs: e.JOB_CANCEL_GRACE,
       maxQueuedPerOrg: e.ORG_MAX_QUEUED_JOBS,
     },
-    agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL, drainTimeoutMs: e.GATEWAY_DRAIN_TIMEOUT, maxPatchBytes: e.MAX_PATCH_BYTES, helloTimeoutMs: e.AGENT_HELLO_TIMEOUT, maxLogBatchLines: e.AGENT_MAX_LOG_BATCH_LINES },
+    agents: { heartbeatIntervalMs: e.AGENT_HEARTBEAT_INTERVAL, sweepIntervalMs: e.DISPATCH_SWEEP_INTERVAL, maxPatchBytes: e.MAX_PATCH_BYTES, helloTimeoutMs: e.AGENT_HELLO_TIMEOUT, maxLogBatchLines: e.AGENT_MAX_LOG_BATCH_LINES },
+    shutdown: { apiDrainMs: e.API_DRAIN_TIMEOUT, gatewayDrainMs: e.GATEWAY_DRAIN_TIMEOUT, workerDrainMs: e.WORKER_DRAIN_TIMEOUT },
     workflowStarts: { sweepIntervalMs: e.WORKFLOW_START_SWEEP_INTERVAL, batchSize: e.WORKFLOW_START_BATCH, leaseMs: e.WORKFLOW_START_LEASE },
     logStream: { maxBufferedBytes: e.LOG_STREAM_BUFFER_BYTES, stallTimeoutMs: e.LOG_STREAM_STALL_TIMEOUT, pingIntervalMs: e.LOG_STREAM_PING_INTERVAL },
     idempotency: { ttlMs: e.IDEMPOTENCY_KEY_TTL, waitMs: e.IDEMPOTENCY_KEY_WAIT, sweepIntervalMs: e.IDEMPOTENCY_KEY_SWEEP_INTERVAL },

@@ -1,6 +1,6 @@
 // A gateway that stops (a deploy, a scale-in) hands its agents over without a gap: GoAway, a stream
 // that keeps working while the agent opens a new one elsewhere, no new streams here, and an end
-// once the agent has moved or the drain window has passed.
+// once the agent has moved or the drain budget (GATEWAY_DRAIN_TIMEOUT) is spent.
 import { status } from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LogStream } from '../generated/proto/agent/v1/agent.js';
@@ -18,7 +18,7 @@ describe(`a gateway going away on ${driver}`, () => {
   });
 
   async function systemWithRunningJob(drain: string) {
-    const t = await startTestSystem({ driver, env: { GATEWAY_DRAIN_TIMEOUT: drain, AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '60s' } });
+    const t = await startTestSystem({ driver, captureLog: true, env: { GATEWAY_DRAIN_TIMEOUT: drain, AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '60s' } });
     const org = await createOrg(t);
     const repo = await createRepository(org.admin, org.orgId);
     const token = await createAgentToken(org.admin, org.orgId);
@@ -57,12 +57,15 @@ describe(`a gateway going away on ${driver}`, () => {
     await stopped;
   });
 
-  it('ends a stream whose agent does not move with UNAVAILABLE once the drain window has passed', async () => {
+  it('ends a stream whose agent does not move with UNAVAILABLE once the drain budget is spent, and says so', async () => {
     const { t, agent } = await systemWithRunningJob('1s');
     const stopped = t.stop();
     await agent.next('goAway');
     const ended = await agent.closed();
     expect(ended !== 'ok' && ended.code).toBe(status.UNAVAILABLE);
     await stopped;
+    // Cutting what was left is the budget at work: a warning that counts it, no error.
+    expect(t.logLines.filter((line) => line.msg === 'gateway drain budget spent: cut what was left')).toMatchObject([{ level: 40, left: { agents: 1 } }]);
+    expect(t.logLines.filter((line) => line.level >= 50)).toEqual([]);
   });
 });

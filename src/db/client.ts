@@ -35,6 +35,13 @@ export interface DatabaseHandle {
 }
 
 const migrationsFolder = fileURLToPath(new URL('./migrations', import.meta.url));
+/**
+ * A built server ships an empty database with every migration of the build applied
+ * (scripts/build-server.ts), so a first start in an empty DATA_DIR unpacks it instead of running
+ * PGlite's initdb and the migrations (most of a first start's time).
+ */
+const pgliteTemplateFile = fileURLToPath(new URL('../../pglite-template.tar.gz', import.meta.url));
+const builtServer = !import.meta.url.endsWith('.ts');
 
 async function countPending(db: Database): Promise<number> {
   const journal = JSON.parse(await fs.readFile(`${migrationsFolder}/meta/_journal.json`, 'utf8')) as { entries: unknown[] };
@@ -51,7 +58,7 @@ async function countPending(db: Database): Promise<number> {
 const MIGRATION_LOCK_KEY = 4_242_001;
 
 export async function openDatabase(config: Config['database'], log: (msg: string) => void = () => {}): Promise<DatabaseHandle> {
-  const handle = config.kind === 'postgres' ? await openPostgres(config.url, config.poolSize, log) : await openPglite(config.dir);
+  const handle = config.kind === 'postgres' ? await openPostgres(config.url, config.poolSize, log) : await openPglite(config.dir, log);
   // Closed once, however often asked (a readiness check's outage drill, then the system's stop):
   // a second pg pool end or PGlite close throws, and shutdown would log it as an error.
   let closing: Promise<void> | undefined;
@@ -67,9 +74,24 @@ export function isPglite(db: object): boolean {
   return pgliteDatabases.has(db);
 }
 
-async function openPglite(dir: string): Promise<DatabaseHandle> {
+/** Opens DATA_DIR's PGlite, unpacking the build's template into an empty folder when there is one. */
+async function createPglite(dir: string, log: (msg: string) => void): Promise<PGlite> {
   await fs.mkdir(dir, { recursive: true });
-  const client = await PGlite.create(dir);
+  const template = builtServer && (await fs.readdir(dir)).length === 0 ? await fs.readFile(pgliteTemplateFile).catch(() => undefined) : undefined;
+  if (!template) return PGlite.create(dir);
+  try {
+    return await PGlite.create(dir, { loadDataDir: new Blob([template]) });
+  } catch (err) {
+    // A template this PGlite cannot run (node_modules changed since the build): initdb as without one.
+    log(`the build's PGlite template did not open (${(err as Error).message}); creating the database afresh`);
+    await fs.rm(dir, { recursive: true, force: true });
+    await fs.mkdir(dir, { recursive: true });
+    return PGlite.create(dir);
+  }
+}
+
+async function openPglite(dir: string, log: (msg: string) => void): Promise<DatabaseHandle> {
+  const client = await createPglite(dir, log);
   const db = drizzlePglite(client, { schema });
   pgliteDatabases.add(db);
   return {

@@ -15,8 +15,6 @@ import type { AgentCapacity } from '../observability/metrics.js';
 export interface AgentGatewayOptions extends SessionSettings {
   /** How often every session looks for work even without a notification (a lost NOTIFY costs at most this). */
   sweepIntervalMs: number;
-  /** How long a stopping gateway keeps its streams working after GoAway, for agents to move. */
-  drainMs: number;
 }
 
 /**
@@ -78,15 +76,22 @@ export class AgentGateway {
   }
 
   /**
-   * Tells every agent to move to a new stream, refuses new ones, and waits (at most the drain
-   * window) until each has closed its stream here; then stops listening.
+   * Tells every agent to move to a new stream, refuses new ones, and waits until each has closed its
+   * stream here (the caller bounds the wait: endStreams).
    */
   async stop(): Promise<void> {
     clearInterval(this.sweep);
     this.stopping = true;
-    await Promise.all([...this.sessions.values(), ...this.pending].map((session) => session.goAway('replica shutting down', 1000, this.options.drainMs)));
+    await Promise.all([...this.sessions.values(), ...this.pending].map((session) => session.goAway('replica shutting down', 1000)));
     await Promise.all(this.unsubscribe.map((u) => u().catch(() => {})));
     this.unsubscribe = [];
+  }
+
+  /** Ends every stream still open here (UNAVAILABLE: the agent reconnects elsewhere); says how many. */
+  endStreams(reason: string): number {
+    const open = [...this.sessions.values(), ...this.pending];
+    for (const session of open) session.end(status.UNAVAILABLE, `server going away: ${reason}`);
+    return open.length;
   }
 
   get connectedAgents(): number {

@@ -145,16 +145,14 @@ export class AgentSession {
 
   /**
    * Server going away: tells the agent to open a new stream (elsewhere), assigns nothing more here,
-   * and keeps this stream working (logs, reports, acks) until the agent closes it or `drainMs` has
-   * passed, so the agent moves without a gap. Resolves once the stream has ended.
+   * and keeps this stream working (logs, reports, acks) until the agent closes it, so the agent moves
+   * without a gap; the gateway ends it if its drain budget runs out first. Resolves once it has ended.
    */
-  goAway(reason: string, reconnectAfterMs: number, drainMs: number): Promise<void> {
+  goAway(reason: string, reconnectAfterMs: number): Promise<void> {
     if (this.closed) return Promise.resolve();
     this.slots?.drain();
     this.send({ $case: 'goAway', value: { reason, reconnectAfter: durationOf(reconnectAfterMs) } });
     const ended = new Promise<void>((resolve) => this.whenClosed.push(resolve));
-    const timer = setTimeout(() => this.end(status.UNAVAILABLE, `server going away: ${reason}`), drainMs);
-    void ended.then(() => clearTimeout(timer));
     // Not yet welcomed: nothing to move, so no reason to wait.
     if (!this.ref) this.end(status.UNAVAILABLE, `server going away: ${reason}`);
     return ended;

@@ -36,8 +36,9 @@ export async function startGrpcEndpoint(host: string, port: number, register: (s
     async stop() {
       health.setStatus('', 'NOT_SERVING');
       await new Promise<void>((resolve) => {
-        // Give open streams a moment to finish, then cut what is left.
-        const force = setTimeout(() => server.forceShutdown(), 5_000);
+        // Open calls end first (the gateway has ended the agents' streams by now; a health check is
+        // short): a moment for them, then what is left is cut.
+        const force = setTimeout(() => server.forceShutdown(), 1_000);
         server.tryShutdown(() => {
           clearTimeout(force);
           resolve();

@@ -5,6 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 
 export const specificationFile = fileURLToPath(new URL('../../openapi.yaml', import.meta.url));
+/** A built server reads the same document as JSON, converted by `npm run build` (no YAML parse at start). */
+const builtSpecificationFile = import.meta.url.endsWith('.ts') ? undefined : fileURLToPath(new URL('../../openapi.json', import.meta.url));
 
 type Operation = {
   'x-websocket'?: boolean;
@@ -14,11 +16,12 @@ type Operation = {
 };
 export type OpenApiDocument = { paths: Record<string, Record<string, Operation | unknown>> } & Record<string, unknown>;
 
-let cached: OpenApiDocument | undefined;
+let cached: string | undefined;
 
-export function loadSpecification(): OpenApiDocument {
-  cached ??= parse(fs.readFileSync(specificationFile, 'utf8')) as OpenApiDocument;
-  return structuredClone(cached);
+/** A fresh copy of the whole document each call (callers change theirs), typed as the caller reads it. */
+export function loadSpecification<Document extends object = OpenApiDocument>(): Document {
+  cached ??= builtSpecificationFile && fs.existsSync(builtSpecificationFile) ? fs.readFileSync(builtSpecificationFile, 'utf8') : JSON.stringify(parse(fs.readFileSync(specificationFile, 'utf8')));
+  return JSON.parse(cached) as Document;
 }
 
 export function loadHttpSpecification(): OpenApiDocument {

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { makeWorkflowExporter, OpenTelemetryActivityInboundInterceptor, OpenTelemetryActivityOutboundInterceptor } from '@temporalio/interceptors-opentelemetry';
-import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type WorkerOptions as SdkWorkerOptions } from '@temporalio/worker';
+import { DefaultLogger, GracefulShutdownPeriodExpiredError, NativeConnection, Runtime, Worker, type LogLevel, type WorkerOptions as SdkWorkerOptions } from '@temporalio/worker';
 import type { Logger } from 'pino';
 import type { Tracing } from '../observability/tracing.js';
 import type { JobActivities } from './shared.js';
@@ -19,6 +19,11 @@ export interface WorkerOptions {
   workflowBundlePath?: string | undefined;
   /** Traces workflows and activities in the trace their start carried (observability/tracing.ts). */
   tracing?: Tracing | undefined;
+  /**
+   * After shutdown(), how long the worker may take: its activities still running are cancelled a
+   * second before the end (or at half of it), and at the end the worker stops whatever is left.
+   */
+  drainMs: number;
 }
 
 /**
@@ -61,7 +66,12 @@ export function installTemporalLogging(logger: Logger, metricsAddress?: string):
   Runtime.install({
     // The process stops its roles in order on SIGINT/SIGTERM (main.ts); the worker must not stop itself first.
     shutdownSignals: [],
-    logger: new DefaultLogger('WARN', ({ level, message, meta }) => logger[levels[level]]({ temporal: meta }, message)),
+    logger: new DefaultLogger('WARN', ({ level, message, meta }) => {
+      // A worker stopped at the end of its drain budget is the budget at work (the stop has said what
+      // was left), not a failure: the SDK's "Worker failed" for it is a warning here.
+      const forced = meta?.error instanceof GracefulShutdownPeriodExpiredError;
+      logger[forced ? 'warn' : levels[level]]({ temporal: meta }, message);
+    }),
     telemetryOptions: {
       logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} },
       ...(metricsAddress ? { metrics: { prometheus: { bindAddress: metricsAddress } } } : {}),
@@ -90,9 +100,18 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     taskQueue: options.taskQueue,
     activities: options.activities,
     maxCachedWorkflows: MAX_CACHED_WORKFLOWS,
+    shutdownGraceTime: options.drainMs - Math.min(1_000, options.drainMs / 2),
+    shutdownForceTime: options.drainMs,
     ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath }),
     ...traced,
   });
-  const done = worker.run().finally(() => connection.close());
+  // Stopped at the end of its drain (shutdownForceTime) is how the budget ends, not a failure: the
+  // caller has logged what was left.
+  const done = worker
+    .run()
+    .catch((err: unknown) => {
+      if (!(err instanceof GracefulShutdownPeriodExpiredError)) throw err;
+    })
+    .finally(() => connection.close());
   return { worker, done };
 }

@@ -101,6 +101,8 @@ export async function startSystemUnderTest(scratch: string, log: (line: string) 
           // Filled in below, once the ports are known; read at each start.
           PORT: '',
           GRPC_PORT: '',
+          // Split roles without the API serve /metrics on a port of their own: any free one.
+          METRICS_PORT: '0',
           REPLICA_ID: `conformance-${name}`,
           DATA_DIR: dataDir,
           ...(databaseUrl ? { DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: '5' } : {}),

@@ -115,6 +115,8 @@ export async function startSystemUnderTest(scratch: string, log: (line: string) 
           HOST: '127.0.0.1',
           PORT: String(ports[name]),
           GRPC_PORT: String(grpcPorts[name]),
+          // Split roles without the API serve /metrics on a port of their own: any free one.
+          METRICS_PORT: '0',
           REPLICA_ID: `faults-${name}`,
           DATA_DIR: dataDir,
           DATABASE_URL: roleDatabaseUrl.toString(),

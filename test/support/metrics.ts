@@ -2,8 +2,9 @@
 // contract-checked fetch.
 import type { TestSystem } from './system.js';
 
+/** The system's /metrics: its API's, or, in a process without the API, its metrics endpoint's. */
 export async function scrapeMetrics(t: TestSystem): Promise<string> {
-  const response = await fetch(`${t.url}/metrics`);
+  const response = await fetch(`${t.system.metricsUrl ?? t.url}/metrics`);
   if (response.status !== 200) throw new Error(`/metrics answered ${response.status}`);
   return response.text();
 }

@@ -33,8 +33,13 @@ export interface TestSystem {
   client(token?: string): AgentJobsClient;
   /** A raw fetch against the system, for requests the SDK cannot make (malformed JSON, huge bodies). */
   fetch(pathname: string, init?: RequestInit): Promise<Response>;
+  /** The system's log lines at info and above, parsed, when started with `captureLog`. */
+  logLines: LogLine[];
   stop(): Promise<void>;
 }
+
+/** One line of the server's JSON log (pino): its level (30 info, 40 warn, 50 error) and message. */
+export type LogLine = { level: number; msg: string } & Record<string, unknown>;
 
 export interface TestSystemOptions {
   driver: Driver;
@@ -50,6 +55,8 @@ export interface TestSystemOptions {
   embeddedTemporalPort?: number;
   /** Use this Temporal server (a time-skipping test server, say, known once it started) instead of the run's shared one. */
   temporalAddress?: string | (() => string);
+  /** Keep the system's log lines (info and above) in `logLines` instead of printing them. */
+  captureLog?: boolean;
 }
 
 const dropDatabases: string[] = [];
@@ -90,6 +97,7 @@ export async function startTestSystem(options: TestSystemOptions): Promise<TestS
     HOST: '127.0.0.1',
     PORT: '0',
     GRPC_PORT: '0',
+    METRICS_PORT: '0',
     DATA_DIR: dataDir,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
     // Tests stop systems with agents still connected: a short drain (a test that needs more sets it).
@@ -101,7 +109,10 @@ export async function startTestSystem(options: TestSystemOptions): Promise<TestS
     ...(databaseUrl ? { DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: '5' } : {}),
     ...options.env,
   });
-  const logger = pino({ level: config.logLevel });
+  const logLines: LogLine[] = [];
+  const logger = options.captureLog
+    ? pino({ level: 'info' }, { write: (line: string) => void logLines.push(JSON.parse(line) as LogLine) })
+    : pino({ level: config.logLevel });
   const system = await startSystem(config, logger);
   // Split roles serve only part of the system: a gateway has no HTTP API, an API replica no gRPC.
   const url = system.httpUrl ?? 'http://no-http-api.invalid';
@@ -125,6 +136,7 @@ export async function startTestSystem(options: TestSystemOptions): Promise<TestS
     fetch(pathname, init) {
       return contractCheckedFetch(`${url}${pathname}`, init);
     },
+    logLines,
     async stop() {
       await system.stop();
       if (!options.dataDir) await fs.rm(dataDir, { recursive: true, force: true });

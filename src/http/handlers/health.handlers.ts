@@ -1,5 +1,8 @@
 import type { ApiHandlers } from '../../../generated/openapi/handlers.js';
+import type { components } from '../../../generated/openapi/schema.js';
 import type { RequestContext } from '../context.js';
+
+type Readiness = components['schemas']['Readiness'];
 
 type HealthHandlers = Pick<ApiHandlers<RequestContext>, 'getHealth' | 'getReadiness'>;
 
@@ -32,15 +35,18 @@ export function healthHandlers(probes: ReadinessProbes): HealthHandlers {
       return { status: 200, body: { status: 'ok' } };
     },
 
-    async getReadiness() {
-      const [database, temporal, migrations] = await Promise.all([
-        passes(probes.database),
-        passes(probes.temporal),
-        passes(probes.pendingMigrations, (pending) => pending === 0),
-      ]);
-      const checks = { database, temporal, migrations };
-      const ready = Object.values(checks).every((state) => state === 'ok');
-      return ready ? { status: 200, body: { status: 'ready', checks } } : { status: 503, body: { status: 'not_ready', checks } };
-    },
+    getReadiness: () => readiness(probes),
   };
+}
+
+/** openapi.yaml's Readiness, with its status: also what a process without the API answers (metrics-endpoint.ts). */
+export async function readiness(probes: ReadinessProbes): Promise<{ status: 200 | 503; body: Readiness }> {
+  const [database, temporal, migrations] = await Promise.all([
+    passes(probes.database),
+    passes(probes.temporal),
+    passes(probes.pendingMigrations, (pending) => pending === 0),
+  ]);
+  const checks = { database, temporal, migrations };
+  const ready = Object.values(checks).every((state) => state === 'ok');
+  return ready ? { status: 200, body: { status: 'ready', checks } } : { status: 503, body: { status: 'not_ready', checks } };
 }
