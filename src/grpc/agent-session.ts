@@ -59,8 +59,6 @@ export const MAX_UNSTORED_LOG_BYTES = 8 * 1024 * 1024;
 const MERGED_BATCHES = 4;
 /** …and at most this much text: what one gRPC message may carry by default. */
 const MERGED_TEXT = 4 * 1024 * 1024;
-/** PatchChunks stored as one (see receive) add up to at most this much: agent.proto's largest chunk. */
-const MERGED_PATCH_BYTES = 1024 * 1024;
 
 // The proto stores lines of an unspecified (or unknown, newer) stream as system lines.
 const streams: Record<LogStream, StoredStream> = {
@@ -83,8 +81,6 @@ export class AgentSession {
   private queue: Promise<void> = Promise.resolve();
   /** The LogBatch at the end of the queue, not yet being stored: later lines of its run join it. */
   private waitingBatch: { batch: LogBatch; text: number } | undefined;
-  /** The PatchChunk at the end of the queue, not yet being stored: the run's next bytes join it. */
-  private waitingPatch: { jobId: string; attempt: number; offset: number; pieces: Buffer[]; bytes: number } | undefined;
   private closed = false;
   /** Log text read and not yet stored (see MAX_UNSTORED_LOG_BYTES); the stream is paused above it. */
   private unstoredBytes = 0;
@@ -182,48 +178,27 @@ export class AgentSession {
    * same run still waiting at the end of the queue stops is added to that one: when storing falls
    * behind an agent (a slow or busy database), the next insert takes everything that arrived
    * meanwhile, in one statement and one ack, instead of paying a statement and a round trip per
-   * batch, so a run's log keeps up rather than queueing. PatchChunks that carry on one another are
-   * joined the same way. Nothing is reordered: only the last queued message is ever extended.
+   * batch, so a run's log keeps up rather than queueing. Nothing is reordered: only the last queued
+   * message is ever extended.
    */
   private receive(message: AgentMessage): void {
     // Heard, whatever the message and however long it waits behind others: the stream is alive.
     if (this.ref) this.armSilence(this.settings.leaseMs, `no message for ${this.settings.leaseMs} ms`);
     const payload = message.payload;
     if (payload?.$case === 'patchChunk') {
-      // Patch bytes wait in memory like log text, and count against the same bound. Agents send
-      // small chunks (see agent.proto): those that queue up behind a slow insert go in as one.
+      // Patch bytes wait in memory like log text, and count against the same bound.
       this.waitingBatch = undefined;
-      const chunk = payload.value;
-      const bytes = chunk.data.byteLength;
+      const bytes = payload.value.data.byteLength;
       this.holdBack(bytes);
-      const waiting = this.waitingPatch;
-      if (
-        waiting &&
-        waiting.jobId === chunk.jobId &&
-        waiting.attempt === chunk.attempt &&
-        waiting.bytes > 0 &&
-        bytes > 0 &&
-        chunk.offset === waiting.offset + waiting.bytes &&
-        waiting.bytes + bytes <= MERGED_PATCH_BYTES
-      ) {
-        waiting.pieces.push(chunk.data);
-        waiting.bytes += bytes;
-        return;
-      }
-      const entry = { jobId: chunk.jobId, attempt: chunk.attempt, offset: chunk.offset, pieces: [chunk.data], bytes };
-      this.waitingPatch = entry;
       this.enqueue(async () => {
-        if (this.waitingPatch === entry) this.waitingPatch = undefined;
-        const data = entry.pieces.length === 1 ? entry.pieces[0]! : Buffer.concat(entry.pieces, entry.bytes);
         try {
-          await this.handle({ payload: { $case: 'patchChunk', value: { jobId: entry.jobId, attempt: entry.attempt, offset: entry.offset, data } } });
+          await this.handle(message);
         } finally {
-          this.release(entry.bytes);
+          this.release(bytes);
         }
       });
       return;
     }
-    this.waitingPatch = undefined;
     if (payload?.$case !== 'logBatch') {
       this.waitingBatch = undefined;
       this.enqueue(() => this.handle(message));
