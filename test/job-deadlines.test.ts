@@ -4,8 +4,9 @@
 // at its full length, on Temporal's time-skipping test server, is in job-workflow-deadlines.test.ts.
 import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome } from '../generated/proto/agent/v1/agent.js';
-import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
-import { closeClients, ProtocolClient } from './support/protocol-client.js';
+import { createJob, waitForJob } from './support/factories.js';
+import { closeClients, type ProtocolClient } from './support/protocol-client.js';
+import { orgWithAgent } from './support/running-job.js';
 import { drivers, useTestSystem } from './support/system.js';
 
 describe.each(drivers)('job deadlines on %s', (driver) => {
@@ -15,19 +16,8 @@ describe.each(drivers)('job deadlines on %s', (driver) => {
     expect(closeClients(clients)).toEqual([]);
   });
 
-  async function orgWithAgent() {
-    const org = await createOrg(t);
-    const repo = await createRepository(org.admin, org.orgId);
-    const token = await createAgentToken(org.admin, org.orgId);
-    const agent = new ProtocolClient(t.grpcAddress, token.secret);
-    clients.push(agent);
-    agent.hello({ capacity: 1 });
-    await agent.next('welcome');
-    return { ...org, repo, agent };
-  }
-
   it('keeps a cancelled job cancelling while its agent may still run it, kills it after the grace, and ends it once the agent confirms or its lease runs out', async () => {
-    const { agent, ...org } = await orgWithAgent();
+    const { agent, ...org } = await orgWithAgent(t, clients);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, cancelGraceSeconds: 1 });
     await agent.next('assignment');
     agent.start(job.id, 1);
@@ -49,7 +39,7 @@ describe.each(drivers)('job deadlines on %s', (driver) => {
   });
 
   it('keeps a started job past the start deadline, and times it out when it runs too long', async () => {
-    const { agent, ...org } = await orgWithAgent();
+    const { agent, ...org } = await orgWithAgent(t, clients);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     expect(await agent.next('assignment')).toMatchObject({ jobId: job.id, attempt: 1 });
     agent.start(job.id, 1);

@@ -4,8 +4,9 @@
 // each deadline instead of waiting for it. See test/support/time-skipping.ts for what may be skipped.
 import { afterEach, describe, expect, it } from 'vitest';
 import { JobOutcome } from '../generated/proto/agent/v1/agent.js';
-import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
-import { closeClients, ProtocolClient } from './support/protocol-client.js';
+import { createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
+import { closeClients, type ProtocolClient } from './support/protocol-client.js';
+import { orgWithAgent } from './support/running-job.js';
 import { drivers, useTestSystem } from './support/system.js';
 import { testServerPath, useTimeSkippingServer } from './support/time-skipping.js';
 
@@ -24,17 +25,6 @@ describe.skipIf(!testServerPath)('job deadlines at full length, on the time-skip
     expect(closeClients(clients)).toEqual([]);
   });
 
-  async function orgWithAgent() {
-    const org = await createOrg(t);
-    const repo = await createRepository(org.admin, org.orgId);
-    const token = await createAgentToken(org.admin, org.orgId);
-    const agent = new ProtocolClient(t.grpcAddress, token.secret);
-    clients.push(agent);
-    agent.hello({ capacity: 1 });
-    await agent.next('welcome');
-    return { ...org, repo, agent };
-  }
-
   it('times out a job no agent takes within the 24 h queue timeout', async () => {
     const org = await createOrg(t);
     const repo = await createRepository(org.admin, org.orgId);
@@ -47,7 +37,7 @@ describe.skipIf(!testServerPath)('job deadlines at full length, on the time-skip
   });
 
   it('takes a job back from an agent that does not start it within 5 minutes, counting the attempt, and fails it when the attempts run out', async () => {
-    const { agent, ...org } = await orgWithAgent();
+    const { agent, ...org } = await orgWithAgent(t, clients);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, maxAttempts: 2 });
     for (const attempt of [1, 2]) {
       expect(await agent.next('assignment')).toMatchObject({ jobId: job.id, attempt });
@@ -70,7 +60,7 @@ describe.skipIf(!testServerPath)('job deadlines at full length, on the time-skip
   });
 
   it('keeps a started job past the 5-minute start deadline, and times it out at the 2-hour run deadline', async () => {
-    const { agent, ...org } = await orgWithAgent();
+    const { agent, ...org } = await orgWithAgent(t, clients);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id });
     expect(await agent.next('assignment')).toMatchObject({ jobId: job.id, attempt: 1 });
     agent.start(job.id, 1);
@@ -87,7 +77,7 @@ describe.skipIf(!testServerPath)('job deadlines at full length, on the time-skip
   });
 
   it('gives a cancelled run its 10-minute grace, then tells the agent to kill it, and ends the job cancelled once the agent confirms', async () => {
-    const { agent, ...org } = await orgWithAgent();
+    const { agent, ...org } = await orgWithAgent(t, clients);
     const job = await createJob(org.member, org.orgId, { repoId: org.repo.id, cancelGraceSeconds: 600 });
     await agent.next('assignment');
     agent.start(job.id, 1);

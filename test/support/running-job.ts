@@ -3,10 +3,22 @@
 // WebSocket client, the browser page) can be checked against exactly what was printed.
 import { expect } from 'vitest';
 import { JobOutcome, LogStream } from '../../generated/proto/agent/v1/agent.js';
-import { createJob, createOrg, createRepository, waitForJob } from './factories.js';
+import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './factories.js';
 import { LogStreamViewer } from './log-stream-client.js';
 import { ProtocolClient } from './protocol-client.js';
 import type { TestSystem } from './system.js';
+
+/** A fresh organisation with a repository and one scripted agent (capacity 1) that has its Welcome; the caller closes it through `clients`. */
+export async function orgWithAgent(t: TestSystem, clients: ProtocolClient[]) {
+  const org = await createOrg(t);
+  const repo = await createRepository(org.admin, org.orgId);
+  const token = await createAgentToken(org.admin, org.orgId);
+  const agent = new ProtocolClient(t.grpcAddress, token.secret);
+  clients.push(agent);
+  agent.hello({ capacity: 1 });
+  await agent.next('welcome');
+  return { ...org, repo, agent };
+}
 
 /** Starts a job on a scripted agent (closed by the caller through `clients`) and returns its printer. */
 export async function runningJob(t: TestSystem, clients: ProtocolClient[]) {
