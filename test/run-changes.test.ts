@@ -137,6 +137,49 @@ describe.each(drivers)('run changes on %s', (driver) => {
     expect((await download(org, job.id)).body.equals(patch)).toBe(true);
   });
 
+  it('stores small chunks sent back to back without waiting for acks, a resend among them, whole and once, acking each in order', async () => {
+    // Chunks that arrive while an earlier one is being stored are stored together (agent-session.ts):
+    // however they group, every chunk gets its ack, the acks never go back, and no byte is lost or doubled.
+    const { org, agent, job } = await startedRun();
+    const patch = binaryPatch(2 * MiB + 123);
+    const chunk = 64 * 1024;
+    const sends: { offset: number; end: number }[] = [];
+    for (let offset = 0; offset < patch.byteLength; offset += chunk) sends.push({ offset, end: Math.min(offset + chunk, patch.byteLength) });
+    // An agent that reconnected mid-burst resends from a point inside a chunk it had sent.
+    sends.splice(20, 0, { offset: 10 * chunk + 1000, end: 12 * chunk });
+    for (const { offset, end } of sends) agent.sendPatch(job.id, 1, offset, patch.subarray(offset, end));
+    const acks: number[] = [];
+    for (let i = 0; i < sends.length; i++) acks.push((await agent.next('patchAck')).storedBytes);
+    expect(acks).toEqual([...acks].sort((a, b) => a - b));
+    expect(acks.at(-1)).toBe(patch.byteLength);
+
+    agent.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0, change: changeOf({}, patch) });
+    await agent.next('finishedAck');
+    await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded');
+    expect((await download(org, job.id)).body.equals(patch)).toBe(true);
+  });
+
+  it('answers patch bytes for a run the agent does not hold (another agent\'s, another organisation\'s, an attempt that is not current) with UNKNOWN_JOB, and stores none', async () => {
+    const { org, agent, job } = await startedRun();
+    const { agent: other } = await agentOf(org);
+    other.hello({ capacity: 1 });
+    await other.next('welcome');
+    const stranger = await startedRun();
+    const patch = binaryPatch(1000);
+    const foreign = binaryPatch(1000);
+    for (const [sender, jobId, attempt] of [[other, job.id, 1], [stranger.agent, job.id, 1], [agent, job.id, 2], [agent, stranger.job.id, 1]] as const) {
+      sender.sendPatch(jobId, attempt, 0, foreign);
+      expect(await sender.next('notice')).toMatchObject({ code: NoticeCode.NOTICE_CODE_UNKNOWN_JOB, jobId, attempt });
+    }
+    // Had a refused chunk been kept, the holder's own would be taken for a resend and the diff would be the foreign bytes.
+    agent.sendPatch(job.id, 1, 0, patch);
+    expect(await agent.next('patchAck')).toEqual({ jobId: job.id, attempt: 1, storedBytes: patch.byteLength });
+    agent.finish(job.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0, change: changeOf({}, patch) });
+    await agent.next('finishedAck');
+    await waitForJob(org.member, org.orgId, job.id, (j) => j.status === 'succeeded');
+    expect((await download(org, job.id)).body.equals(patch)).toBe(true);
+  });
+
   it('resumes a patch after a dropped stream from what it stored, and serves it whole', async () => {
     const { org, agent, token, job } = await startedRun();
     const patch = binaryPatch(5 * MiB);

@@ -1,7 +1,8 @@
 // The SQL of runs' changes and their patches (agent.proto, RunChange and PatchChunk).
 import { and, eq, or, sql } from 'drizzle-orm';
 import { isPglite, type Executor } from './client.js';
-import { jobs, runChanges, runPatchChunks, type RunChangeRow } from './schema/index.js';
+import { terminalJobStatuses, type JobStatus } from '../domain/job.js';
+import { jobs, runChanges, runPatchChunks, type ReportedOutcome, type RunChangeRow } from './schema/index.js';
 
 export type NewRunChange = Omit<RunChangeRow, 'recordedAt'>;
 
@@ -49,22 +50,64 @@ export async function storedPatchBytes(db: Executor, jobId: string, attempt: num
   return Number((result as unknown as { rows: { end: string | number | null }[] }).rows[0]?.end ?? 0);
 }
 
+/** The job and its patch as storePatchChunks found them, and whether it stored the chunks. */
+export interface PatchChunksStored {
+  /** Undefined when there is no such job. */
+  job: { orgId: string; agentId: string | null; attempt: number; status: JobStatus; reportedKind: ReportedOutcome['kind'] | null } | undefined;
+  /** Bytes of the run's patch stored from offset 0 before the chunks. */
+  storedBefore: number;
+  /** Whether the chunks' bytes past `storedBefore` went in. */
+  stored: boolean;
+}
+
 /**
- * Stores one chunk while that agent still holds `attempt` of the job (the same fence as log lines,
- * see insertLines). Returns false when the fence refused it. A chunk already stored at that offset
- * is left as it was.
+ * Stores consecutive chunks of a run's patch, starting at `offset`, each a row at its offset (only
+ * the bytes past what is stored), in one statement: one round trip per group of chunks, however many
+ * rows. The chunks go in only while that agent holds `attempt` of the job (the row is locked, the
+ * same fence as log lines, see insertLines), its run has reported no outcome and the job has not
+ * ended, and `offset` leaves no gap; the caller tells which rule refused them from what is returned.
  */
-export async function insertPatchChunk(db: Executor, run: { jobId: string; attempt: number; agentId: string }, offset: number, data: Uint8Array): Promise<boolean> {
-  const result = await db.execute<{ held: number }>(sql`
-    with fence as (
-      select 1 from ${jobs} where ${jobs.id} = ${run.jobId} and ${jobs.agentId} = ${run.agentId} and ${jobs.attempt} = ${run.attempt} for share
-    ), stored as (
+export async function storePatchChunks(
+  db: Executor,
+  run: { jobId: string; attempt: number; orgId: string; agentId: string },
+  offset: number,
+  pieces: readonly Uint8Array[],
+): Promise<PatchChunksStored> {
+  let at = offset;
+  const rows = sql.join(
+    pieces.map((piece) => {
+      const row = sql`(${at}::bigint, ${byteaValue(db, piece)})`;
+      at += piece.byteLength;
+      return row;
+    }),
+    sql`, `,
+  );
+  const result = await db.execute<{ org_id: string | null; agent_id: string | null; attempt: number | null; status: JobStatus | null; reported_kind: ReportedOutcome['kind'] | null; stored_before: string | number; stored: number }>(sql`
+    with job as (
+      select org_id, agent_id, attempt, status, reported_outcome->>'kind' as reported_kind from ${jobs} where id = ${run.jobId} for share
+    ), patch as (
+      select coalesce(max(byte_offset + octet_length(data)), 0)::bigint as bytes from ${runPatchChunks} where job_id = ${run.jobId} and attempt = ${run.attempt}
+    ), allowed as (
+      select 1 from job, patch
+      where job.org_id = ${run.orgId} and job.agent_id = ${run.agentId} and job.attempt = ${run.attempt}
+        and job.status not in (${sql.join(terminalJobStatuses.map((status) => sql`${status}`), sql`, `)}) and job.reported_kind is null
+        and ${offset}::bigint <= patch.bytes
+    ), fresh as (
       insert into ${runPatchChunks} (job_id, attempt, byte_offset, data)
-      select ${run.jobId}::uuid, ${run.attempt}::int, ${offset}::bigint, ${byteaValue(db, data)}
-      where exists (select 1 from fence) on conflict do nothing returning 1
+      select ${run.jobId}::uuid, ${run.attempt}::int, greatest(chunk.byte_offset, patch.bytes), substring(chunk.data from (greatest(patch.bytes - chunk.byte_offset, 0) + 1)::int)
+      from (values ${rows}) as chunk (byte_offset, data), patch
+      where exists (select 1 from allowed) and chunk.byte_offset + octet_length(chunk.data) > patch.bytes
+      on conflict do nothing returning 1
     )
-    select (select count(*) from fence)::int as held`);
-  return Number((result as unknown as { rows: { held: number }[] }).rows[0]?.held ?? 0) > 0;
+    select job.org_id, job.agent_id, job.attempt, job.status, job.reported_kind, patch.bytes as stored_before, (select count(*) from allowed)::int as stored
+    from patch left join job on true`);
+  const row = (result as unknown as { rows: { org_id: string | null; agent_id: string | null; attempt: number | null; status: JobStatus | null; reported_kind: ReportedOutcome['kind'] | null; stored_before: string | number; stored: number }[] }).rows[0];
+  if (!row) throw new Error('storing patch chunks returned no row');
+  return {
+    job: row.org_id === null ? undefined : { orgId: row.org_id, agentId: row.agent_id, attempt: Number(row.attempt), status: row.status!, reportedKind: row.reported_kind },
+    storedBefore: Number(row.stored_before),
+    stored: Number(row.stored) > 0,
+  };
 }
 
 /**

@@ -4,7 +4,7 @@
 // they arrive, as the protocol promises.
 import { Metadata, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type LogBatch, type RunChange, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
+import { JobOutcome, JobQueue, LogStream, NoticeCode, type AgentMessage, type LogBatch, type PatchChunk, type RunChange, type ServerMessage } from '../../generated/proto/agent/v1/agent.js';
 import { AppError, ConflictError } from '../errors.js';
 import { LogIncompleteError, LogSequenceGapError, PatchGapError, type AgentCredentials, type AgentGatewayService, type AgentSessionRef, type Assignment, type FinishedInput, type RunRef } from '../services/agent-gateway.service.js';
 import type { AgentSlots, Dispatcher } from '../services/dispatcher.js';
@@ -59,6 +59,23 @@ export const MAX_UNSTORED_LOG_BYTES = 8 * 1024 * 1024;
 const MERGED_BATCHES = 4;
 /** …and at most this much text: what one gRPC message may carry by default. */
 const MERGED_TEXT = 4 * 1024 * 1024;
+/** PatchChunks stored as one (see receive) add up to at most this much: agent.proto's largest chunk. */
+const MERGED_PATCH_BYTES = 1024 * 1024;
+
+/**
+ * PatchChunks of one run, each starting where the one before ends, stored in one statement (see
+ * receive). The chunks stay as they arrived, one row each: nothing is copied to join them.
+ */
+interface PatchRun {
+  jobId: string;
+  attempt: number;
+  offset: number;
+  pieces: Uint8Array[];
+  bytes: number;
+}
+
+/** What the session handles: a message as it arrived, or chunks that arrived one after another. */
+type Inbound = AgentMessage['payload'] | { $case: 'patchRun'; value: PatchRun };
 
 // The proto stores lines of an unspecified (or unknown, newer) stream as system lines.
 const streams: Record<LogStream, StoredStream> = {
@@ -81,6 +98,8 @@ export class AgentSession {
   private queue: Promise<void> = Promise.resolve();
   /** The LogBatch at the end of the queue, not yet being stored: later lines of its run join it. */
   private waitingBatch: { batch: LogBatch; text: number } | undefined;
+  /** The PatchRun at the end of the queue, not yet being stored: the run's next chunks join it. */
+  private waitingPatch: PatchRun | undefined;
   private closed = false;
   /** Log text read and not yet stored (see MAX_UNSTORED_LOG_BYTES); the stream is paused above it. */
   private unstoredBytes = 0;
@@ -178,30 +197,22 @@ export class AgentSession {
    * same run still waiting at the end of the queue stops is added to that one: when storing falls
    * behind an agent (a slow or busy database), the next insert takes everything that arrived
    * meanwhile, in one statement and one ack, instead of paying a statement and a round trip per
-   * batch, so a run's log keeps up rather than queueing. Nothing is reordered: only the last queued
-   * message is ever extended.
+   * batch, so a run's log keeps up rather than queueing. PatchChunks that carry on one another are
+   * gathered the same way, and stored in one statement as the rows they are. Nothing is reordered:
+   * only the last queued message is ever extended.
    */
   private receive(message: AgentMessage): void {
     // Heard, whatever the message and however long it waits behind others: the stream is alive.
     if (this.ref) this.armSilence(this.settings.leaseMs, `no message for ${this.settings.leaseMs} ms`);
     const payload = message.payload;
     if (payload?.$case === 'patchChunk') {
-      // Patch bytes wait in memory like log text, and count against the same bound.
       this.waitingBatch = undefined;
-      const bytes = payload.value.data.byteLength;
-      this.holdBack(bytes);
-      this.enqueue(async () => {
-        try {
-          await this.handle(message);
-        } finally {
-          this.release(bytes);
-        }
-      });
-      return;
+      return this.receivePatch(payload.value);
     }
+    this.waitingPatch = undefined;
     if (payload?.$case !== 'logBatch') {
       this.waitingBatch = undefined;
-      this.enqueue(() => this.handle(message));
+      this.enqueue(() => this.handle(payload));
       return;
     }
     const batch = payload.value;
@@ -224,9 +235,44 @@ export class AgentSession {
     this.enqueue(async () => {
       if (this.waitingBatch === entry) this.waitingBatch = undefined;
       try {
-        await this.handle({ payload: { $case: 'logBatch', value: entry.batch } });
+        await this.handle({ $case: 'logBatch', value: entry.batch });
       } finally {
         this.release(entry.text);
+      }
+    });
+  }
+
+  /**
+   * Queues a PatchChunk, or adds it to the run's chunks still waiting at the end of the queue when
+   * it starts where they end. Patch bytes wait in memory like log text, and count against the same
+   * bound. A chunk the server will refuse (empty, or past the patch limit) is queued on its own, so
+   * its refusal is its own and the chunks before it are stored.
+   */
+  private receivePatch(chunk: PatchChunk): void {
+    const bytes = chunk.data.byteLength;
+    this.holdBack(bytes);
+    const waiting = this.waitingPatch;
+    const joinable = bytes > 0 && chunk.offset + bytes <= this.service.maxPatchBytes;
+    if (
+      joinable &&
+      waiting &&
+      waiting.jobId === chunk.jobId &&
+      waiting.attempt === chunk.attempt &&
+      chunk.offset === waiting.offset + waiting.bytes &&
+      waiting.bytes + bytes <= MERGED_PATCH_BYTES
+    ) {
+      waiting.pieces.push(chunk.data);
+      waiting.bytes += bytes;
+      return;
+    }
+    const entry: PatchRun = { jobId: chunk.jobId, attempt: chunk.attempt, offset: chunk.offset, pieces: [chunk.data], bytes };
+    this.waitingPatch = joinable ? entry : undefined;
+    this.enqueue(async () => {
+      if (this.waitingPatch === entry) this.waitingPatch = undefined;
+      try {
+        await this.handle({ $case: 'patchRun', value: entry });
+      } finally {
+        this.release(entry.bytes);
       }
     });
   }
@@ -287,9 +333,8 @@ export class AgentSession {
     this.silence.unref();
   }
 
-  private async handle(message: AgentMessage): Promise<void> {
+  private async handle(payload: Inbound): Promise<void> {
     if (this.closed) return;
-    const payload = message.payload;
     if (!this.ref) {
       if (payload?.$case !== 'hello') throw new StreamEnded(status.INVALID_ARGUMENT, 'the first message must be Hello');
       return this.hello(payload.value);
@@ -336,10 +381,11 @@ export class AgentSession {
           if (waiting?.attempt === batch.attempt && ackedSeq >= waiting.lastSeq) await this.finish(ref, waiting);
           return;
         }
-        case 'patchChunk': {
+        case 'patchRun': {
           const chunk = payload.value;
-          const storedBytes = await this.service.storePatch(ref, { jobId: chunk.jobId, attempt: chunk.attempt, offset: chunk.offset, data: chunk.data });
-          this.send({ $case: 'patchAck', value: { jobId: chunk.jobId, attempt: chunk.attempt, storedBytes } });
+          const storedBytes = await this.service.storePatch(ref, chunk);
+          // Each chunk is answered (agent.proto, PatchChunk), those stored together alike.
+          for (let i = 0; i < chunk.pieces.length; i++) this.send({ $case: 'patchAck', value: { jobId: chunk.jobId, attempt: chunk.attempt, storedBytes } });
           // The bytes a JobFinished was waiting for are in: its outcome can be recorded now.
           const waiting = this.unfinished.get(chunk.jobId);
           if (waiting?.attempt === chunk.attempt && waiting.change && storedBytes >= waiting.change.patchSize) await this.finish(ref, waiting);
@@ -355,22 +401,28 @@ export class AgentSession {
           });
       }
     } catch (err) {
-      if (err instanceof LogSequenceGapError) {
-        this.send({ $case: 'logAck', value: { jobId: err.jobId, attempt: 'attempt' in payload.value ? payload.value.attempt : 0, ackedSeq: err.ackedSeq } });
-        return this.notice(NoticeCode.NOTICE_CODE_LOG_SEQ_GAP, err.jobId, 'attempt' in payload.value ? payload.value.attempt : 0, err.message);
-      }
-      if (err instanceof PatchGapError) {
-        this.send({ $case: 'patchAck', value: { jobId: err.jobId, attempt: err.attempt, storedBytes: err.storedBytes } });
-        return this.notice(NoticeCode.NOTICE_CODE_PATCH_GAP, err.jobId, err.attempt, err.message);
-      }
-      if (err instanceof AppError && err.statusCode < 500) {
-        const jobId = 'jobId' in payload.value ? payload.value.jobId : '';
-        const attempt = 'attempt' in payload.value ? payload.value.attempt : 0;
-        const code = err.code === 'not_found' ? NoticeCode.NOTICE_CODE_UNKNOWN_JOB : err.code === 'conflict' ? NoticeCode.NOTICE_CODE_OUT_OF_ORDER : NoticeCode.NOTICE_CODE_INVALID_MESSAGE;
-        return this.notice(code, jobId, attempt, err.message);
-      }
-      throw err;
+      // Chunks stored together are refused together, and each gets the answer it would have alone.
+      for (let i = payload.$case === 'patchRun' ? payload.value.pieces.length : 1; i > 0; i--) this.answerRefusal(payload, err);
     }
+  }
+
+  /** Answers a message the server did not take with what agent.proto says of it; throws what ends the stream. */
+  private answerRefusal(payload: NonNullable<Inbound>, err: unknown): void {
+    if (err instanceof LogSequenceGapError) {
+      this.send({ $case: 'logAck', value: { jobId: err.jobId, attempt: 'attempt' in payload.value ? payload.value.attempt : 0, ackedSeq: err.ackedSeq } });
+      return this.notice(NoticeCode.NOTICE_CODE_LOG_SEQ_GAP, err.jobId, 'attempt' in payload.value ? payload.value.attempt : 0, err.message);
+    }
+    if (err instanceof PatchGapError) {
+      this.send({ $case: 'patchAck', value: { jobId: err.jobId, attempt: err.attempt, storedBytes: err.storedBytes } });
+      return this.notice(NoticeCode.NOTICE_CODE_PATCH_GAP, err.jobId, err.attempt, err.message);
+    }
+    if (err instanceof AppError && err.statusCode < 500) {
+      const jobId = 'jobId' in payload.value ? payload.value.jobId : '';
+      const attempt = 'attempt' in payload.value ? payload.value.attempt : 0;
+      const code = err.code === 'not_found' ? NoticeCode.NOTICE_CODE_UNKNOWN_JOB : err.code === 'conflict' ? NoticeCode.NOTICE_CODE_OUT_OF_ORDER : NoticeCode.NOTICE_CODE_INVALID_MESSAGE;
+      return this.notice(code, jobId, attempt, err.message);
+    }
+    throw err;
   }
 
   /**

@@ -118,11 +118,12 @@ export interface FinishedInput {
   change: ReportedChange | undefined;
 }
 
-export interface PatchChunkInput {
+/** PatchChunks of one run that follow one another: `pieces` are the chunks' bytes, from `offset`. */
+export interface PatchChunksInput {
   jobId: string;
   attempt: number;
   offset: number;
-  data: Uint8Array;
+  pieces: readonly Uint8Array[];
 }
 
 /** A PatchChunk that starts past what is stored, or a JobFinished that came before its whole patch. */
@@ -479,36 +480,41 @@ export class AgentGatewayService {
   }
 
   /**
-   * Stores a chunk of a run's patch idempotently by offset and returns the bytes stored from 0 (the
+   * Stores chunks of a run's patch idempotently by offset and returns the bytes stored from 0 (the
    * ack). Like log lines, nothing is stored once the run's outcome is, or past the server's limit.
    */
-  async storePatch(session: AgentSessionRef, chunk: PatchChunkInput): Promise<number> {
-    if (chunk.data.byteLength === 0) throw new InvalidArgumentError('A patch chunk carries at least one byte', [{ pointer: '/patch_chunk/data', message: 'must not be empty' }]);
-    const end = chunk.offset + chunk.data.byteLength;
+  async storePatch(session: AgentSessionRef, chunks: PatchChunksInput): Promise<number> {
+    let length = 0;
+    for (const piece of chunks.pieces) {
+      if (piece.byteLength === 0) throw new InvalidArgumentError('A patch chunk carries at least one byte', [{ pointer: '/patch_chunk/data', message: 'must not be empty' }]);
+      length += piece.byteLength;
+    }
+    const end = chunks.offset + length;
     if (end > this.deps.maxPatchBytes) {
       throw new InvalidArgumentError(`A patch chunk reaching byte ${end} is past the largest patch this server stores (${this.deps.maxPatchBytes} bytes, Welcome.max_patch_bytes)`, [
         { pointer: '/patch_chunk/offset', message: `must end at most at ${this.deps.maxPatchBytes}` },
       ]);
     }
-    const [job, stored] = await Promise.all([
-      this.heldJob(this.deps.db, session, chunk.jobId, chunk.attempt, { allowFinished: true }),
-      UUID.test(chunk.jobId) ? changesRepo.storedPatchBytes(this.deps.db, chunk.jobId, chunk.attempt) : 0,
-    ]);
-    if (job.reportedOutcome?.kind === 'agent_lost' || job.reportedOutcome?.kind === 'rejected') {
-      throw new NotFoundError(`Job ${chunk.jobId} attempt ${chunk.attempt} was given back; it is no longer this agent's`);
+    // One statement reads the job and the stored bytes and stores what the rules below allow.
+    const held = UUID.test(chunks.jobId) ? await changesRepo.storePatchChunks(this.deps.db, { jobId: chunks.jobId, attempt: chunks.attempt, orgId: session.orgId, agentId: session.agentId }, chunks.offset, chunks.pieces) : undefined;
+    const job = held?.job;
+    // Another organisation's job, or one held by another agent, is as unknown as a missing one.
+    if (!held || !job || job.orgId !== session.orgId || job.agentId !== session.agentId || job.attempt !== chunks.attempt) {
+      throw new NotFoundError(`Job ${chunks.jobId} attempt ${chunks.attempt} held by this agent`);
     }
-    if (end > stored && (isTerminalStatus(job.status) || isOutcome(job.reportedOutcome))) {
-      throw new ConflictError(`Job ${chunk.jobId} attempt ${chunk.attempt} has finished: its patch is recorded (${stored} bytes)`);
+    if (job.reportedKind === 'agent_lost' || job.reportedKind === 'rejected') {
+      throw new NotFoundError(`Job ${chunks.jobId} attempt ${chunks.attempt} was given back; it is no longer this agent's`);
     }
-    if (chunk.offset > stored) {
-      throw new PatchGapError(job.id, chunk.attempt, stored, `Patch chunk for job ${chunk.jobId} starts at byte ${chunk.offset} but only ${stored} bytes are stored; resend from ${stored}`);
+    const stored = held.storedBefore;
+    if (end > stored && (isTerminalStatus(job.status) || job.reportedKind !== null)) {
+      throw new ConflictError(`Job ${chunks.jobId} attempt ${chunks.attempt} has finished: its patch is recorded (${stored} bytes)`);
+    }
+    if (chunks.offset > stored) {
+      throw new PatchGapError(chunks.jobId, chunks.attempt, stored, `Patch chunk for job ${chunks.jobId} starts at byte ${chunks.offset} but only ${stored} bytes are stored; resend from ${stored}`);
     }
     if (end <= stored) return stored; // a resend of what is stored
-    const fresh = chunk.data.subarray(stored - chunk.offset);
-    if (!(await changesRepo.insertPatchChunk(this.deps.db, { jobId: job.id, attempt: chunk.attempt, agentId: session.agentId }, stored, fresh))) {
-      throw new NotFoundError(`Job ${chunk.jobId} attempt ${chunk.attempt} held by this agent`);
-    }
-    this.deps.metrics.patchStored(fresh.byteLength);
+    if (!held.stored) throw new Error(`the chunks of job ${chunks.jobId} attempt ${chunks.attempt} were neither stored nor refused`);
+    this.deps.metrics.patchStored(end - stored);
     return end;
   }
 
