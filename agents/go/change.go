@@ -97,17 +97,48 @@ func cloneArgs(asg *pb.JobAssignment, repoDir string) []string {
 	return append(args, "--depth", "1", "--", asg.GetRepository().GetCloneUrl(), repoDir)
 }
 
-// baseCommit reads the clone's head. For a rework run on its parent's branch, failure says the branch
-// has moved since the parent's run (the run must not start then); err is a git failure.
-func baseCommit(g gitFunc, revises *pb.RevisedChange) (base, failure string, err error) {
-	base, err = gitOutput(g, "rev-parse", "--verify", "HEAD")
+// pushMarkerRef is the ref a rework's push sets to the commit it pushed, atomically with the branch
+// (agent.proto, RunChange): a later attempt of the job that finds the branch there knows the move was
+// the job's own, not someone else's.
+func pushMarkerRef(jobID string) string { return "refs/agent-jobs/" + jobID }
+
+// baseCommit reads the clone's head (cloned) and says what the run starts from (base). A rework run
+// whose branch is not at its parent's head looks up the remote's push marker of its job: when it is at
+// the branch's head, an earlier attempt of this job pushed it and was lost before its outcome was
+// recorded, so the clone goes back to the parent's head and the push will replace that attempt's
+// commits; otherwise failure says the branch moved (the run must not start then). err is a git
+// failure; say writes to the job's log.
+func baseCommit(g gitFunc, asg *pb.JobAssignment, say func(string)) (base, cloned, failure string, err error) {
+	cloned, err = gitOutput(g, "rev-parse", "--verify", "HEAD")
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	if revises.GetBranch() != "" && !strings.EqualFold(base, revises.GetHeadCommit()) {
-		return base, fmt.Sprintf("branch moved: %s is at %s, the job revises %s", revises.GetBranch(), base, revises.GetHeadCommit()), nil
+	revises := asg.GetRevises()
+	if revises.GetBranch() == "" || strings.EqualFold(cloned, revises.GetHeadCommit()) {
+		return cloned, cloned, "", nil
 	}
-	return base, "", nil
+	ref := pushMarkerRef(asg.GetJobId())
+	listed, err := gitOutput(g, "ls-remote", "--refs", "origin", ref)
+	if err != nil {
+		return "", cloned, "could not read " + ref + ": " + err.Error(), nil
+	}
+	marked := ""
+	for _, line := range strings.Split(listed, "\n") {
+		if fields := strings.Fields(line); len(fields) == 2 && fields[1] == ref {
+			marked = fields[0]
+		}
+	}
+	if !strings.EqualFold(marked, cloned) {
+		return cloned, cloned, fmt.Sprintf("branch moved: %s is at %s, the job revises %s", revises.GetBranch(), cloned, revises.GetHeadCommit()), nil
+	}
+	say(fmt.Sprintf("%s is at %s, pushed by an earlier attempt of this job: starting again from %s, and replacing that push", revises.GetBranch(), cloned, revises.GetHeadCommit()))
+	for _, args := range [][]string{{"fetch", "--quiet", "--depth", "1", "origin", revises.GetHeadCommit()}, {"reset", "--quiet", "--hard", revises.GetHeadCommit()}} {
+		say("$ git " + strings.Join(args, " "))
+		if err := runGit(g, nil, args...); err != nil {
+			return "", cloned, args[0] + " failed: " + err.Error(), nil
+		}
+	}
+	return revises.GetHeadCommit(), cloned, "", nil
 }
 
 // authorEnv adds the configured author and committer to env, except where env already names them.
@@ -182,29 +213,38 @@ func commitLeftovers(g gitFunc, message string) error {
 	return runGit(g, nil, "commit", "-q", "-m", message)
 }
 
-// changeBranch is where a run's change goes: the parent's branch for a rework job that has one, as a
-// fast-forward; otherwise a branch of the job's own, <prefix><job id>, replacing what an earlier
-// attempt of the job pushed there (force).
-func changeBranch(asg *pb.JobAssignment, prefix string) (branch string, force bool) {
+// changeBranch is where a run's change goes: the parent's branch for a rework job that has one (see
+// pushArgs); otherwise a branch of the job's own, <prefix><job id>, replacing what an earlier attempt of
+// the job pushed there (force).
+func changeBranch(asg *pb.JobAssignment, prefix string) (branch string, rework bool) {
 	if b := asg.GetRevises().GetBranch(); b != "" {
-		return b, false
+		return b, true
 	}
-	return prefix + asg.GetJobId(), true
+	return prefix + asg.GetJobId(), false
 }
 
-func pushArgs(branch string, force bool) []string {
-	args := []string{"push"}
-	if force {
-		args = append(args, "--force")
+// pushArgs: a job's own branch is forced; a rework's goes only onto the head its clone found (the
+// parent's, or an earlier attempt's it replaces), so a branch someone moved meanwhile is refused, not
+// overwritten, and its push marker goes with it or neither does.
+func pushArgs(branch string, rework bool, cloned, jobID string) []string {
+	if !rework {
+		return []string{"push", "--force", "origin", "HEAD:refs/heads/" + branch}
 	}
-	return append(args, "origin", "HEAD:refs/heads/"+branch)
+	return []string{"push", "--atomic", "--force-with-lease=refs/heads/" + branch + ":" + cloned, "origin", "HEAD:refs/heads/" + branch, "+HEAD:" + pushMarkerRef(jobID)}
 }
 
-// pushFailure is why a push failed, in git's words: its first "error:", "fatal:" or " ! [" line (the
-// rejected ref), else its last line.
+// pushFailure is why a push failed, in git's words: its first " ! [" line (the ref it refused, which
+// says more than an atomic push's own first error line), else its first "error:" or "fatal:" line,
+// else its last line.
 func pushFailure(output string) string {
-	for _, line := range strings.Split(output, "\n") {
-		if strings.HasPrefix(line, "error:") || strings.HasPrefix(line, "fatal:") || strings.HasPrefix(line, " ! [") {
+	lines := strings.Split(output, "\n")
+	for _, line := range lines {
+		if strings.HasPrefix(line, " ! [") {
+			return strings.TrimSpace(line)
+		}
+	}
+	for _, line := range lines {
+		if strings.HasPrefix(line, "error:") || strings.HasPrefix(line, "fatal:") {
 			if l := strings.TrimSpace(line); l != "" {
 				return l
 			}
@@ -402,8 +442,10 @@ func isWebURL(text string) bool {
 
 // changeSpec is what makeChange needs besides git.
 type changeSpec struct {
-	Asg          *pb.JobAssignment
-	Base         string
+	Asg  *pb.JobAssignment
+	Base string
+	// Cloned is the head the clone found: a rework's push goes only onto it.
+	Cloned       string
 	BranchPrefix string
 	NoPush       bool
 	PatchFile    string // where the patch is written
@@ -438,12 +480,12 @@ func makeChange(g gitFunc, spec changeSpec) (*pb.RunChange, error) {
 		spec.Say("no changes")
 		return change, nil
 	}
-	branch, force := changeBranch(spec.Asg, spec.BranchPrefix)
+	branch, rework := changeBranch(spec.Asg, spec.BranchPrefix)
 	change.Branch = branch
 	if spec.NoPush {
 		spec.Say("not pushing (--no-push): the change would go to " + branch)
 	} else {
-		args := pushArgs(branch, force)
+		args := pushArgs(branch, rework, spec.Cloned, spec.Asg.GetJobId())
 		spec.Say("$ git " + strings.Join(args, " "))
 		code, output, err := g(nil, args...)
 		if err != nil {

@@ -124,7 +124,7 @@ func (f *fixture) clone(asg *pb.JobAssignment) (dir string, g gitFunc, base, fai
 		f.t.Fatalf("clone: %v", err)
 	}
 	g = execGit(dir, authorEnv(f.env, testAuthor))
-	base, failure, err := baseCommit(g, asg.GetRevises())
+	base, _, failure, err := baseCommit(g, asg, func(string) {})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func (f *fixture) clone(asg *pb.JobAssignment) (dir string, g gitFunc, base, fai
 // spec is a changeSpec for a run of asg whose lines are collected in said.
 func (f *fixture) spec(asg *pb.JobAssignment, base string, said *[]string) changeSpec {
 	folder := f.t.TempDir()
-	return changeSpec{Asg: asg, Base: base, BranchPrefix: defaultBranchPrefix, PatchFile: filepath.Join(folder, "run.patch"),
+	return changeSpec{Asg: asg, Base: base, Cloned: base, BranchPrefix: defaultBranchPrefix, PatchFile: filepath.Join(folder, "run.patch"),
 		ResultFile: filepath.Join(folder, "result.json"), Say: func(line string) { *said = append(*said, line) }}
 }
 
@@ -241,23 +241,24 @@ func TestChangeBranch(t *testing.T) {
 		asg    *pb.JobAssignment
 		prefix string
 		branch string
-		force  bool
+		rework bool
 	}{
-		{backlogJob("x"), "agent-jobs/", "agent-jobs/" + jobID, true},
-		{backlogJob("x"), "", jobID, true},
-		{reworkJob("x", "agent-jobs/parent", "abc"), "agent-jobs/", "agent-jobs/parent", false},
-		{reworkJob("x", "", ""), "bots/", "bots/7c9e6679-7425-40de-944b-e07fc1f90ae7", true},
+		{backlogJob("x"), "agent-jobs/", "agent-jobs/" + jobID, false},
+		{backlogJob("x"), "", jobID, false},
+		{reworkJob("x", "agent-jobs/parent", "abc"), "agent-jobs/", "agent-jobs/parent", true},
+		{reworkJob("x", "", ""), "bots/", "bots/7c9e6679-7425-40de-944b-e07fc1f90ae7", false},
 	}
 	for _, c := range cases {
-		branch, force := changeBranch(c.asg, c.prefix)
-		if branch != c.branch || force != c.force {
-			t.Errorf("%s %q: got %s force=%v", c.asg.GetJobId(), c.prefix, branch, force)
+		branch, rework := changeBranch(c.asg, c.prefix)
+		if branch != c.branch || rework != c.rework {
+			t.Errorf("%s %q: got %s rework=%v", c.asg.GetJobId(), c.prefix, branch, rework)
 		}
 	}
-	if got := strings.Join(pushArgs("a/b", true), " "); got != "push --force origin HEAD:refs/heads/a/b" {
+	if got := strings.Join(pushArgs("a/b", false, "abc", jobID), " "); got != "push --force origin HEAD:refs/heads/a/b" {
 		t.Errorf("backlog push: %s", got)
 	}
-	if got := strings.Join(pushArgs("a/b", false), " "); got != "push origin HEAD:refs/heads/a/b" {
+	want := "push --atomic --force-with-lease=refs/heads/a/b:abc origin HEAD:refs/heads/a/b +HEAD:refs/agent-jobs/" + jobID
+	if got := strings.Join(pushArgs("a/b", true, "abc", jobID), " "); got != want {
 		t.Errorf("rework push: %s", got)
 	}
 }
@@ -404,9 +405,10 @@ func TestPushRefusedByTheRemote(t *testing.T) {
 
 func TestPushFailure(t *testing.T) {
 	cases := map[string]string{
-		"To file:///r\n ! [rejected]        HEAD -> b (non-fast-forward)\nerror: failed to push some refs to 'file:///r'\n": "! [rejected]        HEAD -> b (non-fast-forward)",
-		"fatal: could not read Username for 'https://h': terminal prompts disabled\n":                                       "fatal: could not read Username for 'https://h': terminal prompts disabled",
-		"remote: something\nremote: went wrong\n":                                                                           "remote: went wrong",
+		"To file:///r\n ! [rejected]        HEAD -> b (non-fast-forward)\nerror: failed to push some refs to 'file:///r'\n":      "! [rejected]        HEAD -> b (non-fast-forward)",
+		"fatal: could not read Username for 'https://h': terminal prompts disabled\n":                                            "fatal: could not read Username for 'https://h': terminal prompts disabled",
+		"error: atomic push failed for ref refs/heads/b. status: 7\nTo file:///r\n ! [rejected]        HEAD -> b (stale info)\n": "! [rejected]        HEAD -> b (stale info)",
+		"remote: something\nremote: went wrong\n":                                                                                "remote: went wrong",
 		"": "",
 	}
 	for in, want := range cases {
@@ -468,6 +470,52 @@ func TestReworkPushIsAFastForwardOnly(t *testing.T) {
 	}
 	if got := must(t, f.remoteGit(), "rev-parse", "refs/heads/main"); got != moved {
 		t.Errorf("main was overwritten: %s, want %s", got, moved)
+	}
+}
+
+func TestReworkRetriedAfterItsLostPushReplacesThatPush(t *testing.T) {
+	f := newFixture(t)
+	asg := reworkJob("again", "main", f.seed)
+	// An earlier attempt of this job pushed, marker and all, and was lost before it reported.
+	lost := f.advance("main", "lost.txt")
+	must(t, f.remoteGit(), "update-ref", pushMarkerRef(asg.GetJobId()), lost)
+	dir, g, base, failure := f.clone(asg)
+	if failure != "" || base != f.seed {
+		t.Fatalf("got base %s %q, want the parent's head %s", base, failure, f.seed)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lost.txt")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the clone still has the lost attempt's file: %v", err)
+	}
+	writeFile(t, filepath.Join(dir, "mine.txt"), "mine\n")
+	var said []string
+	spec := f.spec(asg, base, &said)
+	spec.Cloned = lost
+	change, err := makeChange(g, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := must(t, f.remoteGit(), "rev-parse", "refs/heads/main")
+	if change.GetBaseCommit() != f.seed || change.GetHeadCommit() != head || change.GetCommitCount() != 1 {
+		t.Errorf("change %v, main at %s", change, head)
+	}
+	if marker := must(t, f.remoteGit(), "rev-parse", pushMarkerRef(asg.GetJobId())); marker != head {
+		t.Errorf("marker at %s, main at %s", marker, head)
+	}
+	if code, _, _ := f.remoteGit()(nil, "merge-base", "--is-ancestor", lost, head); code == 0 {
+		t.Errorf("the lost attempt's commit %s is still on main", lost)
+	}
+}
+
+func TestReworkOnABranchMovedPastItsOwnLostPush(t *testing.T) {
+	f := newFixture(t)
+	asg := reworkJob("again", "main", f.seed)
+	lost := f.advance("main", "lost.txt")
+	must(t, f.remoteGit(), "update-ref", pushMarkerRef(asg.GetJobId()), lost)
+	moved := f.advance("main", "theirs.txt") // someone built on it since
+	_, _, base, failure := f.clone(asg)
+	want := fmt.Sprintf("branch moved: main is at %s, the job revises %s", moved, f.seed)
+	if base != moved || failure != want {
+		t.Errorf("got %s %q, want %q", base, failure, want)
 	}
 }
 

@@ -193,10 +193,10 @@ func (x *runner) run() {
 		return
 	}
 	git := x.gitIn(repoDir, gitEnv)
-	var base, failure string
+	var base, cloned, failure string
 	if exit.Success() {
 		var err error
-		if base, failure, err = baseCommit(git, x.asg.GetRevises()); err != nil {
+		if base, cloned, failure, err = baseCommit(git, x.asg, x.system); err != nil {
 			failure = "clone failed: cannot read the clone's head: " + err.Error()
 		}
 	}
@@ -262,7 +262,7 @@ func (x *runner) run() {
 
 	// The command succeeded: its change is committed, pushed and described. A stop that arrives
 	// meanwhile stops the git at work; the change then goes undelivered and the run ends as stopped.
-	change, err := makeChange(git, changeSpec{Asg: x.asg, Base: base, BranchPrefix: x.opts.BranchPrefix, NoPush: x.opts.NoPush,
+	change, err := makeChange(git, changeSpec{Asg: x.asg, Base: base, Cloned: cloned, BranchPrefix: x.opts.BranchPrefix, NoPush: x.opts.NoPush,
 		PatchFile: x.store.patchFile(x.r.jobID, x.r.attempt), ResultFile: resultFile, Say: x.system})
 	if err != nil {
 		if kind, reason := ctl.state(); kind != stopNone {

@@ -31,7 +31,7 @@ describe('changes made by the reference agent CLI', () => {
   const agents: AgentProcess[] = [];
 
   beforeAll(async () => {
-    t = await startTestSystem({ driver: 'pglite', env: { AGENT_HEARTBEAT_INTERVAL: '1s', DISPATCH_SWEEP_INTERVAL: '1s', MAX_PATCH_BYTES: String(MAX_PATCH_BYTES) } });
+    t = await startTestSystem({ driver: 'pglite', env: { AGENT_HEARTBEAT_INTERVAL: '1s', AGENT_SILENCE_TIMEOUT: '5s', DISPATCH_SWEEP_INTERVAL: '1s', MAX_PATCH_BYTES: String(MAX_PATCH_BYTES) } });
   });
 
   afterAll(async () => {
@@ -224,6 +224,42 @@ describe('changes made by the reference agent CLI', () => {
     expect(refused.response.status).toBe(400);
     expect(refused.error?.errors?.[0]?.message).toBe(`job ${second.id} (succeeded) continues it; rework that one instead`);
   });
+
+  it('retries a rework whose agent was lost after its push: the next attempt replaces that push rather than failing on a branch it moved itself', async () => {
+    const { remote, org, repo, agent } = await setup();
+    const first = await run(org, repo.id, 'echo one > story.txt');
+    const branch = first.change!.branch!;
+    // The remote holds the rework's first push once its refs are updated, until the test has killed that agent.
+    const scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-jobs-lost-push-'));
+    const pushed = path.join(scratch, 'pushed');
+    const release = path.join(scratch, 'release');
+    const hook = path.join(remote.dir, 'hooks', 'post-receive');
+    await fs.writeFile(hook, `#!/bin/sh\nif [ ! -e '${pushed}' ]; then touch '${pushed}'; while [ ! -e '${release}' ]; do sleep 0.1; done; fi\n`);
+    await fs.chmod(hook, 0o755);
+    try {
+      const job = await createJob(org.member, org.orgId, { repoId: repo.id, prompt: 'echo "attempt $JOB_ATTEMPT" >> story.txt', queueType: 'rework', parentJobId: first.id });
+      await waitUntil(() => fs.access(pushed).then(() => true, () => false), 'the rework never pushed', 60_000);
+      const lostHead = branchHead(remote, branch);
+      agent.kill('SIGKILL');
+      await agent.exited;
+      await fs.writeFile(release, '');
+
+      await startAgent({ server: t.grpcAddress, token: (await createAgentToken(org.admin, org.orgId)).secret, exec: RUN_THE_PROMPT, name: 'changes-2', env: { AGENT_GIT_AUTHOR: AUTHOR } }).then((a) => agents.push(a));
+      const done = await waitForJob(org.member, org.orgId, job.id, (j) => ['succeeded', 'failed', 'cancelled', 'timed_out'].includes(j.status), 90_000);
+      expect(done).toMatchObject({ status: 'succeeded', attempt: 2 });
+      expect(done.change).toMatchObject({ branch, pushed: true, baseCommit: first.change!.headCommit, commitCount: 1 });
+      expect(branchHead(remote, branch)).toBe(done.change!.headCommit);
+      expect(gitIn(remote.dir, 'show', `${branch}:story.txt`).toString()).toBe('one\nattempt 2\n');
+      expect(gitIn(remote.dir, 'rev-parse', `refs/agent-jobs/${job.id}`).toString().trim()).toBe(done.change!.headCommit);
+      expect(gitIn(remote.dir, 'rev-list', branch).toString().split('\n')).not.toContain(lostHead);
+      expect(await logOf(org, job.id)).toContain(`${branch} is at ${lostHead}, pushed by an earlier attempt of this job: starting again from ${first.change!.headCommit}, and replacing that push`);
+      expect((await download(org, job.id)).body.equals(gitPatch(remote, first.change!.headCommit, done.change!.headCommit))).toBe(true);
+    } finally {
+      await fs.writeFile(release, '').catch(() => undefined);
+      await fs.rm(hook, { force: true });
+      await fs.rm(scratch, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   it('fails a rework without touching the branch when someone moved it since the parent', async () => {
     const { remote, org, repo } = await setup();

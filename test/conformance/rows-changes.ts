@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import type { JobDetail } from '../../generated/sdk/index.js';
 import { createBareRepository, gitIn } from '../support/git-fixture.js';
+import type { AgentUnderTest } from './agent.js';
 import type { Org, Row, RowContext } from './kit.js';
 import { truncate } from './kit.js';
 import { settings } from './settings.js';
@@ -33,6 +34,8 @@ interface ChangeSetup {
   org: Org;
   remote: Remote;
   repoId: string;
+  /** The agent started for the row, unless it asked for none. */
+  agent?: AgentUnderTest;
 }
 
 /** An organisation, one agent, and a repository on a fresh bare remote seeded with `files` on main. */
@@ -41,8 +44,8 @@ async function setup(ctx: RowContext, options: { files?: Record<string, string |
   ctx.onDispose(remote.remove);
   const org = await ctx.org();
   const repoId = await ctx.repository(org, { name: `changes-${ctx.row.id}`, cloneUrl: remote.cloneUrl });
-  if (options.startAgent !== false) await ctx.agent(org, options.agentArgs ? { extraArgs: options.agentArgs } : {});
-  return { org, remote, repoId };
+  const agent = options.startAgent === false ? undefined : await ctx.agent(org, options.agentArgs ? { extraArgs: options.agentArgs } : {});
+  return { org, remote, repoId, ...(agent ? { agent } : {}) };
 }
 
 /** Pushes one commit of someone else's onto `branch` of the remote, on top of `from` (the branch itself by default); returns the new head. */
@@ -312,7 +315,7 @@ export const changeRows: Row[] = [
   {
     id: 'rework-chain',
     scenario: 'a job writes a file and a summary; a rework of it appends and prints its environment; a rework of the rework does the same',
-    expected: "each rework continues the same branch from its parent's headCommit (baseCommit = parent's headCommit, one commit, fast-forward), its command sees JOB_PARENT_ID/BRANCH/HEAD/SUMMARY of its parent and starts at the parent's head; each patch is git's base..head",
+    expected: "each rework continues the same branch from its parent's headCommit (baseCommit = parent's headCommit, one commit, fast-forward, refs/agent-jobs/<job id> pushed at the same head), its command sees JOB_PARENT_ID/BRANCH/HEAD/SUMMARY of its parent and starts at the parent's head; each patch is git's base..head",
     async run(ctx) {
       const s = await setup(ctx);
       const main = headOf(s.remote, 'main')!;
@@ -333,6 +336,8 @@ export const changeRows: Row[] = [
         if (!judged) return;
         const isChild = gitIn(s.remote.dir, 'rev-list', '--parents', '-n', '1', judged.change.headCommit).toString().trim().split(' ')[1] === parent.change!.headCommit;
         ctx.check(isChild, isChild ? `${line}: a fast-forward from the parent's head` : `${line}: its commit's parent is not the parent job's head`);
+        const marked = gitIn(s.remote.dir, 'for-each-ref', '--format=%(objectname)', `refs/agent-jobs/${rework.id}`).toString().trim();
+        ctx.check(marked === judged.change.headCommit, marked === judged.change.headCommit ? `${line}: refs/agent-jobs/<job id> pushed with it` : `${line}: refs/agent-jobs/<job id> is at "${marked}", not the head`);
         parent = rework;
       }
       const story = gitIn(s.remote.dir, 'show', `${branch}:story.txt`).toString();
@@ -356,6 +361,34 @@ export const changeRows: Row[] = [
       ctx.check(rework.status === 'failed' && rework.failureReason === reason, rework.failureReason === reason ? `failed: "branch moved: ${branch} is at ${moved.slice(0, 10)}…, the job revises ${first.change!.headCommit.slice(0, 10)}…"` : `rework ${ctx.describe(rework)}; expected failed, "${reason}"`);
       ctx.check(ctx.runs(rework.id).length === 0, ctx.runs(rework.id).length === 0 ? 'its command never ran' : 'its command ran');
       ctx.check(headOf(s.remote, branch) === moved, headOf(s.remote, branch) === moved ? 'the branch is where it was pushed' : `the branch moved to ${headOf(s.remote, branch)}`);
+    },
+  },
+  {
+    id: 'rework-retried-after-lost-push',
+    scenario: "a rework job retried after an earlier attempt of it pushed a commit onto the parent's branch (and refs/agent-jobs/<job id> with it) and was lost before reporting",
+    expected: "succeeded, starting again from the parent's head (baseCommit = the parent's headCommit); the earlier attempt's commit replaced, not built on; refs/agent-jobs/<job id> at the new head",
+    async run(ctx) {
+      const s = await setup(ctx);
+      const first = await runJob(ctx, s, 'echo one > story.txt');
+      if (!first) return;
+      const branch = `${BRANCH_PREFIX}${first.id}`;
+      if (!ctx.check(first.status === 'succeeded' && first.change?.branch === branch, `parent ${ctx.describe(first)}, branch ${first.change?.branch}`)) return;
+      // No agent while the remote is made to look as the lost attempt left it, so that the rework waits for the next.
+      s.agent!.signal('SIGTERM');
+      await s.agent!.exited();
+      const jobId = await ctx.submit(s.org, 'echo two >> story.txt', { repoId: s.repoId, parentJobId: first.id });
+      const lost = pushAsSomeoneElse(ctx, s.remote, branch);
+      const marker = `refs/agent-jobs/${jobId}`;
+      gitIn(s.remote.dir, 'update-ref', marker, lost);
+      await ctx.agent(s.org);
+      const rework = await ctx.untilEnded(s.org, jobId);
+      if (!rework) return;
+      const judged = await judgePushed(ctx, s, rework, { branch, base: first.change!.headCommit, commitCount: 1 });
+      if (!judged) return;
+      const kept = gitIn(s.remote.dir, 'rev-list', branch).toString().split('\n').includes(lost);
+      ctx.check(!kept, kept ? "the earlier attempt's commit is still on the branch" : "the earlier attempt's commit is gone from the branch");
+      const marked = gitIn(s.remote.dir, 'rev-parse', marker).toString().trim();
+      ctx.check(marked === judged.change.headCommit, marked === judged.change.headCommit ? `${marker} is at the new head` : `${marker} is at ${marked}, the branch at ${judged.change.headCommit}`);
     },
   },
   {

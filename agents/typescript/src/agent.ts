@@ -64,8 +64,10 @@ interface HeldJob {
   startedSentOn?: number;
   finished?: JobFinished;
   finishedSentOn?: number;
-  /** The change's patch, sent in PatchChunks from when it is read, all before JobFinished; kept until its JobFinishedAck. */
+  /** The change's patch, sent in PatchChunks as it is read, all before JobFinished; kept until its JobFinishedAck. */
   patch?: Buffer;
+  /** Whether `patch` is all of it (git has finished writing it), rather than what is read so far. */
+  patchWhole: boolean;
   /** Patch bytes the server has stored (PatchAck), and written to the current stream. */
   patchAcked: number;
   patchSent: number;
@@ -271,14 +273,17 @@ export class Agent implements SessionHandler {
         job.startedAt = startedAt;
         this.scheduleFlush(0);
       },
-      patchReady: (patch) => {
-        job.patch = patch;
-        this.scheduleFlush(0);
+      patchRead: (bytesSoFar, whole) => {
+        if (job.finished || job.givenBack) return;
+        job.patch = bytesSoFar;
+        job.patchWhole = whole;
+        // A chunk's worth more, or the end: partial chunks would only cost the server statements.
+        if (whole || !bytesSoFar || bytesSoFar.byteLength - job.patchSent >= PATCH_CHUNK_BYTES) this.scheduleFlush(0);
       },
     });
     agentLog.info('job accepted', { jobId, attempt, repository: assignment.repository?.name, running: running + 1, capacity: this.settings.capacity });
     const endSpan = this.settings.tracer?.startRun(assignment);
-    const job: HeldJob = { jobId, attempt, outbox, run, done: run.start(), patchAcked: 0, patchSent: 0 };
+    const job: HeldJob = { jobId, attempt, outbox, run, done: run.start(), patchAcked: 0, patchSent: 0, patchWhole: false };
     this.jobs.set(jobId, job);
     void job.done.then((result) => {
       endSpan?.(result);
@@ -368,10 +373,16 @@ export class Agent implements SessionHandler {
       for (let batch = job.outbox.nextBatch(this.batchLimits); batch; batch = job.outbox.nextBatch(this.batchLimits)) {
         if (!this.write(channel, { $case: 'logBatch', value: batch })) return;
       }
-      // The patch goes as soon as it is read (while the push runs), a bounded amount ahead of the
-      // acks, and all of it before the JobFinished that names its size.
+      // The patch goes as it is read (while the push runs) in whole chunks, the last one once git has
+      // written it all, a bounded amount ahead of the acks, and all of it before the JobFinished
+      // that names its size.
       const patch = this.sendablePatch(job);
-      while (patch && job.patchSent < patch.byteLength && job.patchSent - job.patchAcked < PATCH_BYTES_IN_FLIGHT) {
+      while (
+        patch &&
+        job.patchSent < patch.byteLength &&
+        job.patchSent - job.patchAcked < PATCH_BYTES_IN_FLIGHT &&
+        (job.patchWhole || patch.byteLength - job.patchSent >= PATCH_CHUNK_BYTES)
+      ) {
         const offset = job.patchSent;
         const data = patch.subarray(offset, offset + PATCH_CHUNK_BYTES);
         job.patchSent = offset + data.byteLength;
@@ -412,6 +423,7 @@ export class Agent implements SessionHandler {
     if (this.jobs.get(job.jobId) !== job) return; // dropped while it ran: nothing more is said about it
     // A patch sent ahead of the result belongs to no change unless the result has it: stop sending it.
     job.patch = result.patch;
+    job.patchWhole = true;
     if (result.givenBack !== undefined) {
       job.givenBack = { jobId: job.jobId, attempt: job.attempt, reason: result.givenBack };
       agentLog.info('job stopped; giving it back once its log is stored', { jobId: job.jobId, attempt: job.attempt, reason: result.givenBack, lines: job.outbox.lastSeq });

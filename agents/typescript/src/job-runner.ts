@@ -10,7 +10,7 @@ import { durationToMs, formatMs } from './durations.js';
 import { OutputCapture, type JobLogSink } from './output-capture.js';
 import { ProcessGroup, type ProcessExit, type StopResult } from './process-group.js';
 import type { RunRecords } from './run-records.js';
-import { commitLeftovers, commitMessage, diffStat, firstErrorLine, headCommit, listCommits, readPatch, readResultFile } from './run-change.js';
+import { commitLeftovers, commitMessage, diffStat, firstErrorLine, headCommit, listCommits, markedPush, pushFailure, pushMarkerRef, readPatch, readResultFile } from './run-change.js';
 import { cloneArgs, prepareRunFolder, redactUrl, removeRunFolder, repoDirOf, runFolderName } from './workspace.js';
 
 export interface JobRunContext {
@@ -46,10 +46,12 @@ export interface RunHooks {
   /** The command is running (JobStarted). */
   started(startedAt: Date): void;
   /**
-   * The change's patch is read, while the push may still run: sending it meanwhile hides its
-   * transfer behind the push. The run's result still decides: a push that fails sends no change.
+   * More of the change's patch is read (`bytesSoFar`, complete once `whole`), while the push may
+   * still run: sending it meanwhile hides its transfer behind the push. Undefined: the patch is
+   * larger than the server takes, and no more of it goes. The run's result still decides: a push that
+   * fails sends no change.
    */
-  patchReady(patch: Buffer): void;
+  patchRead(bytesSoFar: Buffer | undefined, whole: boolean): void;
 }
 
 type StopCause = { kind: 'cancel'; reason: string } | { kind: 'give-back'; reason: string } | { kind: 'backstop'; runTimeoutMs: number } | { kind: 'abandon' };
@@ -147,17 +149,45 @@ export class JobRun {
 
       const repoDir = repoDirOf(folder);
       const env = this.jobEnv(repository, folder);
-      const base = await headCommit(repoDir, env);
+      const cloned = await headCommit(repoDir, env);
       const revises = this.assignment.revises;
-      if (revises?.branch && base !== revises.headCommit) {
-        return this.fail(`branch moved: ${revises.branch} is at ${base}, the job revises ${revises.headCommit}`);
+      let base = cloned;
+      if (revises?.branch && cloned !== revises.headCommit) {
+        const restart = await this.restartFromParent(repoDir, env, revises.branch, revises.headCommit, cloned);
+        if (restart) return restart;
+        base = revises.headCommit;
       }
       const ran = await this.runCommand(repoDir, env);
       if (ran.outcome !== JobOutcome.JOB_OUTCOME_SUCCEEDED) return ran;
-      return await this.deliverChange(ran, repoDir, env, base);
+      return await this.deliverChange(ran, repoDir, env, base, cloned);
     } finally {
       await removeRunFolder(folder).catch((err: unknown) => agentLog.warn('could not remove a run folder', { folder, error: String(err) }));
     }
+  }
+
+  /**
+   * A rework whose branch is not at its parent's head. When the remote's push marker of this job is
+   * at the branch's head, an earlier attempt of this very job pushed it and was lost before its
+   * outcome was recorded: the clone goes back to the parent's head, and the push will replace that
+   * attempt's commits. Otherwise someone else moved the branch, and the run fails without running
+   * its command (agent.proto, RunChange). Undefined when the run goes on.
+   */
+  private async restartFromParent(repoDir: string, env: NodeJS.ProcessEnv, branch: string, parentHead: string, found: string): Promise<RunResult | undefined> {
+    let marked: string | undefined;
+    try {
+      marked = await markedPush(repoDir, { ...env, GIT_TERMINAL_PROMPT: '0' }, this.assignment.jobId);
+    } catch (err) {
+      return this.fail(`could not read ${pushMarkerRef(this.assignment.jobId)}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (marked !== found) return this.fail(`branch moved: ${branch} is at ${found}, the job revises ${parentHead}`);
+    this.system(`${branch} is at ${found}, pushed by an earlier attempt of this job: starting again from ${parentHead}, and replacing that push`);
+    for (const args of [['fetch', '--quiet', '--depth', '1', 'origin', parentHead], ['reset', '--quiet', '--hard', parentHead]]) {
+      const { step, detail } = await this.gitStep(args, repoDir, env);
+      if (step.spawnError) return this.fail(`${args[0]} failed: could not run git: ${step.spawnError.message}`);
+      if (this.stopCause) return this.stoppedBeforeStart();
+      if (step.exit?.code !== 0) return this.fail(`${args[0]} failed: ${detail}`);
+    }
+    return undefined;
   }
 
   /** Undefined when the clone succeeded; otherwise how the run ended. */
@@ -177,7 +207,7 @@ export class JobRun {
    * `secrets` masked. `detail` is what git said went wrong, for failure_reason: its first
    * "error:"/"fatal:" line (later ones are generic advice), or else its last line.
    */
-  private async gitStep(args: string[], cwd: string, env: NodeJS.ProcessEnv, secrets: string[] = []): Promise<{ step: StepOutcome; detail: string }> {
+  private async gitStep(args: string[], cwd: string, env: NodeJS.ProcessEnv, secrets: string[] = [], describe = firstErrorLine): Promise<{ step: StepOutcome; detail: string }> {
     this.system(`$ git ${args.map((arg) => (secrets.includes(arg) ? redactUrl(arg) : arg)).join(' ')}`);
     const output: string[] = [];
     const sink = this.sink;
@@ -192,16 +222,16 @@ export class JobRun {
       whenRoom: () => sink.whenRoom(),
     };
     const step = await this.runStep('git', args, cwd, { ...env, GIT_TERMINAL_PROMPT: '0' }, gitSink, [LogStream.LOG_STREAM_SYSTEM, LogStream.LOG_STREAM_SYSTEM]);
-    return { step, detail: firstErrorLine(output.join('\n')) || describeExit(step.exit) };
+    return { step, detail: describe(output.join('\n')) || describeExit(step.exit) };
   }
 
   /**
    * A successful run's change, as agent.proto (RunChange) says: leftovers committed, the branch
-   * pushed (a backlog job's replaces what an earlier attempt may have pushed; a rework's only
-   * fast-forwards its parent's), the commits, diff stat and patch taken. A push that fails fails
+   * pushed (a backlog job's replaces what an earlier attempt may have pushed; a rework's goes only
+   * onto `cloned`, the head its clone found), the commits, diff stat and patch taken. A push that fails fails
    * the run; a stop asked for meanwhile ends it as the stop says.
    */
-  private async deliverChange(success: RunResult, repoDir: string, env: NodeJS.ProcessEnv, base: string): Promise<RunResult> {
+  private async deliverChange(success: RunResult, repoDir: string, env: NodeJS.ProcessEnv, base: string, cloned: string): Promise<RunResult> {
     const { jobId, prompt, revises } = this.assignment;
     const rework = this.assignment.queue === JobQueue.JOB_QUEUE_REWORK;
     try {
@@ -216,14 +246,19 @@ export class JobRun {
       }
       const branch = revises?.branch || `${this.context.change.branchPrefix}${jobId}`;
       // Read while the push runs: they only read the clone, and the push is the slow part.
-      const patchRead = readPatch(repoDir, env, base, head, this.context.maxPatchBytes());
-      patchRead.then((patch) => patch.bytes && !this.stopCause && this.hooks.patchReady(patch.bytes), () => undefined);
+      const patchRead = readPatch(repoDir, env, base, head, this.context.maxPatchBytes(), (bytes) => {
+        if (!this.stopCause) this.hooks.patchRead(bytes, false);
+      });
+      patchRead.then((patch) => !this.stopCause && this.hooks.patchRead(patch.bytes, true), () => undefined);
       const gathering = Promise.all([listCommits(repoDir, env, base, head), diffStat(repoDir, env, base, head), patchRead]);
       gathering.catch(() => undefined); // awaited below; a push that fails first leaves it unread
       if (this.context.change.push) {
-        // A rework's push is a fast-forward from its parent's head only: a branch someone moved meanwhile is refused, not overwritten.
-        const args = revises?.branch ? ['push', 'origin', `HEAD:refs/heads/${branch}`] : ['push', '--force', 'origin', `HEAD:refs/heads/${branch}`];
-        const { step, detail } = await this.gitStep(args, repoDir, env);
+        // A rework's push goes only onto the head its clone found (the parent's, or an earlier attempt's it replaces): a branch
+        // someone moved meanwhile is refused, not overwritten. Its marker goes with it, or neither does.
+        const args = revises?.branch
+          ? ['push', '--atomic', `--force-with-lease=refs/heads/${branch}:${cloned}`, 'origin', `HEAD:refs/heads/${branch}`, `+HEAD:${pushMarkerRef(jobId)}`]
+          : ['push', '--force', 'origin', `HEAD:refs/heads/${branch}`];
+        const { step, detail } = await this.gitStep(args, repoDir, env, [], pushFailure);
         if (this.stopCause) return this.stoppedWhileDelivering();
         // The command exited by itself: its exit code stays the run's (agent.proto, JobFinished.exit_code).
         if (step.spawnError) return { ...this.fail(`push failed: could not run git: ${step.spawnError.message}`), exitCode: success.exitCode };

@@ -42,6 +42,26 @@ export function headCommit(repoDir: string, env: NodeJS.ProcessEnv): Promise<str
   return gitOrThrow(['rev-parse', 'HEAD'], repoDir, env).then((out) => out.trim());
 }
 
+/**
+ * The ref a rework's push sets, in the same atomic push as the branch, to the commit it pushed
+ * (agent.proto, RunChange): a later attempt of the job that finds the branch there knows the move
+ * was this job's own, not someone else's.
+ */
+export function pushMarkerRef(jobId: string): string {
+  return `refs/agent-jobs/${jobId}`;
+}
+
+/** Where the remote's push marker of `jobId` stands: undefined when the remote has none. */
+export async function markedPush(repoDir: string, env: NodeJS.ProcessEnv, jobId: string): Promise<string | undefined> {
+  const ref = pushMarkerRef(jobId);
+  const out = await gitOrThrow(['ls-remote', '--refs', 'origin', ref], repoDir, env);
+  for (const line of out.split('\n')) {
+    const [sha, name] = line.trim().split(/\s+/);
+    if (name === ref && sha) return sha;
+  }
+  return undefined;
+}
+
 /** The message of the agent's commit: the prompt's first line (the feedback's, for rework), then the job. */
 export function commitMessage(prompt: string, jobId: string, rework: boolean): string {
   const firstLine = prompt.trim().split('\n', 1)[0]!.trim();
@@ -101,17 +121,42 @@ export async function diffStat(repoDir: string, env: NodeJS.ProcessEnv, base: st
 /**
  * The patch, byte for byte (never decoded: it need not be UTF-8). Its whole size is counted, but
  * only a patch of at most `keepBytes` is kept: a larger one is reported by size and not sent.
+ * `progress` sees the bytes read so far as git writes them (a view of them, valid until the next
+ * call), and undefined once the patch has outgrown `keepBytes`; so the patch can be sent while git
+ * is still writing it.
  */
-export function readPatch(repoDir: string, env: NodeJS.ProcessEnv, base: string, head: string, keepBytes: number): Promise<{ size: number; bytes: Buffer | undefined }> {
+export function readPatch(
+  repoDir: string,
+  env: NodeJS.ProcessEnv,
+  base: string,
+  head: string,
+  keepBytes: number,
+  progress: (bytesSoFar: Buffer | undefined) => void = () => undefined,
+): Promise<{ size: number; bytes: Buffer | undefined }> {
   return new Promise((resolve, reject) => {
     const child = spawn('git', ['-c', 'core.quotePath=true', 'diff', '--binary', ...PINNED_DIFF, base, head], { cwd: repoDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const chunks: Buffer[] = [];
+    // One buffer grown by doubling, so that what is read so far is always one contiguous view.
+    let kept = Buffer.alloc(0);
     let size = 0;
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => {
-      size += chunk.byteLength;
-      if (size <= keepBytes) chunks.push(chunk);
-      else chunks.length = 0;
+      const end = size + chunk.byteLength;
+      if (end <= keepBytes) {
+        if (end > kept.byteLength) {
+          const grown = Buffer.allocUnsafe(Math.min(keepBytes, Math.max(end, kept.byteLength * 2, 256 * 1024)));
+          kept.copy(grown, 0, 0, size);
+          kept = grown;
+        }
+        chunk.copy(kept, size);
+        size = end;
+        progress(kept.subarray(0, size));
+        return;
+      }
+      if (size <= keepBytes) {
+        kept = Buffer.alloc(0);
+        progress(undefined);
+      }
+      size = end;
     });
     child.stderr.setEncoding('utf8').on('data', (text: string) => {
       if (stderr.length < 10_000) stderr += text;
@@ -119,7 +164,7 @@ export function readPatch(repoDir: string, env: NodeJS.ProcessEnv, base: string,
     child.on('error', reject);
     child.on('close', (code) => {
       if (code !== 0) return reject(new Error(`git diff failed: ${firstErrorLine(stderr) || `exit ${code}`}`));
-      resolve({ size, bytes: size <= keepBytes ? Buffer.concat(chunks, size) : undefined });
+      resolve({ size, bytes: size <= keepBytes ? kept.subarray(0, size) : undefined });
     });
   });
 }
@@ -165,6 +210,14 @@ function isWebUrl(text: string): boolean {
 }
 
 /** What git says went wrong: its first "error:"/"fatal:"/rejected line, else its last line. */
+/**
+ * Why a push failed, in git's words: the first ref it refused (" ! [rejected] … (stale info)"), which
+ * says more than an atomic push's own first error line, else as firstErrorLine.
+ */
+export function pushFailure(text: string): string {
+  return text.split('\n').find((line) => line.startsWith(' ! ['))?.trim() ?? firstErrorLine(text);
+}
+
 export function firstErrorLine(text: string): string {
   const lines = text.split('\n').map((line) => line.trimEnd()).filter((line) => line.trim());
   return lines.find((line) => /^(error:|fatal:| ! \[)/.test(line))?.trim() ?? lines.at(-1)?.trim() ?? '';

@@ -1703,8 +1703,15 @@ func (x *JobFinished) GetChange() *RunChange {
 //     backlog job Repository.default_branch; for a rework job
 //     JobAssignment.revises.branch, or the default branch when that is
 //     empty) and notes its head: base_commit. A rework run whose branch is
-//     no longer at revises.head_commit fails ("branch moved: …") without
-//     running the command.
+//     no longer at revises.head_commit looks up the remote's ref
+//     refs/agent-jobs/<job_id> (`git ls-remote`). When it is at the
+//     branch's head, an earlier attempt of this same job pushed that head
+//     and was lost before its outcome was recorded: the run fetches
+//     revises.head_commit, starts from it (base_commit =
+//     revises.head_commit), and its push replaces that attempt's commits.
+//     Otherwise someone else moved the branch, and the run fails ("branch
+//     moved: <branch> is at <head>, the job revises <head_commit>")
+//     without running the command.
 //   - After the command exits with 0, it commits whatever the command left
 //     uncommitted (tracked and untracked files, as `git add --all` sees
 //     them, .gitignore respected) with a configurable identity as author and
@@ -1718,9 +1725,16 @@ func (x *JobFinished) GetChange() *RunChange {
 //     for a backlog job a branch named for the job (a configurable prefix,
 //     "agent-jobs/" by default, then the job id), replacing what an earlier
 //     attempt of the job may have pushed there; for a rework job the
-//     parent's branch, as a fast-forward from revises.head_commit only. A
-//     push that fails fails the run: JOB_OUTCOME_FAILED with failure_reason
-//     "push failed: <git's first error line>", git's output in the log. An
+//     parent's branch, only from the head the clone found there (`git push
+//     --atomic --force-with-lease=refs/heads/<branch>:<that head> origin
+//     HEAD:refs/heads/<branch> +HEAD:refs/agent-jobs/<job_id>`): the branch
+//     and the ref that marks the push as this job's move together or not
+//     at all. (The remote must take atomic pushes and refs outside
+//     refs/heads; the markers, one per rework job, may be deleted once the
+//     job has ended.) A push that fails fails the run: JOB_OUTCOME_FAILED
+//     with failure_reason "push failed: <git's line for the first ref it
+//     refused (" ! [rejected] … (stale info)"), or else its first error
+//     line>", git's output in the log. An
 //     agent told not to push (the reference agent's --no-push) reports the
 //     branch it would have pushed, with pushed = false.
 //   - The patch is the output of `git -c core.quotePath=true diff --binary
@@ -1778,7 +1792,9 @@ type RunChange struct {
 	PullRequestUrl string `protobuf:"bytes,9,opt,name=pull_request_url,json=pullRequestUrl,proto3" json:"pull_request_url,omitempty"`
 	// Size in bytes of the whole patch. The agent sends it in PatchChunks
 	// before JobFinished, unless it is larger than Welcome.max_patch_bytes:
-	// then it sends none, and the job's change is recorded without its patch
+	// then it sends no more of it once it knows (an agent that sends the
+	// patch as git writes it may have sent a part, which is never served),
+	// and the job's change is recorded without its patch
 	// (readers are told it was too large; the branch still holds it). 0 when
 	// the run changed nothing.
 	PatchSize     uint64 `protobuf:"varint,10,opt,name=patch_size,json=patchSize,proto3" json:"patch_size,omitempty"`
@@ -2010,8 +2026,8 @@ func (x *DiffStat) GetDeletions() uint32 {
 // may be far larger than one message. Chunks are sent in offset order, the
 // first at offset 0, each at most 1 MiB (the reference agent: 64 KiB), any
 // time after the run's JobStarted and before its JobFinished; log lines may
-// come between them. The reference agent sends the patch as soon as it has
-// taken it, while its push runs, so that the transfer hides behind the push.
+// come between them. The reference agent sends the patch as git writes it,
+// while its push runs, so that the transfer hides behind the push.
 // Chunks of a run that then ends without a change (its push failed, it was
 // stopped) belong to no outcome: the server never serves them, and the
 // agent stops sending them. The server stores them
