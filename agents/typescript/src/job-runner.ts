@@ -245,26 +245,27 @@ export class JobRun {
         return { ...success, change: unchanged };
       }
       const branch = revises?.branch || `${this.context.change.branchPrefix}${jobId}`;
-      // Read while the push runs: they only read the clone, and the push is the slow part.
+      // The push goes first, being the slow part; what is read meanwhile only reads the clone. A
+      // rework's push goes only onto the head its clone found (the parent's, or an earlier attempt's
+      // it replaces): a branch someone moved meanwhile is refused, not overwritten. Its marker goes
+      // with it, or neither does.
+      const pushArgs = revises?.branch
+        ? ['push', '--atomic', `--force-with-lease=refs/heads/${branch}:${cloned}`, 'origin', `HEAD:refs/heads/${branch}`, `+HEAD:${pushMarkerRef(jobId)}`]
+        : ['push', '--force', 'origin', `HEAD:refs/heads/${branch}`];
+      const pushing = this.context.change.push ? this.gitStep(pushArgs, repoDir, env, [], pushFailure) : undefined;
+      if (!pushing) this.system(`not pushing (--no-push): the change would go to branch ${branch}`);
       const patchRead = readPatch(repoDir, env, base, head, this.context.maxPatchBytes(), (bytes) => {
         if (!this.stopCause) this.hooks.patchRead(bytes, false);
       });
       patchRead.then((patch) => !this.stopCause && this.hooks.patchRead(patch.bytes, true), () => undefined);
       const gathering = Promise.all([listCommits(repoDir, env, base, head), diffStat(repoDir, env, base, head), patchRead]);
       gathering.catch(() => undefined); // awaited below; a push that fails first leaves it unread
-      if (this.context.change.push) {
-        // A rework's push goes only onto the head its clone found (the parent's, or an earlier attempt's it replaces): a branch
-        // someone moved meanwhile is refused, not overwritten. Its marker goes with it, or neither does.
-        const args = revises?.branch
-          ? ['push', '--atomic', `--force-with-lease=refs/heads/${branch}:${cloned}`, 'origin', `HEAD:refs/heads/${branch}`, `+HEAD:${pushMarkerRef(jobId)}`]
-          : ['push', '--force', 'origin', `HEAD:refs/heads/${branch}`];
-        const { step, detail } = await this.gitStep(args, repoDir, env, [], pushFailure);
+      if (pushing) {
+        const { step, detail } = await pushing;
         if (this.stopCause) return this.stoppedWhileDelivering();
         // The command exited by itself: its exit code stays the run's (agent.proto, JobFinished.exit_code).
         if (step.spawnError) return { ...this.fail(`push failed: could not run git: ${step.spawnError.message}`), exitCode: success.exitCode };
         if (step.exit?.code !== 0) return { ...this.fail(`push failed: ${detail}`), exitCode: success.exitCode };
-      } else {
-        this.system(`not pushing (--no-push): the change would go to branch ${branch}`);
       }
       const [{ commits, count }, stat, patch] = await gathering;
       if (this.stopCause) return this.stoppedWhileDelivering();
