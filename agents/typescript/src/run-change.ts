@@ -209,7 +209,6 @@ function isWebUrl(text: string): boolean {
   }
 }
 
-/** What git says went wrong: its first "error:"/"fatal:"/rejected line, else its last line. */
 /**
  * Why a push failed, in git's words: the first ref it refused (" ! [rejected] … (stale info)"), which
  * says more than an atomic push's own first error line, else as firstErrorLine.
@@ -218,6 +217,7 @@ export function pushFailure(text: string): string {
   return text.split('\n').find((line) => line.startsWith(' ! ['))?.trim() ?? firstErrorLine(text);
 }
 
+/** What git says went wrong: its first "error:"/"fatal:"/rejected line, else its last line. */
 export function firstErrorLine(text: string): string {
   const lines = text.split('\n').map((line) => line.trimEnd()).filter((line) => line.trim());
   return lines.find((line) => /^(error:|fatal:| ! \[)/.test(line))?.trim() ?? lines.at(-1)?.trim() ?? '';
