@@ -60,6 +60,9 @@ export interface PatchChunksStored {
   stored: boolean;
 }
 
+/** What storePatchChunks's statement answers: the job's columns are null when there is no such job. */
+type PatchChunksRow = { org_id: string | null; agent_id: string | null; attempt: number | null; status: JobStatus | null; reported_kind: ReportedOutcome['kind'] | null; stored_before: string | number; stored: number };
+
 /**
  * Stores consecutive chunks of a run's patch, starting at `offset`, each a row at its offset (only
  * the bytes past what is stored), in one statement: one round trip per group of chunks, however many
@@ -82,7 +85,7 @@ export async function storePatchChunks(
     }),
     sql`, `,
   );
-  const result = await db.execute<{ org_id: string | null; agent_id: string | null; attempt: number | null; status: JobStatus | null; reported_kind: ReportedOutcome['kind'] | null; stored_before: string | number; stored: number }>(sql`
+  const result = await db.execute<PatchChunksRow>(sql`
     with job as (
       select org_id, agent_id, attempt, status, reported_outcome->>'kind' as reported_kind from ${jobs} where id = ${run.jobId} for share
     ), patch as (
@@ -101,7 +104,7 @@ export async function storePatchChunks(
     )
     select job.org_id, job.agent_id, job.attempt, job.status, job.reported_kind, patch.bytes as stored_before, (select count(*) from allowed)::int as stored
     from patch left join job on true`);
-  const row = (result as unknown as { rows: { org_id: string | null; agent_id: string | null; attempt: number | null; status: JobStatus | null; reported_kind: ReportedOutcome['kind'] | null; stored_before: string | number; stored: number }[] }).rows[0];
+  const row = (result as unknown as { rows: PatchChunksRow[] }).rows[0];
   if (!row) throw new Error('storing patch chunks returned no row');
   return {
     job: row.org_id === null ? undefined : { orgId: row.org_id, agentId: row.agent_id, attempt: Number(row.attempt), status: row.status!, reportedKind: row.reported_kind },
