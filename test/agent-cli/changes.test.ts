@@ -237,7 +237,8 @@ describe('changes made by the reference agent CLI', () => {
     await fs.writeFile(hook, `#!/bin/sh\nif [ ! -e '${pushed}' ]; then touch '${pushed}'; while [ ! -e '${release}' ]; do sleep 0.1; done; fi\n`);
     await fs.chmod(hook, 0o755);
     try {
-      const job = await createJob(org.member, org.orgId, { repoId: repo.id, prompt: 'echo "attempt $JOB_ATTEMPT" >> story.txt', queueType: 'rework', parentJobId: first.id });
+      // A short cancel grace: the server requeues a silent agent's job after its lease + that grace + a margin.
+      const job = await createJob(org.member, org.orgId, { repoId: repo.id, prompt: 'echo "attempt $JOB_ATTEMPT" >> story.txt', queueType: 'rework', parentJobId: first.id, cancelGraceSeconds: 1 });
       await waitUntil(() => fs.access(pushed).then(() => true, () => false), 'the rework never pushed', 60_000);
       const lostHead = branchHead(remote, branch);
       agent.kill('SIGKILL');
