@@ -157,7 +157,8 @@ export interface paths {
          *     `400 invalid_argument` with a pointer to `/parentJobId` and the reason. Should the branch still move
          *     before the rework runs (someone pushed to it), the run fails with `branch moved: …` rather than
          *     overwrite it; an attempt of the rework that pushed and was lost before it reported is not someone
-         *     else: a retry replaces what it pushed (agent.proto, RunChange). `rework` jobs are dispatched before `backlog` jobs; within a queue, first in first out.
+         *     else: a retry replaces what it pushed (agent.proto, RunChange). `rework` jobs are dispatched before
+         *     `backlog` jobs; within a queue, first in first out.
          *
          *     When the organisation already has as many queued jobs as it may, the answer is `429` with
          *     `Retry-After`.
