@@ -75,6 +75,9 @@ describe.each(drivers)('traces on %s', (driver) => {
       agent.start(job!.id, 1);
       agent.finish(job!.id, 1, JobOutcome.JOB_OUTCOME_SUCCEEDED, { exitCode: 0, lastSeq: 0 });
       await agent.next('finishedAck');
+      // The gateway may hand a job out before the outbox has started its workflow: the job's end is
+      // the workflow's, so once it is recorded the workflow exists and its result can be awaited.
+      await waitForJob(org.member, org.orgId, job!.id, (j) => j.status === 'succeeded', 30_000);
       await t.system.temporal.workflow.getHandle(job!.id).result();
 
       const [row] = await t.system.database.db.select({ traceContext: jobs.traceContext }).from(jobs).where(eq(jobs.id, job!.id));
