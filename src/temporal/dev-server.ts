@@ -104,6 +104,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Starts of the CLI's dev server tried when one exits for a port taken under it (see below). */
+const DEV_SERVER_START_ATTEMPTS = 3;
+
 export async function startTemporalDevServer(options: DevServerOptions): Promise<DevServer> {
   const log = options.log ?? (() => {});
   const cli = locateTemporalCli(options.dataDir, options.cliPath, log);
@@ -116,16 +119,30 @@ export async function startTemporalDevServer(options: DevServerOptions): Promise
   }
   if (options.namespace && options.namespace !== 'default') args.push('--namespace', options.namespace);
 
-  const child = spawn(cli.path, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString()).slice(-4000);
-  });
-  try {
-    await waitForPort(options.port, child, 30_000);
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}\n${stderr.trim()}`);
+  // The CLI picks its HTTP API and metrics ports itself, and exits when another process takes one
+  // before it binds it: a start that dies that way is tried again.
+  let child: ChildProcess;
+  for (let attempt = 1; ; attempt++) {
+    child = spawn(cli.path, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString()).slice(-4000);
+    });
+    try {
+      await waitForPort(options.port, child, 30_000);
+      break;
+    } catch (err) {
+      child.kill('SIGKILL');
+      const exited = child.exitCode !== null || child.signalCode !== null;
+      // What it said last is read in full once its pipe has closed.
+      if (exited) await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1_000))]);
+      if (exited && attempt < DEV_SERVER_START_ATTEMPTS && /address already in use/.test(stderr)) {
+        log(`the Temporal dev server lost a port before it bound it; starting it again (${attempt}/${DEV_SERVER_START_ATTEMPTS})`);
+        continue;
+      }
+      throw new Error(`${(err as Error).message}\n${stderr.trim()}`);
+    }
   }
   return {
     address: `127.0.0.1:${options.port}`,

@@ -15,7 +15,14 @@ export interface ProcessSpec {
   logFile: string;
   /** Polled after start until true: the process serves what it is for. */
   ready: (process: ManagedProcess) => Promise<boolean>;
+  /**
+   * Starts made when the process exits before it is ready (1 unless set): for a program that picks
+   * some of its ports itself and can lose one to another process before it binds it.
+   */
+  startAttempts?: number;
 }
+
+class ExitedBeforeReady extends Error {}
 
 export interface ProcessExit {
   code: number | null;
@@ -51,6 +58,17 @@ export class ManagedProcess {
 
   /** Starts the process and waits until it is ready; returns how long that took. */
   async start(timeoutMs: number): Promise<number> {
+    const attempts = this.spec.startAttempts ?? 1;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.startOnce(timeoutMs);
+      } catch (err) {
+        if (!(err instanceof ExitedBeforeReady) || attempt >= attempts) throw err;
+      }
+    }
+  }
+
+  private async startOnce(timeoutMs: number): Promise<number> {
     if (this.running) throw new Error(`${this.name} is already running`);
     const startedAt = Date.now();
     this.logOffset = fs.existsSync(this.spec.logFile) ? fs.statSync(this.spec.logFile).size : 0;
@@ -70,7 +88,7 @@ export class ManagedProcess {
 
     const deadline = startedAt + timeoutMs;
     for (;;) {
-      if (!this.running) throw new Error(`${this.name} exited before it was ready (see ${this.spec.logFile})`);
+      if (!this.running) throw new ExitedBeforeReady(`${this.name} exited before it was ready (see ${this.spec.logFile})`);
       if (await this.spec.ready(this).catch(() => false)) return Date.now() - startedAt;
       if (Date.now() > deadline) throw new Error(`${this.name} was not ready within ${timeoutMs} ms (see ${this.spec.logFile})`);
       await sleep(100);

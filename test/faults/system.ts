@@ -89,6 +89,8 @@ export async function startSystemUnderTest(scratch: string, log: (line: string) 
       cwd: scratch,
       logFile: path.join(logs, 'temporal.log'),
       ready: () => portOpen(temporalPort),
+      // The CLI picks its HTTP API and metrics ports itself; one taken before it binds makes it exit.
+      startAttempts: 3,
     });
     stopSteps.push(async () => void (await temporal.stop()));
     const bundling = bundleWorkflowCode({ workflowsPath, logger: { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => log(m), log() {} } });
