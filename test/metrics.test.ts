@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobOutcome, LogStream } from '../generated/proto/agent/v1/agent.js';
 import { createAgentToken, createJob, createOrg, createRepository, waitForJob } from './support/factories.js';
+import { orgWithAgent } from './support/running-job.js';
 import { closeClients, ProtocolClient } from './support/protocol-client.js';
 import { metricSample, scrapeMetrics } from './support/metrics.js';
 import { changeOf } from './support/scripted-change.js';
@@ -23,13 +24,7 @@ describe('the metrics an operator reads', () => {
 
   it('counts jobs as they are created, wait, run, end and go back to the queue, and what their agents store', async () => {
     const before = await scrape();
-    const org = await createOrg(t);
-    const repo = await createRepository(org.admin, org.orgId);
-    const token = await createAgentToken(org.admin, org.orgId);
-    const agent = new ProtocolClient(t.grpcAddress, token.secret);
-    clients.push(agent);
-    agent.hello({ capacity: 2 });
-    await agent.next('welcome');
+    const { agent, repo, ...org } = await orgWithAgent(t, clients, 2);
     expect(sample(await scrape(), 'agent_jobs_agents_connected')).toBe(1);
     expect(sample(await scrape(), 'agent_jobs_agent_free_slots')).toBe(2);
 

@@ -20,6 +20,7 @@ import { activeTraceContext, startTracing } from '../src/observability/tracing.j
 import { tracingInterceptorsPath, workflowsPath } from '../src/temporal/worker.js';
 import { startAgent, type AgentProcess } from './support/agent-process.js';
 import { createAgentToken, createOrg, createRepository, waitForJob, waitForWorkflow } from './support/factories.js';
+import { orgWithAgent } from './support/running-job.js';
 import { createGitRepository } from './support/git-fixture.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './support/otlp-receiver.js';
 import { closeClients, ProtocolClient } from './support/protocol-client.js';
@@ -58,13 +59,7 @@ describe.each(drivers)('traces on %s', (driver) => {
       expect(activeTraceContext(trace.setSpan(ROOT_CONTEXT, probe))).toBeNull();
       probe.end();
 
-      const org = await createOrg(t);
-      const repo = await createRepository(org.admin, org.orgId);
-      const token = await createAgentToken(org.admin, org.orgId);
-      const agent = new ProtocolClient(t.grpcAddress, token.secret);
-      clients.push(agent);
-      agent.hello({ capacity: 1 });
-      await agent.next('welcome');
+      const { agent, repo, ...org } = await orgWithAgent(t, clients);
       const { data: job } = await org.member.POST('/v1/orgs/{orgId}/jobs', {
         params: { path: { orgId: org.orgId } },
         body: { prompt: 'untraced', repoId: repo.id, queueType: 'backlog' },

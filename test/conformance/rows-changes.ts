@@ -62,6 +62,15 @@ async function runJob(ctx: RowContext, s: ChangeSetup, prompt: string, parentJob
   return ctx.untilEnded(s.org, jobId);
 }
 
+/** A job that writes story.txt and succeeds on its own branch, to be reworked; undefined (a failure noted) otherwise. */
+async function parentOnItsBranch(ctx: RowContext, s: ChangeSetup): Promise<{ first: JobDetail; branch: string } | undefined> {
+  const first = await runJob(ctx, s, 'echo one > story.txt');
+  if (!first) return undefined;
+  const branch = `${BRANCH_PREFIX}${first.id}`;
+  if (!ctx.check(first.status === 'succeeded' && first.change?.branch === branch, `parent ${ctx.describe(first)}, branch ${first.change?.branch}`)) return undefined;
+  return { first, branch };
+}
+
 /** A branch's head in the remote, or undefined when it has no such branch. */
 function headOf(remote: Remote, branch: string): string | undefined {
   try {
@@ -350,10 +359,9 @@ export const changeRows: Row[] = [
     expected: 'the rework fails with "branch moved: <branch> is at <new head>, the job revises <parent head>" without running its command; the branch stays where it was pushed',
     async run(ctx) {
       const s = await setup(ctx);
-      const first = await runJob(ctx, s, 'echo one > story.txt');
-      if (!first) return;
-      const branch = `${BRANCH_PREFIX}${first.id}`;
-      if (!ctx.check(first.status === 'succeeded' && first.change?.branch === branch, `parent ${ctx.describe(first)}, branch ${first.change?.branch}`)) return;
+      const parent = await parentOnItsBranch(ctx, s);
+      if (!parent) return;
+      const { first, branch } = parent;
       const moved = pushAsSomeoneElse(ctx, s.remote, branch);
       const rework = await runJob(ctx, s, 'echo two >> story.txt', first.id);
       if (!rework) return;
@@ -369,10 +377,9 @@ export const changeRows: Row[] = [
     expected: "succeeded, starting again from the parent's head (baseCommit = the parent's headCommit); the earlier attempt's commit replaced, not built on; refs/agent-jobs/<job id> at the new head",
     async run(ctx) {
       const s = await setup(ctx);
-      const first = await runJob(ctx, s, 'echo one > story.txt');
-      if (!first) return;
-      const branch = `${BRANCH_PREFIX}${first.id}`;
-      if (!ctx.check(first.status === 'succeeded' && first.change?.branch === branch, `parent ${ctx.describe(first)}, branch ${first.change?.branch}`)) return;
+      const parent = await parentOnItsBranch(ctx, s);
+      if (!parent) return;
+      const { first, branch } = parent;
       // No agent while the remote is made to look as the lost attempt left it, so that the rework waits for the next.
       s.agent!.signal('SIGTERM');
       await s.agent!.exited();

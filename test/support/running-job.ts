@@ -8,27 +8,21 @@ import { LogStreamViewer } from './log-stream-client.js';
 import { ProtocolClient } from './protocol-client.js';
 import type { TestSystem } from './system.js';
 
-/** A fresh organisation with a repository and one scripted agent (capacity 1) that has its Welcome; the caller closes it through `clients`. */
-export async function orgWithAgent(t: TestSystem, clients: ProtocolClient[]) {
+/** A fresh organisation with a repository and one scripted agent (capacity 1 unless set) that has its Welcome; the caller closes it through `clients`. */
+export async function orgWithAgent(t: TestSystem, clients: ProtocolClient[], capacity = 1) {
   const org = await createOrg(t);
   const repo = await createRepository(org.admin, org.orgId);
   const token = await createAgentToken(org.admin, org.orgId);
   const agent = new ProtocolClient(t.grpcAddress, token.secret);
   clients.push(agent);
-  agent.hello({ capacity: 1 });
+  agent.hello({ capacity });
   await agent.next('welcome');
   return { ...org, repo, agent };
 }
 
 /** Starts a job on a scripted agent (closed by the caller through `clients`) and returns its printer. */
 export async function runningJob(t: TestSystem, clients: ProtocolClient[]) {
-  const org = await createOrg(t);
-  const repo = await createRepository(org.admin, org.orgId);
-  const { data: token } = await org.admin.POST('/v1/orgs/{orgId}/agent-tokens', { params: { path: { orgId: org.orgId } }, body: { name: 'printer' } });
-  const agent = new ProtocolClient(t.grpcAddress, token!.secret);
-  clients.push(agent);
-  agent.hello({ capacity: 1 });
-  await agent.next('welcome');
+  const { agent, repo, ...org } = await orgWithAgent(t, clients);
   const job = await createJob(org.member, org.orgId, { repoId: repo.id, prompt: 'print a lot' });
   await agent.next('assignment');
   agent.start(job.id, 1);
